@@ -1,0 +1,70 @@
+# idn — make targets. `make help` lists them.
+
+SHELL := bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+# ONNX Runtime shared library, taken from the PyPI wheel (the library has no other dependency).
+ORT_VERSION := 1.32.0
+ORT_SHA256  := 6c1585d1bbf45b0712ea4a21b705c5fcb4ba04ff2e30f1fbf81a49faf658638f
+ORT_LIB     := .ort/libonnxruntime.so.$(ORT_VERSION)
+
+# Python environment for interop tests (tritonclient) and benchmarks.
+VENV    := .venv
+PYTHON  := $(VENV)/bin/python
+PY_DEPS := tritonclient[http]==2.73.0 numpy pytest
+
+.PHONY: help
+help: ## List the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+.PHONY: ort
+ort: $(ORT_LIB) ## Fetch the pinned ONNX Runtime library into .ort/ (sha256-checked)
+
+$(ORT_LIB):
+	@mkdir -p .ort/download
+	python3 -m pip download --quiet --no-deps --only-binary=:all: --implementation cp \
+	  --python-version 3.11 --platform manylinux_2_28_x86_64 \
+	  onnxruntime==$(ORT_VERSION) -d .ort/download
+	python3 -c 'import sys, zipfile; z = zipfile.ZipFile(sys.argv[1]); open(sys.argv[2], "wb").write(z.read("onnxruntime/capi/libonnxruntime.so.$(ORT_VERSION)"))' \
+	  .ort/download/onnxruntime-$(ORT_VERSION)-*.whl $@.part
+	echo "$(ORT_SHA256)  $@.part" | sha256sum --check --quiet
+	mv $@.part $@
+	rm -rf .ort/download
+
+$(PYTHON): Makefile
+	python3 -m venv $(VENV)
+	$(PYTHON) -m pip install --quiet --upgrade pip
+	$(PYTHON) -m pip install --quiet $(PY_DEPS)
+	touch $@
+
+.PHONY: build
+build: ort ## Build every binary (release)
+	cargo build --release --workspace
+
+.PHONY: run
+run: build ## The main job: start a node-agent on the example models and send it real requests
+	examples/node-agent/demo.sh
+
+.PHONY: demo
+demo: run ## Same as run
+
+.PHONY: test
+test: ort $(PYTHON) ## Run every test: Rust unit and integration tests, then interop with tritonclient
+	cargo test --workspace
+	cargo build --workspace --bins
+	$(PYTHON) -m pytest -q tests/interop
+
+.PHONY: bench
+bench: ort ## Benchmarks (see docs/benchmarks.md)
+	bench/run.sh
+
+.PHONY: lint
+lint: ## cargo fmt --check and clippy with warnings denied
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets -- -D warnings
+
+.PHONY: clean
+clean: ## Remove build output, the ONNX Runtime library and the Python environment
+	cargo clean
+	rm -rf .ort $(VENV)

@@ -1,0 +1,68 @@
+//! `idn-node-agent`: serves the models of one IDN node over the Open Inference Protocol v2.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use idn_node_agent::config::NodeAgentConfig;
+use idn_node_agent::server::{self, Node};
+use idn_node_agent::telemetry::{self, LogFormat};
+
+#[derive(Parser)]
+#[command(version, about)]
+struct Args {
+    /// Node-agent config file (YAML, kind NodeAgentConfig).
+    #[arg(short, long, env = "IDN_CONFIG")]
+    config: PathBuf,
+    /// Listen address, overriding the config's `listen`.
+    #[arg(long, env = "IDN_LISTEN")]
+    listen: Option<std::net::SocketAddr>,
+    /// Log line format.
+    #[arg(long, value_enum, default_value = "text", env = "IDN_LOG_FORMAT")]
+    log_format: LogFormat,
+    /// Log level, used when RUST_LOG is not set.
+    #[arg(long, default_value = "info", env = "IDN_LOG_LEVEL")]
+    log_level: String,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    telemetry::init(args.log_format, &args.log_level);
+    match run(args).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("idn-node-agent: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> idn_node_agent::Result<()> {
+    let mut config = NodeAgentConfig::load(&args.config)?;
+    if let Some(listen) = args.listen {
+        config.listen = listen;
+    }
+    let listener = server::bind(&config).await?;
+    let node = Node::start(config)?;
+    tracing::info!(
+        node = %node.config.node,
+        addr = %server::local_addr(&listener),
+        "serving the Open Inference Protocol v2"
+    );
+    server::serve(node, listener, shutdown_signal()).await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Resolves on SIGTERM (Kubernetes) or Ctrl-C.
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("installing a SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {},
+        _ = tokio::signal::ctrl_c() => {},
+    }
+    tracing::info!("shutdown signal received");
+}

@@ -1,0 +1,123 @@
+//! The inference pool: a fixed set of worker threads, each owning one ONNX Runtime session per
+//! ready model, fed by a bounded queue.
+//!
+//! Inference never runs on the async reactor. The queue bound is the overload policy: when it
+//! is full the request is refused at once with 503 instead of waiting in memory.
+
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+use ort::session::Session;
+use tokio::sync::oneshot;
+
+use crate::protocol::ApiError;
+use crate::runtime::{self, Model, ModelState, Signature};
+use crate::tensor::Tensor;
+
+/// Outputs of one inference and the time the model took.
+#[derive(Debug)]
+pub struct Inference {
+    pub outputs: Vec<Tensor>,
+    pub elapsed: Duration,
+}
+
+struct Job {
+    model: usize,
+    inputs: Vec<Tensor>,
+    outputs: Vec<String>,
+    reply: oneshot::Sender<Result<Inference, String>>,
+}
+
+/// Handle to the worker threads; cloning shares the same queue.
+#[derive(Clone)]
+pub struct InferencePool {
+    queue: Sender<Job>,
+    queue_depth: usize,
+}
+
+impl InferencePool {
+    /// Starts `threads` workers over `models` (indexed as in the slice).
+    pub fn start(models: &[Model], threads: usize, queue_depth: usize) -> Self {
+        let (queue, jobs) = crossbeam_channel::bounded(queue_depth);
+        let models: Arc<[Model]> = models.into();
+        for i in 0..threads.max(1) {
+            let jobs = jobs.clone();
+            let models = Arc::clone(&models);
+            thread::Builder::new()
+                .name(format!("idn-infer-{i}"))
+                .spawn(move || work(&models, &jobs))
+                .expect("spawning an inference thread");
+        }
+        InferencePool { queue, queue_depth }
+    }
+
+    /// Runs a model on checked inputs; 503 when the queue is full.
+    pub async fn infer(
+        &self,
+        model: usize,
+        inputs: Vec<Tensor>,
+        outputs: Vec<String>,
+    ) -> Result<Inference, ApiError> {
+        let (reply, answer) = oneshot::channel();
+        let job = Job {
+            model,
+            inputs,
+            outputs,
+            reply,
+        };
+        self.queue.try_send(job).map_err(|e| match e {
+            TrySendError::Full(_) => ApiError::unavailable(format!(
+                "overloaded: the inference queue is full ({} requests waiting); retry later",
+                self.queue_depth
+            )),
+            TrySendError::Disconnected(_) => ApiError::unavailable("the agent is shutting down"),
+        })?;
+        answer
+            .await
+            .map_err(|_| ApiError::unavailable("the inference worker stopped"))?
+            .map_err(|e| {
+                ApiError::new(
+                    http::StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("inference failed: {e}"),
+                )
+            })
+    }
+}
+
+/// A worker: opens its sessions, then serves jobs until every sender is gone.
+fn work(models: &[Model], jobs: &Receiver<Job>) {
+    let mut sessions: Vec<Option<(Session, &Signature)>> = models
+        .iter()
+        .map(|m| match &m.state {
+            ModelState::Ready { signature, bytes } => match runtime::open_session(bytes) {
+                Ok(session) => Some((session, signature)),
+                Err(e) => {
+                    tracing::error!(model = %m.config.name, error = %e, "worker cannot open a session");
+                    None
+                }
+            },
+            ModelState::Unavailable { .. } => None,
+        })
+        .collect();
+    for job in jobs {
+        let result = match sessions.get_mut(job.model).and_then(Option::as_mut) {
+            Some((session, signature)) => {
+                let start = Instant::now();
+                runtime::run(session, signature, job.inputs, &job.outputs).map(|outputs| {
+                    Inference {
+                        outputs,
+                        elapsed: start.elapsed(),
+                    }
+                })
+            }
+            None => Err(format!(
+                "model #{} has no session on this worker",
+                job.model
+            )),
+        };
+        // The client may have gone away; its answer is then dropped.
+        let _ = job.reply.send(result);
+    }
+}

@@ -1,0 +1,550 @@
+//! The OIP v2 HTTP server: one routing function, handlers returning `Result<_, ApiError>`, and
+//! one place ([`into_response`]) that turns an error into its status and OIP error body.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use serde_json::json;
+use tokio::net::TcpListener;
+use tracing::Instrument;
+
+use crate::config::NodeAgentConfig;
+use crate::metrics::{self, Metrics, ModelLabels, RequestLabels};
+use crate::pool::InferencePool;
+use crate::protocol::{self, ApiError, InferResponse};
+use crate::runtime::{Model, ModelState, TensorSpec};
+use crate::{Error, Result, ort_library};
+
+/// How long a client may take to send its request headers.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A running node: its config, its models and the pool that runs them.
+pub struct Node {
+    pub config: NodeAgentConfig,
+    pub models: Vec<Model>,
+    index: HashMap<String, usize>,
+    pool: InferencePool,
+    pub metrics: Metrics,
+}
+
+impl Node {
+    /// Loads every model (a model that fails is kept as unavailable) and starts the pool.
+    /// Fails only when ONNX Runtime itself cannot be loaded.
+    pub fn start(config: NodeAgentConfig) -> Result<Arc<Node>> {
+        ort_library::environment()?;
+        let models: Vec<Model> = config.models.iter().cloned().map(Model::load).collect();
+        let metrics = Metrics::default();
+        for model in &models {
+            let ready = model.is_ready();
+            match &model.state {
+                ModelState::Ready { .. } => {
+                    tracing::info!(model = %model.config.name, "model ready")
+                }
+                ModelState::Unavailable { reason } => {
+                    tracing::error!(model = %model.config.name, %reason, "model not ready")
+                }
+            }
+            metrics
+                .model_ready
+                .get_or_create(&ModelLabels {
+                    model: model.config.name.clone(),
+                })
+                .set(i64::from(ready));
+        }
+        let threads = match config.limits.inference_threads {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        };
+        let pool = InferencePool::start(&models, threads, config.limits.queue_depth);
+        let index = models
+            .iter()
+            .enumerate()
+            .map(|(i, m)| (m.config.name.clone(), i))
+            .collect();
+        Ok(Arc::new(Node {
+            config,
+            models,
+            index,
+            pool,
+            metrics,
+        }))
+    }
+
+    /// Ready when at least one model serves: one broken model must not take the node out of
+    /// its Service while the others work (per-model readiness tells which).
+    pub fn is_ready(&self) -> bool {
+        self.models.iter().any(Model::is_ready)
+    }
+
+    fn model(&self, name: &str, version: Option<&str>) -> Result<(usize, &Model), ApiError> {
+        let i = *self.index.get(name).ok_or_else(|| {
+            ApiError::not_found(format!(
+                "model {name:?} is not served by node {:?} (models: {})",
+                self.config.node,
+                self.models
+                    .iter()
+                    .map(|m| m.config.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
+        })?;
+        let model = &self.models[i];
+        match version {
+            Some(v) if v != model.config.version => Err(ApiError::not_found(format!(
+                "model {name:?} has no version {v:?} (versions: {})",
+                model.config.version
+            ))),
+            _ => Ok((i, model)),
+        }
+    }
+}
+
+/// A matched route.
+#[derive(Debug, PartialEq, Eq)]
+enum Route<'a> {
+    Live,
+    Ready,
+    ServerMetadata,
+    Metrics,
+    ModelMetadata(&'a str, Option<&'a str>),
+    ModelReady(&'a str, Option<&'a str>),
+    Infer(&'a str, Option<&'a str>),
+}
+
+/// Matches method and path segments to a route.
+fn route<'a>(method: &Method, path: &'a str) -> Result<Route<'a>, ApiError> {
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let (route, allowed) = match segments.as_slice() {
+        ["v2", "health", "live"] => (Route::Live, Method::GET),
+        ["v2", "health", "ready"] => (Route::Ready, Method::GET),
+        ["v2"] => (Route::ServerMetadata, Method::GET),
+        ["metrics"] => (Route::Metrics, Method::GET),
+        ["v2", "models", name, rest @ ..] => {
+            let (version, rest) = match rest {
+                ["versions", v, rest @ ..] => (Some(*v), rest),
+                _ => (None, rest),
+            };
+            match rest {
+                [] => (Route::ModelMetadata(name, version), Method::GET),
+                ["ready"] => (Route::ModelReady(name, version), Method::GET),
+                ["infer"] => (Route::Infer(name, version), Method::POST),
+                _ => return Err(ApiError::not_found(format!("no route for {path}"))),
+            }
+        }
+        _ => return Err(ApiError::not_found(format!("no route for {path}"))),
+    };
+    if *method != allowed {
+        return Err(ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!("{method} is not allowed on {path}; use {allowed}"),
+        ));
+    }
+    Ok(route)
+}
+
+type Body = Full<Bytes>;
+
+fn json_response(status: StatusCode, value: serde_json::Value) -> Response<Body> {
+    Response::builder()
+        .status(status)
+        .header(CONTENT_TYPE, "application/json")
+        .body(Full::new(Bytes::from(value.to_string())))
+        .expect("static headers are valid")
+}
+
+fn into_response(error: &ApiError) -> Response<Body> {
+    Response::builder()
+        .status(error.status)
+        .header(CONTENT_TYPE, "application/json")
+        .body(Full::new(Bytes::from(error.body())))
+        .expect("static headers are valid")
+}
+
+/// Serves one request: routes it and turns errors into OIP error responses.
+async fn handle(node: Arc<Node>, request: Request<Incoming>) -> Response<Body> {
+    let path = request.uri().path().to_owned();
+    let result = match route(request.method(), &path) {
+        Ok(Route::Live) => Ok(json_response(StatusCode::OK, json!({ "live": true }))),
+        Ok(Route::Ready) => Ok(server_ready(&node)),
+        Ok(Route::ServerMetadata) => Ok(server_metadata(&node)),
+        Ok(Route::Metrics) => Ok(Response::builder()
+            .header(CONTENT_TYPE, metrics::CONTENT_TYPE)
+            .body(Full::new(Bytes::from(node.metrics.encode())))
+            .expect("static headers are valid")),
+        Ok(Route::ModelMetadata(name, version)) => model_metadata(&node, name, version),
+        Ok(Route::ModelReady(name, version)) => model_ready(&node, name, version),
+        Ok(Route::Infer(name, version)) => {
+            let name = name.to_owned();
+            let version = version.map(str::to_owned);
+            return infer(&node, &name, version.as_deref(), request).await;
+        }
+        Err(e) => Err(e),
+    };
+    result.unwrap_or_else(|e| into_response(&e))
+}
+
+fn server_ready(node: &Node) -> Response<Body> {
+    let ready = node.is_ready();
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::BAD_REQUEST
+    };
+    json_response(status, json!({ "ready": ready }))
+}
+
+fn server_metadata(node: &Node) -> Response<Body> {
+    json_response(
+        StatusCode::OK,
+        json!({
+            "name": "idn-node-agent",
+            "version": env!("CARGO_PKG_VERSION"),
+            "extensions": ["binary_tensor_data"],
+            "node": node.config.node,
+            "tier": node.config.tier,
+        }),
+    )
+}
+
+fn specs_json(specs: &[TensorSpec]) -> serde_json::Value {
+    specs
+        .iter()
+        .map(|s| json!({ "name": s.name, "datatype": s.datatype.as_str(), "shape": s.shape }))
+        .collect()
+}
+
+fn model_metadata(
+    node: &Node,
+    name: &str,
+    version: Option<&str>,
+) -> Result<Response<Body>, ApiError> {
+    let (_, model) = node.model(name, version)?;
+    let mut body = json!({
+        "name": model.config.name,
+        "versions": [model.config.version],
+        "platform": "onnxruntime_onnx",
+    });
+    match &model.state {
+        ModelState::Ready { signature, .. } => {
+            body["inputs"] = specs_json(&signature.inputs);
+            body["outputs"] = specs_json(&signature.outputs);
+            body["state"] = json!("READY");
+        }
+        ModelState::Unavailable { reason } => {
+            body["inputs"] = json!([]);
+            body["outputs"] = json!([]);
+            body["state"] = json!("UNAVAILABLE");
+            body["reason"] = json!(reason);
+        }
+    }
+    if !model.config.labels.is_empty() {
+        body["parameters"] = json!({ "labels": model.config.labels });
+    }
+    Ok(json_response(StatusCode::OK, body))
+}
+
+fn model_ready(node: &Node, name: &str, version: Option<&str>) -> Result<Response<Body>, ApiError> {
+    let (_, model) = node.model(name, version)?;
+    Ok(match &model.state {
+        ModelState::Ready { .. } => {
+            json_response(StatusCode::OK, json!({ "name": name, "ready": true }))
+        }
+        // OIP: a 4xx status means "not ready".
+        ModelState::Unavailable { reason } => json_response(
+            StatusCode::BAD_REQUEST,
+            json!({ "name": name, "ready": false, "error": format!("model {name:?} is not ready: {reason}") }),
+        ),
+    })
+}
+
+/// Reads the whole body, refusing one over `limit` bytes (413) or one that does not arrive in
+/// time (408), so a slow or oversized client cannot hold memory or a connection.
+async fn read_body(
+    request: Request<Incoming>,
+    limit: usize,
+    timeout: Duration,
+) -> Result<(http::request::Parts, Bytes), ApiError> {
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("request body exceeds the limit of {limit} bytes"),
+        )
+    };
+    let declared = request
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    let (parts, body) = request.into_parts();
+    let collected = tokio::time::timeout(timeout, Limited::new(body, limit).collect())
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                format!("request body not received within {} s", timeout.as_secs()),
+            )
+        })?;
+    match collected {
+        Ok(body) => Ok((parts, body.to_bytes())),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
+        Err(e) => Err(ApiError::bad_request(format!(
+            "cannot read request body: {e}"
+        ))),
+    }
+}
+
+async fn infer(
+    node: &Arc<Node>,
+    name: &str,
+    version: Option<&str>,
+    request: Request<Incoming>,
+) -> Response<Body> {
+    let start = Instant::now();
+    let known = node.index.contains_key(name);
+    let label = if known { name } else { metrics::UNKNOWN_MODEL };
+    node.metrics.in_flight.inc();
+    let response = run_infer(node, name, version, request, start)
+        .instrument(tracing::debug_span!("infer", model = %name))
+        .await
+        .unwrap_or_else(|e| {
+            if e.status.is_server_error() {
+                tracing::warn!(model = %name, error = %e, "inference failed");
+            } else {
+                tracing::debug!(model = %name, error = %e, "inference request refused");
+            }
+            into_response(&e)
+        });
+    node.metrics.in_flight.dec();
+    node.metrics
+        .requests
+        .get_or_create(&RequestLabels {
+            model: label.to_owned(),
+            status: response.status().as_u16(),
+        })
+        .inc();
+    if known {
+        node.metrics
+            .request_duration
+            .get_or_create(&ModelLabels {
+                model: label.to_owned(),
+            })
+            .observe(start.elapsed().as_secs_f64());
+    }
+    response
+}
+
+async fn run_infer(
+    node: &Arc<Node>,
+    name: &str,
+    version: Option<&str>,
+    request: Request<Incoming>,
+    start: Instant,
+) -> Result<Response<Body>, ApiError> {
+    let (index, model) = node.model(name, version)?;
+    let signature = match &model.state {
+        ModelState::Ready { signature, .. } => signature,
+        ModelState::Unavailable { reason } => {
+            return Err(ApiError::unavailable(format!(
+                "model {name:?} is not ready: {reason}"
+            )));
+        }
+    };
+    let limits = &node.config.limits;
+    let (parts, body) = read_body(
+        request,
+        limits.max_body_bytes,
+        Duration::from_secs(limits.read_timeout_seconds),
+    )
+    .await?;
+    let header_length = parts
+        .headers
+        .get(protocol::HEADER_LENGTH)
+        .map(|v| v.to_str().unwrap_or("(not text)"));
+    let request = protocol::decode_request(&body, header_length)?;
+    signature.check_inputs(name, &request.inputs, limits.max_batch_size)?;
+    let outputs: Vec<String> = if request.outputs.is_empty() {
+        model.config.outputs.clone()
+    } else {
+        request
+            .outputs
+            .iter()
+            .map(|o| {
+                signature
+                    .output(&o.name)
+                    .map(|s| s.name.clone())
+                    .ok_or_else(|| {
+                        ApiError::bad_request(format!(
+                            "model {name:?} has no output {:?} (outputs: {})",
+                            o.name,
+                            signature
+                                .outputs
+                                .iter()
+                                .map(|s| s.name.as_str())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ))
+                    })
+            })
+            .collect::<Result<_, _>>()?
+    };
+    let inference = node.pool.infer(index, request.inputs, outputs).await?;
+    node.metrics
+        .inference_duration
+        .get_or_create(&ModelLabels {
+            model: name.to_owned(),
+        })
+        .observe(inference.elapsed.as_secs_f64());
+    let response = InferResponse {
+        model_name: model.config.name.clone(),
+        model_version: model.config.version.clone(),
+        id: request.id,
+        parameters: protocol::Parameters::new(),
+        outputs: inference.outputs,
+    };
+    let encoded = protocol::encode_response(&response, |output| {
+        request
+            .outputs
+            .iter()
+            .find(|o| o.name == output)
+            .map_or(request.binary_output, |o| o.binary)
+    });
+    tracing::debug!(elapsed_us = start.elapsed().as_micros() as u64, "answered");
+    let mut builder = Response::builder().status(StatusCode::OK);
+    builder = match encoded.header_length {
+        Some(n) => builder
+            .header(CONTENT_TYPE, "application/octet-stream")
+            .header(protocol::HEADER_LENGTH, n),
+        None => builder.header(CONTENT_TYPE, "application/json"),
+    };
+    Ok(builder
+        .body(Full::new(encoded.bytes))
+        .expect("headers are valid"))
+}
+
+/// Binds the configured listen address.
+pub async fn bind(config: &NodeAgentConfig) -> Result<TcpListener> {
+    TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| Error::Listen {
+            addr: config.listen.to_string(),
+            source,
+        })
+}
+
+/// Serves HTTP on `listener` until `shutdown` resolves, then stops accepting and lets in-flight
+/// requests finish (up to the configured drain timeout).
+pub async fn serve(node: Arc<Node>, listener: TcpListener, shutdown: impl Future<Output = ()>) {
+    let graceful = GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let node = Arc::clone(&node);
+        let service = service_fn(move |request| {
+            let node = Arc::clone(&node);
+            async move { Ok::<_, std::convert::Infallible>(handle(node, request).await) }
+        });
+        let connection = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    let drain = Duration::from_secs(node.config.limits.drain_timeout_seconds);
+    tracing::info!(connections = graceful.count(), "draining");
+    if tokio::time::timeout(drain, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("drain timeout reached; closing remaining connections");
+    }
+}
+
+/// The address a listener is bound to, for logs and tests.
+pub fn local_addr(listener: &TcpListener) -> SocketAddr {
+    listener
+        .local_addr()
+        .expect("a bound listener has an address")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_match_the_oip_paths() {
+        let get = Method::GET;
+        let post = Method::POST;
+        assert_eq!(route(&get, "/v2/health/live"), Ok(Route::Live));
+        assert_eq!(route(&get, "/v2/health/ready"), Ok(Route::Ready));
+        assert_eq!(route(&get, "/v2"), Ok(Route::ServerMetadata));
+        assert_eq!(route(&get, "/metrics"), Ok(Route::Metrics));
+        assert_eq!(
+            route(&get, "/v2/models/m"),
+            Ok(Route::ModelMetadata("m", None))
+        );
+        assert_eq!(
+            route(&get, "/v2/models/m/versions/2"),
+            Ok(Route::ModelMetadata("m", Some("2")))
+        );
+        assert_eq!(
+            route(&get, "/v2/models/m/ready"),
+            Ok(Route::ModelReady("m", None))
+        );
+        assert_eq!(
+            route(&post, "/v2/models/m/versions/1/infer"),
+            Ok(Route::Infer("m", Some("1")))
+        );
+    }
+
+    #[test]
+    fn unknown_paths_and_wrong_methods_are_refused() {
+        assert_eq!(
+            route(&Method::GET, "/v1/models/m").unwrap_err().status,
+            StatusCode::NOT_FOUND
+        );
+        assert_eq!(
+            route(&Method::GET, "/v2/models/m/explain")
+                .unwrap_err()
+                .status,
+            StatusCode::NOT_FOUND
+        );
+        let wrong = route(&Method::GET, "/v2/models/m/infer").unwrap_err();
+        assert_eq!(wrong.status, StatusCode::METHOD_NOT_ALLOWED);
+        assert!(wrong.message.contains("use POST"), "{}", wrong.message);
+        assert_eq!(
+            route(&Method::POST, "/v2/health/live").unwrap_err().status,
+            StatusCode::METHOD_NOT_ALLOWED
+        );
+    }
+}
