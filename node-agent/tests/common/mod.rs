@@ -1,0 +1,184 @@
+//! Test helpers: the example config, the MNIST sample, an agent on an ephemeral port and a
+//! minimal HTTP client.
+#![allow(dead_code)] // each test file uses a different subset
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use idn_node_agent::config::NodeAgentConfig;
+use idn_node_agent::server::{self, Node};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub const SAMPLES: usize = 1000;
+pub const PIXELS: usize = 784;
+pub const CLASSES: usize = 10;
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The example config (three models), listening on an ephemeral loopback port.
+pub fn example_config() -> NodeAgentConfig {
+    let mut config =
+        NodeAgentConfig::load(&repo_root().join("examples/node-agent/mnist.yaml")).unwrap();
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    config
+}
+
+/// The 1000-image MNIST sample: images as pixel/255 rows, and labels.
+pub fn sample() -> (Vec<Vec<f32>>, Vec<u8>) {
+    let data = repo_root().join("examples/data");
+    let pixels = std::fs::read(data.join("mnist-test-1000.images.u8")).unwrap();
+    let labels = std::fs::read(data.join("mnist-test-1000.labels.u8")).unwrap();
+    let images = pixels
+        .chunks_exact(PIXELS)
+        .map(|row| row.iter().map(|&p| f32::from(p) / 255.0).collect())
+        .collect();
+    (images, labels)
+}
+
+/// Probabilities Python onnxruntime gave for the sample (rows of 10).
+pub fn reference(model: &str) -> Vec<f32> {
+    let path = repo_root().join(format!("examples/data/reference/{model}.probs.f32"));
+    std::fs::read(path)
+        .unwrap()
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+        .collect()
+}
+
+pub fn argmax(row: &[f32]) -> usize {
+    row.iter()
+        .enumerate()
+        .max_by(|a, b| a.1.total_cmp(b.1))
+        .unwrap()
+        .0
+}
+
+/// An agent serving on 127.0.0.1 with an ephemeral port, in this process.
+pub struct TestAgent {
+    pub addr: SocketAddr,
+    pub node: Arc<Node>,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl TestAgent {
+    pub async fn start(config: NodeAgentConfig) -> Self {
+        let listener = server::bind(&config).await.unwrap();
+        let addr = server::local_addr(&listener);
+        let node = Node::start(config).unwrap();
+        let (tx, rx) = oneshot::channel();
+        let task = tokio::spawn(server::serve(Arc::clone(&node), listener, async {
+            let _ = rx.await;
+        }));
+        TestAgent {
+            addr,
+            node,
+            shutdown: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    /// Signals shutdown and waits for the server to drain.
+    pub async fn stop(mut self) {
+        self.shutdown.take().unwrap().send(()).unwrap();
+        self.task.take().unwrap().await.unwrap();
+    }
+
+    pub async fn get(&self, path: &str) -> Reply {
+        send(self.addr, Method::GET, path, &[], Bytes::new()).await
+    }
+
+    pub async fn post_json(&self, path: &str, body: &serde_json::Value) -> Reply {
+        send(
+            self.addr,
+            Method::POST,
+            path,
+            &[("content-type", "application/json".into())],
+            Bytes::from(body.to_string()),
+        )
+        .await
+    }
+}
+
+/// A response, read whole.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Reply {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&self.body)))
+    }
+
+    /// The `error` of an OIP error body.
+    pub fn error(&self) -> String {
+        self.json()["error"].as_str().unwrap().to_owned()
+    }
+}
+
+/// Sends one request on a fresh connection.
+pub async fn send(
+    addr: SocketAddr,
+    method: Method,
+    path: &str,
+    headers: &[(&str, String)],
+    body: Bytes,
+) -> Reply {
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let mut request = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", addr.to_string());
+    for (name, value) in headers {
+        request = request.header(*name, value);
+    }
+    let response = sender
+        .send_request(request.body(Full::new(body)).unwrap())
+        .await
+        .unwrap();
+    let status = response.status();
+    let headers = response.headers().clone();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    Reply {
+        status,
+        headers,
+        body,
+    }
+}
+
+/// An OIP JSON request for a batch of images.
+pub fn infer_body(images: &[Vec<f32>]) -> serde_json::Value {
+    let data: Vec<f32> = images.iter().flatten().copied().collect();
+    serde_json::json!({
+        "inputs": [{ "name": "input", "shape": [images.len(), PIXELS], "datatype": "FP32", "data": data }]
+    })
+}
+
+/// The `probs` output of a JSON response, flat.
+pub fn probs(reply: &Reply) -> Vec<f32> {
+    let json = reply.json();
+    let output = &json["outputs"][0];
+    assert_eq!(output["name"], "probs");
+    output["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap() as f32)
+        .collect()
+}
