@@ -9,6 +9,12 @@
 //! with its own session, like the agent's pool). Results go to stdout as JSON lines, one per
 //! model and mode, for `bench/run.sh`; everything else goes to stderr.
 //!
+//! With `--body FILE` (an OIP v2 JSON request), two more single-thread measurements break the
+//! agent's request path down without HTTP, to show where its time goes beyond the model:
+//! `codec` (decode the JSON body, check it against the signature, run, encode the JSON answer,
+//! all on one thread) and `pool` (hand the input to the agent's [`InferencePool`] from a tokio
+//! task and await the answer: the thread hand-off of every request, plus the run).
+//!
 //! `cargo bench` runs this from the crate's folder (node-agent/), so give absolute model paths:
 //!
 //! ```text
@@ -23,6 +29,8 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use idn_node_agent::config::ModelConfig;
+use idn_node_agent::pool::InferencePool;
+use idn_node_agent::protocol::{self, InferResponse};
 use idn_node_agent::runtime::{self, Model, ModelState};
 use idn_node_agent::tensor::{Tensor, TensorData};
 
@@ -44,6 +52,9 @@ struct Args {
     /// Threads at saturation; 0 means one per available core.
     #[arg(long, default_value_t = 0)]
     threads: usize,
+    /// OIP v2 JSON request body; when given, also measure the `codec` and `pool` breakdowns.
+    #[arg(long)]
+    body: Option<PathBuf>,
     /// Passed by `cargo bench` to every bench target; ignored.
     #[arg(long, hide = true)]
     bench: bool,
@@ -63,6 +74,38 @@ struct Measurement {
     p50_us: f64,
     p99_us: f64,
     mean_us: f64,
+}
+
+impl Measurement {
+    fn from_latencies(mut latencies: Vec<Duration>, seconds: f64) -> Self {
+        latencies.sort_unstable();
+        let us = |d: Duration| d.as_secs_f64() * 1e6;
+        Measurement {
+            requests: latencies.len(),
+            seconds,
+            p50_us: us(percentile(&latencies, 50.0)),
+            p99_us: us(percentile(&latencies, 99.0)),
+            mean_us: us(latencies.iter().sum::<Duration>()) / latencies.len() as f64,
+        }
+    }
+}
+
+/// Calls `call` (which times itself) for `warmup`, then for `duration`; returns the latencies.
+fn time_loop(
+    warmup: Duration,
+    duration: Duration,
+    mut call: impl FnMut() -> Duration,
+) -> Measurement {
+    let warm_until = Instant::now() + warmup;
+    while Instant::now() < warm_until {
+        call();
+    }
+    let mut latencies = Vec::with_capacity(1 << 20);
+    let start = Instant::now();
+    while start.elapsed() < duration {
+        latencies.push(call());
+    }
+    Measurement::from_latencies(latencies, start.elapsed().as_secs_f64())
 }
 
 /// Nearest-rank percentile of sorted values.
@@ -131,15 +174,96 @@ fn measure(
         latencies.append(&mut l);
         seconds = seconds.max(elapsed.as_secs_f64());
     }
-    latencies.sort_unstable();
-    let us = |d: Duration| d.as_secs_f64() * 1e6;
-    Measurement {
-        requests: latencies.len(),
-        seconds,
-        p50_us: us(percentile(&latencies, 50.0)),
-        p99_us: us(percentile(&latencies, 99.0)),
-        mean_us: us(latencies.iter().sum::<Duration>()) / latencies.len() as f64,
-    }
+    Measurement::from_latencies(latencies, seconds)
+}
+
+/// The agent's per-request work minus HTTP and the thread hand-off, on one thread: decode the
+/// JSON body, check it, run the model, encode the JSON answer (what `server::run_infer` does).
+fn measure_codec(model: &Model, body: &[u8], warmup: Duration, duration: Duration) -> Measurement {
+    let ModelState::Ready { signature, bytes } = &model.state else {
+        panic!("model {} is not ready", model.config.name);
+    };
+    let mut session = runtime::open_session(bytes).expect("opening a session");
+    time_loop(warmup, duration, || {
+        let start = Instant::now();
+        let request = protocol::decode_request(body, None).expect("a valid request body");
+        signature
+            .check_inputs(&model.config.name, &request.inputs, usize::MAX)
+            .expect("inputs that fit the model");
+        let outputs = runtime::run(
+            &mut session,
+            signature,
+            request.inputs,
+            &model.config.outputs,
+        )
+        .expect("inference");
+        let response = InferResponse {
+            model_name: model.config.name.clone(),
+            model_version: model.config.version.clone(),
+            id: request.id,
+            parameters: protocol::Parameters::new(),
+            outputs,
+        };
+        let encoded = protocol::encode_response(&response, |_| false);
+        let elapsed = start.elapsed();
+        std::hint::black_box(encoded.bytes);
+        elapsed
+    })
+}
+
+/// One request at a time through the agent's inference pool (one worker thread), from a task
+/// on a multi-thread tokio runtime as in the agent: `runtime::run` plus the hand-off to the
+/// worker thread (bounded channel) and back (oneshot), no HTTP.
+fn measure_pool(
+    model: &Model,
+    input: &Tensor,
+    warmup: Duration,
+    duration: Duration,
+) -> Measurement {
+    let pool = InferencePool::start(std::slice::from_ref(model), 1, 16);
+    let tokio = tokio::runtime::Runtime::new().expect("a tokio runtime");
+    let (input, outputs) = (input.clone(), model.config.outputs.clone());
+    let task = tokio.spawn(async move {
+        let mut latencies = Vec::with_capacity(1 << 20);
+        let mut measuring_since = None;
+        let warm_until = Instant::now() + warmup;
+        loop {
+            let inputs = vec![input.clone()];
+            let start = Instant::now();
+            let result = pool.infer(0, inputs, outputs.clone()).await;
+            let elapsed = start.elapsed();
+            std::hint::black_box(result.expect("inference"));
+            let now = Instant::now();
+            match measuring_since {
+                None if now >= warm_until => measuring_since = Some(now),
+                None => continue,
+                Some(since) if now.duration_since(since) >= duration => {
+                    return (latencies, now.duration_since(since));
+                }
+                Some(_) => latencies.push(elapsed),
+            }
+        }
+    });
+    let (latencies, seconds) = tokio.block_on(task).expect("the bench task");
+    Measurement::from_latencies(latencies, seconds.as_secs_f64())
+}
+
+fn print(system: &str, model: &str, mode: &str, threads: usize, m: &Measurement) {
+    let line = serde_json::json!({
+        "system": system,
+        "model": model,
+        "mode": mode,
+        "concurrency": threads,
+        "threads": threads,
+        "requests": m.requests,
+        "errors": 0,
+        "seconds": m.seconds,
+        "rps": m.requests as f64 / m.seconds,
+        "p50_us": m.p50_us,
+        "p99_us": m.p99_us,
+        "mean_us": m.mean_us,
+    });
+    println!("{line}");
 }
 
 fn main() {
@@ -167,6 +291,9 @@ fn main() {
     } else {
         args.threads
     };
+    let body = args.body.as_ref().map(|path| {
+        std::fs::read(path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
+    });
     let warmup = Duration::from_secs_f64(args.warmup);
     let duration = Duration::from_secs_f64(args.duration);
     for (name, path) in &args.models {
@@ -184,21 +311,26 @@ fn main() {
                 "inprocess: {name}, {threads} thread(s), {duration:?} after {warmup:?} warm-up"
             );
             let m = measure(&model, &input, threads, warmup, duration);
-            let line = serde_json::json!({
-                "system": "inprocess",
-                "model": name,
-                "mode": if threads == 1 { "c1" } else { "saturation" },
-                "concurrency": concurrency,
-                "threads": threads,
-                "requests": m.requests,
-                "errors": 0,
-                "seconds": m.seconds,
-                "rps": m.requests as f64 / m.seconds,
-                "p50_us": m.p50_us,
-                "p99_us": m.p99_us,
-                "mean_us": m.mean_us,
-            });
-            println!("{line}");
+            let mode = if concurrency == 1 { "c1" } else { "saturation" };
+            print("inprocess", name, mode, threads, &m);
+        }
+        if let Some(body) = &body {
+            eprintln!("inprocess: {name}, codec breakdown (decode + run + encode), 1 thread");
+            print(
+                "inprocess-codec",
+                name,
+                "c1",
+                1,
+                &measure_codec(&model, body, warmup, duration),
+            );
+            eprintln!("inprocess: {name}, pool breakdown (hand-off + run), 1 worker");
+            print(
+                "inprocess-pool",
+                name,
+                "c1",
+                1,
+                &measure_pool(&model, &input, warmup, duration),
+            );
         }
     }
 }

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::confidence::Confidence;
 use crate::{Error, Result};
 
 /// The only `apiVersion` this agent understands.
@@ -40,6 +41,201 @@ pub struct NodeAgentConfig {
     /// Models loaded at this node (the node's placement).
     #[serde(default)]
     pub models: Vec<ModelConfig>,
+    /// Other nodes (or any OIP v2 server) this node may send requests to.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub upstreams: Vec<UpstreamConfig>,
+    /// Services this node offers: names clients call, each answered by a strategy.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub services: Vec<ServiceConfig>,
+    /// Bearer token required on inference calls to this node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<AuthConfig>,
+}
+
+/// Authentication of calls to this node's inference endpoints (health, metadata and metrics
+/// stay open for probes and scrapers).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AuthConfig {
+    /// File holding the bearer token callers must present (`Authorization: Bearer ...`).
+    pub token_file: PathBuf,
+}
+
+/// A link from this node to another node: where it is and how to call it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// Name strategies use to refer to this upstream.
+    pub name: String,
+    /// Base URL of its OIP v2 API, e.g. `http://cloud-0.idn.svc:8000`.
+    pub url: String,
+    /// Longest wait for one call, in milliseconds; the request deadline may cut it shorter.
+    #[serde(default = "default_upstream_timeout_ms")]
+    pub timeout_ms: u64,
+    /// File holding the bearer token sent to this upstream; never logged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_file: Option<PathBuf>,
+    /// Emulated link latency added to every call, in milliseconds (for local runs and tests,
+    /// where there is no real network between tiers).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub delay_ms: u64,
+}
+
+/// A service: the name clients call (e.g. `mnist`), answered by a strategy.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ServiceConfig {
+    /// Name clients use in `/v2/models/{name}/infer`; must differ from every model name.
+    pub name: String,
+    /// Name of the probability output the service returns.
+    #[serde(default = "default_service_output")]
+    pub output: String,
+    /// The rule applied to each request.
+    // A one-key map (`threshold: {...}`) in YAML as in JSON, rather than a YAML tag.
+    #[serde(with = "serde_norway::with::singleton_map")]
+    pub strategy: StrategyConfig,
+    /// Time budget of a request when the caller gives none (`idn-deadline-ms` header or
+    /// `deadline_ms` parameter), in milliseconds.
+    #[serde(default = "default_deadline_ms")]
+    pub deadline_ms: u64,
+    /// Most nodes a request may visit after this one; beyond it the request is refused.
+    #[serde(default = "default_max_hops")]
+    pub max_hops: usize,
+    /// What to answer when an upstream fails, times out or is overloaded.
+    #[serde(default)]
+    pub on_upstream_failure: FailurePolicy,
+}
+
+/// What a service does when an upstream cannot answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum FailurePolicy {
+    /// Answer with the best local result, marked `fallback` (degraded).
+    #[default]
+    Fallback,
+    /// Answer with the upstream's error (502, or 504 on timeout).
+    Fail,
+}
+
+/// Where a strategy sends (part of) a request: exactly one of a local model, a local service,
+/// or an upstream (whose service defaults to the calling service's name).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Target {
+    /// A model loaded at this node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// An upstream of this node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<String>,
+    /// A service: at the upstream when `upstream` is set, else at this node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
+}
+
+/// The rule a service applies to each request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub enum StrategyConfig {
+    /// Answer from one target (usually a local model).
+    Local(Target),
+    /// Pass every request to a target (usually an upstream), optionally with a local model to
+    /// fall back on.
+    Forward(ForwardStrategy),
+    /// Serve locally when confident, else forward: each batch item is decided on its own.
+    Threshold(ThresholdStrategy),
+    /// Combine several members' answers.
+    Ensemble(EnsembleStrategy),
+}
+
+/// `forward`: every request goes to `to`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ForwardStrategy {
+    /// Where requests go.
+    pub to: Target,
+    /// Local model answering (degraded) when `to` fails.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback_model: Option<String>,
+}
+
+/// `threshold`: answer from `local` when its confidence ≥ `tau`, else from `forward`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ThresholdStrategy {
+    /// The cheap first opinion (usually a local model).
+    pub local: Target,
+    /// Where low-confidence items go (usually an upstream).
+    pub forward: Target,
+    /// Confidence threshold τ in [0, 1].
+    pub tau: f64,
+    /// How confidence is computed.
+    #[serde(default)]
+    pub confidence: Confidence,
+}
+
+/// `ensemble`: combine members' class probabilities.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EnsembleStrategy {
+    /// Members, each a target with a weight and a query cost.
+    pub members: Vec<EnsembleMember>,
+    /// How answers are merged.
+    #[serde(default)]
+    pub combine: Combine,
+    /// Query members one by one (cheapest first, stopping when confident) or all at once.
+    #[serde(default)]
+    pub mode: EnsembleMode,
+    /// Sequential mode stops for an item once the combined confidence reaches τ; without τ
+    /// every member is queried.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tau: Option<f64>,
+    /// Most members queried per request (sequential mode).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_members: Option<usize>,
+    /// How confidence is computed.
+    #[serde(default)]
+    pub confidence: Confidence,
+}
+
+/// One ensemble member.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EnsembleMember {
+    #[serde(flatten)]
+    pub target: Target,
+    /// Weight in `weightedMean` and `vote`.
+    #[serde(default = "default_weight")]
+    pub weight: f64,
+    /// Relative cost of a query; sequential mode queries cheaper members first.
+    #[serde(default)]
+    pub cost: f64,
+}
+
+/// How ensemble answers are merged, per item.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Combine {
+    /// Mean of the members' probabilities.
+    #[default]
+    Mean,
+    /// Weighted mean of the probabilities.
+    WeightedMean,
+    /// Weighted majority vote; the answer is the vote shares.
+    Vote,
+    /// The answer of the most confident member.
+    MostConfident,
+}
+
+/// Order of ensemble queries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum EnsembleMode {
+    /// Cheapest member first; stop when confident, out of budget or out of time.
+    #[default]
+    Sequential,
+    /// All members at once; merge what arrives before the deadline.
+    Parallel,
 }
 
 /// Limits of the request path. Every limit answers a client error or an overload status instead
@@ -99,6 +295,30 @@ pub struct ModelConfig {
 
 fn default_listen() -> SocketAddr {
     SocketAddr::from(([0, 0, 0, 0], 8000))
+}
+
+fn default_upstream_timeout_ms() -> u64 {
+    1000
+}
+
+fn default_service_output() -> String {
+    "probs".to_owned()
+}
+
+fn default_deadline_ms() -> u64 {
+    1000
+}
+
+fn default_max_hops() -> usize {
+    8
+}
+
+fn default_weight() -> f64 {
+    1.0
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 fn default_version() -> String {
@@ -165,7 +385,223 @@ impl NodeAgentConfig {
             }
             model.validate(&field, &mut problems);
         }
+        self.validate_upstreams(&mut problems);
+        self.validate_services(&mut problems);
         problems
+    }
+
+    fn validate_upstreams(&self, problems: &mut Vec<String>) {
+        let mut names = HashSet::new();
+        for (i, upstream) in self.upstreams.iter().enumerate() {
+            let field = format!("upstreams[{i}]");
+            if !names.insert(upstream.name.as_str()) {
+                problems.push(format!(
+                    "{field}.name: {:?} is declared twice",
+                    upstream.name
+                ));
+            }
+            if !is_model_name(&upstream.name) {
+                problems.push(format!(
+                    "{field}.name: {:?} must use only letters, digits, '-', '_' and '.'",
+                    upstream.name
+                ));
+            }
+            if !upstream.url.starts_with("http://") || upstream.url.len() <= "http://".len() {
+                problems.push(format!(
+                    "{field}.url: {:?} must be an http:// URL (TLS terminates in the mesh or ingress)",
+                    upstream.url
+                ));
+            } else if upstream.url.parse::<http::Uri>().is_err() {
+                problems.push(format!(
+                    "{field}.url: {:?} is not a valid URL",
+                    upstream.url
+                ));
+            }
+            if upstream.timeout_ms == 0 {
+                problems.push(format!("{field}.timeoutMs: must be at least 1"));
+            }
+        }
+    }
+
+    fn validate_services(&self, problems: &mut Vec<String>) {
+        let mut names = HashSet::new();
+        for (i, service) in self.services.iter().enumerate() {
+            let field = format!("services[{i}]");
+            if !names.insert(service.name.as_str()) {
+                problems.push(format!(
+                    "{field}.name: {:?} is declared twice",
+                    service.name
+                ));
+            }
+            if !is_model_name(&service.name) {
+                problems.push(format!(
+                    "{field}.name: {:?} must use only letters, digits, '-', '_' and '.'",
+                    service.name
+                ));
+            }
+            if self.models.iter().any(|m| m.name == service.name) {
+                problems.push(format!(
+                    "{field}.name: {:?} is also a model name; clients could not tell them apart",
+                    service.name
+                ));
+            }
+            if service.deadline_ms == 0 {
+                problems.push(format!("{field}.deadlineMs: must be at least 1"));
+            }
+            if service.max_hops == 0 {
+                problems.push(format!("{field}.maxHops: must be at least 1"));
+            }
+            self.validate_strategy(&service.strategy, &format!("{field}.strategy"), problems);
+        }
+        if let Some(cycle) = self.service_cycle() {
+            problems.push(format!("services: forwarding cycle {}", cycle.join(" -> ")));
+        }
+    }
+
+    fn validate_strategy(
+        &self,
+        strategy: &StrategyConfig,
+        field: &str,
+        problems: &mut Vec<String>,
+    ) {
+        match strategy {
+            StrategyConfig::Local(target) => {
+                self.validate_target(target, &format!("{field}.local"), problems)
+            }
+            StrategyConfig::Forward(forward) => {
+                self.validate_target(&forward.to, &format!("{field}.forward.to"), problems);
+                if let Some(model) = &forward.fallback_model {
+                    self.validate_model_ref(
+                        model,
+                        &format!("{field}.forward.fallbackModel"),
+                        problems,
+                    );
+                }
+            }
+            StrategyConfig::Threshold(threshold) => {
+                let field = format!("{field}.threshold");
+                self.validate_target(&threshold.local, &format!("{field}.local"), problems);
+                self.validate_target(&threshold.forward, &format!("{field}.forward"), problems);
+                validate_unit(threshold.tau, &format!("{field}.tau"), problems);
+                validate_confidence(&threshold.confidence, &field, problems);
+            }
+            StrategyConfig::Ensemble(ensemble) => {
+                let field = format!("{field}.ensemble");
+                if ensemble.members.is_empty() {
+                    problems.push(format!(
+                        "{field}.members: an ensemble needs at least one member"
+                    ));
+                }
+                for (i, member) in ensemble.members.iter().enumerate() {
+                    let at = format!("{field}.members[{i}]");
+                    self.validate_target(&member.target, &at, problems);
+                    if !(member.weight.is_finite() && member.weight >= 0.0) {
+                        problems.push(format!(
+                            "{at}.weight: {} must be a finite number ≥ 0",
+                            member.weight
+                        ));
+                    }
+                    if !member.cost.is_finite() {
+                        problems.push(format!("{at}.cost: {} must be finite", member.cost));
+                    }
+                }
+                if let Some(tau) = ensemble.tau {
+                    validate_unit(tau, &format!("{field}.tau"), problems);
+                }
+                if ensemble.max_members == Some(0) {
+                    problems.push(format!("{field}.maxMembers: must be at least 1"));
+                }
+                validate_confidence(&ensemble.confidence, &field, problems);
+            }
+        }
+    }
+
+    fn validate_model_ref(&self, model: &str, field: &str, problems: &mut Vec<String>) {
+        if !self.models.iter().any(|m| m.name == model) {
+            problems.push(format!("{field}: unknown model {model:?}"));
+        }
+    }
+
+    fn validate_target(&self, target: &Target, field: &str, problems: &mut Vec<String>) {
+        match (&target.model, &target.upstream, &target.service) {
+            (Some(model), None, None) => self.validate_model_ref(model, &format!("{field}.model"), problems),
+            (None, Some(upstream), _) => {
+                if !self.upstreams.iter().any(|u| &u.name == upstream) {
+                    problems.push(format!("{field}.upstream: unknown upstream {upstream:?}"));
+                }
+            }
+            (None, None, Some(service)) => {
+                if !self.services.iter().any(|s| &s.name == service) {
+                    problems.push(format!("{field}.service: unknown service {service:?}"));
+                }
+            }
+            _ => problems.push(format!(
+                "{field}: give exactly one of model, service, or upstream (with an optional service)"
+            )),
+        }
+    }
+
+    /// A cycle of local service references (`service: x` targets), if any.
+    fn service_cycle(&self) -> Option<Vec<String>> {
+        fn visit<'a>(
+            config: &'a NodeAgentConfig,
+            name: &'a str,
+            stack: &mut Vec<&'a str>,
+            done: &mut HashSet<&'a str>,
+        ) -> Option<Vec<String>> {
+            if let Some(start) = stack.iter().position(|&s| s == name) {
+                let mut cycle: Vec<String> = stack[start..].iter().map(|s| s.to_string()).collect();
+                cycle.push(name.to_owned());
+                return Some(cycle);
+            }
+            if !done.insert(name) {
+                return None;
+            }
+            let service = config.services.iter().find(|s| s.name == name)?;
+            stack.push(name);
+            for target in service.strategy.targets() {
+                if let (None, None, Some(next)) = (&target.model, &target.upstream, &target.service)
+                    && let Some(cycle) = visit(config, next, stack, done)
+                {
+                    return Some(cycle);
+                }
+            }
+            stack.pop();
+            None
+        }
+        let mut done = HashSet::new();
+        self.services
+            .iter()
+            .find_map(|s| visit(self, &s.name, &mut Vec::new(), &mut done))
+    }
+}
+
+impl StrategyConfig {
+    /// Every target the strategy may send to.
+    pub fn targets(&self) -> Vec<&Target> {
+        match self {
+            StrategyConfig::Local(target) => vec![target],
+            StrategyConfig::Forward(forward) => vec![&forward.to],
+            StrategyConfig::Threshold(threshold) => vec![&threshold.local, &threshold.forward],
+            StrategyConfig::Ensemble(ensemble) => {
+                ensemble.members.iter().map(|m| &m.target).collect()
+            }
+        }
+    }
+}
+
+fn validate_unit(value: f64, field: &str, problems: &mut Vec<String>) {
+    if !(0.0..=1.0).contains(&value) {
+        problems.push(format!("{field}: {value} is outside [0, 1]"));
+    }
+}
+
+fn validate_confidence(confidence: &Confidence, field: &str, problems: &mut Vec<String>) {
+    if !(confidence.temperature.is_finite() && confidence.temperature > 0.0) {
+        problems.push(format!(
+            "{field}.confidence.temperature: {} must be a finite number > 0",
+            confidence.temperature
+        ));
     }
 }
 
@@ -287,6 +723,115 @@ models:
         for (problem, prefix) in problems.iter().zip(expected) {
             assert!(problem.starts_with(prefix), "{problem} !~ {prefix}");
         }
+    }
+
+    const STRATEGIES: &str = r#"
+upstreams:
+  - name: cloud
+    url: http://127.0.0.1:9000
+services:
+  - name: mnist
+    strategy:
+      threshold:
+        local: {model: mnist-mlp}
+        forward: {upstream: cloud}
+        tau: 0.9
+        confidence: {metric: margin, temperature: 1.5}
+  - name: vote
+    strategy:
+      ensemble:
+        members: [{model: mnist-mlp, cost: 1}, {upstream: cloud, service: mnist, weight: 2, cost: 10}]
+        combine: weightedMean
+        tau: 0.8
+"#;
+
+    fn with_strategies(extra: &str) -> NodeAgentConfig {
+        NodeAgentConfig::from_yaml(&format!("{VALID}{extra}")).unwrap()
+    }
+
+    #[test]
+    fn strategies_parse_and_validate() {
+        let config = with_strategies(STRATEGIES);
+        assert!(config.validate().is_empty(), "{:?}", config.validate());
+        let StrategyConfig::Threshold(t) = &config.services[0].strategy else {
+            panic!("not a threshold")
+        };
+        assert_eq!(
+            t.confidence.metric,
+            crate::confidence::ConfidenceMetric::Margin
+        );
+        assert_eq!(config.services[0].deadline_ms, 1000);
+        assert_eq!(
+            config.services[0].on_upstream_failure,
+            FailurePolicy::Fallback
+        );
+    }
+
+    #[test]
+    fn bad_strategies_are_rejected_naming_the_field() {
+        let cases = [
+            (
+                "forward: {upstream: cloud}",
+                "forward: {upstream: edge}",
+                "services[0].strategy.threshold.forward.upstream: unknown upstream \"edge\"",
+            ),
+            (
+                "local: {model: mnist-mlp}",
+                "local: {model: resnet}",
+                "services[0].strategy.threshold.local.model: unknown model \"resnet\"",
+            ),
+            (
+                "tau: 0.9",
+                "tau: 1.3",
+                "services[0].strategy.threshold.tau: 1.3 is outside [0, 1]",
+            ),
+            (
+                "temperature: 1.5",
+                "temperature: 0",
+                "services[0].strategy.threshold.confidence.temperature: 0 must be",
+            ),
+            (
+                "members: [{model: mnist-mlp, cost: 1}, {upstream: cloud, service: mnist, weight: 2, cost: 10}]",
+                "members: []",
+                "services[1].strategy.ensemble.members: an ensemble needs at least one member",
+            ),
+            (
+                "local: {model: mnist-mlp}",
+                "local: {model: mnist-mlp, upstream: cloud}",
+                "services[0].strategy.threshold.local: give exactly one of",
+            ),
+            (
+                "url: http://127.0.0.1:9000",
+                "url: https://cloud",
+                "upstreams[0].url: \"https://cloud\" must be an http:// URL",
+            ),
+            (
+                "name: vote",
+                "name: mnist-mlp",
+                "services[1].name: \"mnist-mlp\" is also a model name",
+            ),
+        ];
+        for (from, to, expected) in cases {
+            let config = with_strategies(&STRATEGIES.replace(from, to));
+            let problems = config.validate();
+            assert!(
+                problems.iter().any(|p| p.starts_with(expected)),
+                "{expected}: {problems:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn forwarding_cycles_between_local_services_are_rejected() {
+        let cycle = r#"
+services:
+  - name: a
+    strategy: {threshold: {local: {model: mnist-mlp}, forward: {service: b}, tau: 0.5}}
+  - name: b
+    strategy: {forward: {to: {service: a}}}
+"#;
+        let problems = with_strategies(cycle).validate();
+        assert_eq!(problems, ["services: forwarding cycle a -> b -> a"]);
     }
 
     #[test]

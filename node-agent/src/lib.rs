@@ -7,15 +7,22 @@
 //! the answer. [`server`] wires the steps to HTTP routes; [`config`] is the contract the operator
 //! renders.
 
+pub mod confidence;
 pub mod config;
+pub mod context;
+pub mod delivery;
+pub mod ensemble;
 pub mod metrics;
+pub mod node;
 pub mod ort_library;
 pub mod pool;
 pub mod protocol;
+pub mod provenance;
 pub mod runtime;
 pub mod server;
 pub mod telemetry;
 pub mod tensor;
+pub mod upstream;
 
 use std::path::PathBuf;
 
@@ -33,6 +40,11 @@ pub enum Error {
     ConfigInvalid {
         path: PathBuf,
         problems: Vec<String>,
+    },
+    #[error("cannot read token file {path}: {source}")]
+    TokenFile {
+        path: PathBuf,
+        source: std::io::Error,
     },
     #[error("{0}")]
     OrtLibrary(String),

@@ -5,7 +5,8 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use idn_node_agent::config::NodeAgentConfig;
-use idn_node_agent::server::{self, Node};
+use idn_node_agent::node::Node;
+use idn_node_agent::server;
 use idn_node_agent::telemetry::{self, LogFormat};
 
 #[derive(Parser)]

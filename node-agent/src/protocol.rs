@@ -119,6 +119,19 @@ struct WireRequestedOutput {
     parameters: Parameters,
 }
 
+#[derive(Deserialize)]
+struct WireResponseIn<'a> {
+    model_name: String,
+    #[serde(default)]
+    model_version: Option<String>,
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    parameters: Parameters,
+    #[serde(borrow)]
+    outputs: Vec<WireTensor<'a>>,
+}
+
 /// Splits a body into its JSON header and binary part.
 fn split_body<'b>(
     body: &'b [u8],
@@ -174,6 +187,23 @@ pub fn decode_request(body: &[u8], header_length: Option<&str>) -> Result<InferR
         inputs,
         outputs,
         binary_output,
+    })
+}
+
+/// Decodes an inference response body (from an upstream).
+pub fn decode_response(
+    body: &[u8],
+    header_length: Option<&str>,
+) -> Result<InferResponse, ApiError> {
+    let (json, binary) = split_body(body, header_length)?;
+    let wire: WireResponseIn = serde_json::from_slice(json)
+        .map_err(|e| ApiError::bad_request(format!("malformed inference response: {e}")))?;
+    Ok(InferResponse {
+        model_name: wire.model_name,
+        model_version: wire.model_version.unwrap_or_default(),
+        id: wire.id,
+        parameters: wire.parameters,
+        outputs: decode_tensors(wire.outputs, binary, "outputs")?,
     })
 }
 
@@ -342,6 +372,7 @@ impl<'de, T: Deserialize<'de>> Visitor<'de> for FlattenInto<'_, T> {
     }
 }
 
+/// A tensor as sent: request inputs and response outputs share the shape.
 #[derive(Serialize)]
 struct WireOutput<'a> {
     name: &'a str,
@@ -377,6 +408,49 @@ struct WireResponse<'a> {
     #[serde(skip_serializing_if = "Map::is_empty")]
     parameters: &'a Parameters,
     outputs: Vec<WireOutput<'a>>,
+}
+
+#[derive(Serialize)]
+struct WireRequestOut<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Map::is_empty")]
+    parameters: &'a Parameters,
+    inputs: Vec<WireOutput<'a>>,
+    outputs: Vec<WireRequestedOutputOut<'a>>,
+}
+
+#[derive(Serialize)]
+struct WireRequestedOutputOut<'a> {
+    name: &'a str,
+}
+
+/// Encodes a JSON inference request asking for `outputs` (for calls to upstreams).
+pub fn encode_request(
+    id: Option<&str>,
+    parameters: &Parameters,
+    inputs: &[Tensor],
+    outputs: &[&str],
+) -> Bytes {
+    let wire = WireRequestOut {
+        id,
+        parameters,
+        inputs: inputs
+            .iter()
+            .map(|t| WireOutput {
+                name: &t.name,
+                datatype: t.data.datatype().as_str(),
+                shape: &t.shape,
+                parameters: None,
+                data: Some(&t.data),
+            })
+            .collect(),
+        outputs: outputs
+            .iter()
+            .map(|&name| WireRequestedOutputOut { name })
+            .collect(),
+    };
+    Bytes::from(serde_json::to_vec(&wire).expect("requests serialize"))
 }
 
 /// An encoded body: the bytes, and the JSON header length when binary data follows it.
@@ -578,6 +652,55 @@ mod tests {
             let err = decode_request(body, Some(length)).unwrap_err();
             assert!(err.message.contains(expected), "{}", err.message);
         }
+    }
+
+    #[test]
+    fn requests_round_trip_through_encode_and_decode() {
+        let inputs = vec![Tensor {
+            name: "input".into(),
+            shape: vec![2, 2],
+            data: TensorData::Fp32(vec![0.0, 0.5, 1.0, 1.5]),
+        }];
+        let body = encode_request(Some("r"), &Parameters::new(), &inputs, &["probs"]);
+        let decoded = decode_request(&body, None).unwrap();
+        assert_eq!(decoded.inputs, inputs);
+        assert_eq!(decoded.id.as_deref(), Some("r"));
+        assert_eq!(
+            decoded.outputs,
+            [RequestedOutput {
+                name: "probs".into(),
+                binary: false
+            }]
+        );
+    }
+
+    #[test]
+    fn responses_decode_from_json_and_binary() {
+        let response = InferResponse {
+            model_name: "m".into(),
+            model_version: "1".into(),
+            id: None,
+            parameters: Parameters::new(),
+            outputs: vec![Tensor {
+                name: "probs".into(),
+                shape: vec![1, 2],
+                data: TensorData::Fp32(vec![0.25, 0.75]),
+            }],
+        };
+        for binary in [false, true] {
+            let body = encode_response(&response, |_| binary);
+            let length = body.header_length.map(|n| n.to_string());
+            assert_eq!(
+                decode_response(&body.bytes, length.as_deref()).unwrap(),
+                response
+            );
+        }
+        let err = decode_response(b"<html>", None).unwrap_err();
+        assert!(
+            err.message.starts_with("malformed inference response"),
+            "{}",
+            err.message
+        );
     }
 
     #[test]

@@ -1,7 +1,6 @@
 //! The OIP v2 HTTP server: one routing function, handlers returning `Result<_, ApiError>`, and
 //! one place ([`into_response`]) that turns an error into its status and OIP error body.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -20,96 +19,18 @@ use serde_json::json;
 use tokio::net::TcpListener;
 use tracing::Instrument;
 
-use crate::config::NodeAgentConfig;
-use crate::metrics::{self, Metrics, ModelLabels, RequestLabels};
-use crate::pool::InferencePool;
-use crate::protocol::{self, ApiError, InferResponse};
-use crate::runtime::{Model, ModelState, TensorSpec};
-use crate::{Error, Result, ort_library};
+use crate::config::{NodeAgentConfig, ServiceConfig};
+use crate::context::RequestContext;
+use crate::metrics::{self, ModelLabels, RequestLabels};
+use crate::node::Node;
+use crate::protocol::{self, ApiError, InferRequest, InferResponse};
+use crate::provenance;
+use crate::runtime::{ModelState, TensorSpec};
+use crate::tensor::{Tensor, TensorData};
+use crate::{Error, Result};
 
 /// How long a client may take to send its request headers.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// A running node: its config, its models and the pool that runs them.
-pub struct Node {
-    pub config: NodeAgentConfig,
-    pub models: Vec<Model>,
-    index: HashMap<String, usize>,
-    pool: InferencePool,
-    pub metrics: Metrics,
-}
-
-impl Node {
-    /// Loads every model (a model that fails is kept as unavailable) and starts the pool.
-    /// Fails only when ONNX Runtime itself cannot be loaded.
-    pub fn start(config: NodeAgentConfig) -> Result<Arc<Node>> {
-        ort_library::environment()?;
-        let models: Vec<Model> = config.models.iter().cloned().map(Model::load).collect();
-        let metrics = Metrics::default();
-        for model in &models {
-            let ready = model.is_ready();
-            match &model.state {
-                ModelState::Ready { .. } => {
-                    tracing::info!(model = %model.config.name, "model ready")
-                }
-                ModelState::Unavailable { reason } => {
-                    tracing::error!(model = %model.config.name, %reason, "model not ready")
-                }
-            }
-            metrics
-                .model_ready
-                .get_or_create(&ModelLabels {
-                    model: model.config.name.clone(),
-                })
-                .set(i64::from(ready));
-        }
-        let threads = match config.limits.inference_threads {
-            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
-            n => n,
-        };
-        let pool = InferencePool::start(&models, threads, config.limits.queue_depth);
-        let index = models
-            .iter()
-            .enumerate()
-            .map(|(i, m)| (m.config.name.clone(), i))
-            .collect();
-        Ok(Arc::new(Node {
-            config,
-            models,
-            index,
-            pool,
-            metrics,
-        }))
-    }
-
-    /// Ready when at least one model serves: one broken model must not take the node out of
-    /// its Service while the others work (per-model readiness tells which).
-    pub fn is_ready(&self) -> bool {
-        self.models.iter().any(Model::is_ready)
-    }
-
-    fn model(&self, name: &str, version: Option<&str>) -> Result<(usize, &Model), ApiError> {
-        let i = *self.index.get(name).ok_or_else(|| {
-            ApiError::not_found(format!(
-                "model {name:?} is not served by node {:?} (models: {})",
-                self.config.node,
-                self.models
-                    .iter()
-                    .map(|m| m.config.name.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ))
-        })?;
-        let model = &self.models[i];
-        match version {
-            Some(v) if v != model.config.version => Err(ApiError::not_found(format!(
-                "model {name:?} has no version {v:?} (versions: {})",
-                model.config.version
-            ))),
-            _ => Ok((i, model)),
-        }
-    }
-}
 
 /// A matched route.
 #[derive(Debug, PartialEq, Eq)]
@@ -230,6 +151,9 @@ fn model_metadata(
     name: &str,
     version: Option<&str>,
 ) -> Result<Response<Body>, ApiError> {
+    if let Some(service) = node.service(name) {
+        return Ok(service_metadata(service));
+    }
     let (_, model) = node.model(name, version)?;
     let mut body = json!({
         "name": model.config.name,
@@ -255,7 +179,29 @@ fn model_metadata(
     Ok(json_response(StatusCode::OK, body))
 }
 
+/// Metadata of a service: its strategy decides which model answers, so only the output is
+/// fixed; inputs are those of the models behind it.
+fn service_metadata(service: &ServiceConfig) -> Response<Body> {
+    json_response(
+        StatusCode::OK,
+        json!({
+            "name": service.name,
+            "versions": ["1"],
+            "platform": "idn_service",
+            "inputs": [],
+            "outputs": [{"name": service.output, "datatype": "FP32", "shape": [-1, -1]}],
+            "parameters": {"strategy": service.strategy},
+        }),
+    )
+}
+
 fn model_ready(node: &Node, name: &str, version: Option<&str>) -> Result<Response<Body>, ApiError> {
+    if node.service(name).is_some() {
+        return Ok(json_response(
+            StatusCode::OK,
+            json!({ "name": name, "ready": true }),
+        ));
+    }
     let (_, model) = node.model(name, version)?;
     Ok(match &model.state {
         ModelState::Ready { .. } => {
@@ -315,10 +261,10 @@ async fn infer(
     request: Request<Incoming>,
 ) -> Response<Body> {
     let start = Instant::now();
-    let known = node.index.contains_key(name);
+    let known = node.serves(name);
     let label = if known { name } else { metrics::UNKNOWN_MODEL };
     node.metrics.in_flight.inc();
-    let response = run_infer(node, name, version, request, start)
+    let response = run_infer(node, name, version, request)
         .instrument(tracing::debug_span!("infer", model = %name))
         .await
         .unwrap_or_else(|e| {
@@ -348,20 +294,47 @@ async fn infer(
     response
 }
 
+/// Refuses a call without the node's bearer token, when one is configured.
+fn authorize(node: &Node, headers: &http::HeaderMap) -> Result<(), ApiError> {
+    let Some(token) = &node.token else {
+        return Ok(());
+    };
+    let presented = headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match presented {
+        Some(p) if constant_time_eq(p.as_bytes(), token.as_bytes()) => Ok(()),
+        Some(_) => Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid bearer token",
+        )),
+        None => Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "this node requires an Authorization: Bearer token",
+        )),
+    }
+}
+
+/// Compares secrets without an early exit, so timing does not reveal a matching prefix.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
 async fn run_infer(
     node: &Arc<Node>,
     name: &str,
     version: Option<&str>,
     request: Request<Incoming>,
-    start: Instant,
 ) -> Result<Response<Body>, ApiError> {
-    let (index, model) = node.model(name, version)?;
-    let signature = match &model.state {
-        ModelState::Ready { signature, .. } => signature,
-        ModelState::Unavailable { reason } => {
-            return Err(ApiError::unavailable(format!(
-                "model {name:?} is not ready: {reason}"
-            )));
+    authorize(node, request.headers())?;
+    let service = node.service(name);
+    let model = match service {
+        Some(_) => None,
+        None => {
+            let (index, model) = node.model(name, version)?;
+            Node::ready_signature(name, model)?;
+            Some(index)
         }
     };
     let limits = &node.config.limits;
@@ -376,7 +349,38 @@ async fn run_infer(
         .get(protocol::HEADER_LENGTH)
         .map(|v| v.to_str().unwrap_or("(not text)"));
     let request = protocol::decode_request(&body, header_length)?;
-    signature.check_inputs(name, &request.inputs, limits.max_batch_size)?;
+    let response = match (service, model) {
+        (Some(service), _) => infer_service(node, service, &parts.headers, &request).await?,
+        (None, Some(index)) => infer_model(node, index, &request).await?,
+        (None, None) => unreachable!("a name is a service or a model"),
+    };
+    let encoded = protocol::encode_response(&response, |output| {
+        request
+            .outputs
+            .iter()
+            .find(|o| o.name == output)
+            .map_or(request.binary_output, |o| o.binary)
+    });
+    let mut builder = Response::builder().status(StatusCode::OK);
+    builder = match encoded.header_length {
+        Some(n) => builder
+            .header(CONTENT_TYPE, "application/octet-stream")
+            .header(protocol::HEADER_LENGTH, n),
+        None => builder.header(CONTENT_TYPE, "application/json"),
+    };
+    Ok(builder
+        .body(Full::new(encoded.bytes))
+        .expect("headers are valid"))
+}
+
+async fn infer_model(
+    node: &Node,
+    index: usize,
+    request: &InferRequest,
+) -> Result<InferResponse, ApiError> {
+    let model = &node.models[index];
+    let name = &model.config.name;
+    let signature = Node::ready_signature(name, model)?;
     let outputs: Vec<String> = if request.outputs.is_empty() {
         model.config.outputs.clone()
     } else {
@@ -402,38 +406,52 @@ async fn run_infer(
             })
             .collect::<Result<_, _>>()?
     };
-    let inference = node.pool.infer(index, request.inputs, outputs).await?;
-    node.metrics
-        .inference_duration
-        .get_or_create(&ModelLabels {
-            model: name.to_owned(),
-        })
-        .observe(inference.elapsed.as_secs_f64());
-    let response = InferResponse {
-        model_name: model.config.name.clone(),
+    let inference = node
+        .run_model(index, request.inputs.clone(), outputs)
+        .await?;
+    Ok(InferResponse {
+        model_name: name.clone(),
         model_version: model.config.version.clone(),
-        id: request.id,
+        id: request.id.clone(),
         parameters: protocol::Parameters::new(),
         outputs: inference.outputs,
-    };
-    let encoded = protocol::encode_response(&response, |output| {
-        request
-            .outputs
-            .iter()
-            .find(|o| o.name == output)
-            .map_or(request.binary_output, |o| o.binary)
-    });
-    tracing::debug!(elapsed_us = start.elapsed().as_micros() as u64, "answered");
-    let mut builder = Response::builder().status(StatusCode::OK);
-    builder = match encoded.header_length {
-        Some(n) => builder
-            .header(CONTENT_TYPE, "application/octet-stream")
-            .header(protocol::HEADER_LENGTH, n),
-        None => builder.header(CONTENT_TYPE, "application/json"),
-    };
-    Ok(builder
-        .body(Full::new(encoded.bytes))
-        .expect("headers are valid"))
+    })
+}
+
+async fn infer_service(
+    node: &Node,
+    service: &ServiceConfig,
+    headers: &http::HeaderMap,
+    request: &InferRequest,
+) -> Result<InferResponse, ApiError> {
+    if let Some(other) = request.outputs.iter().find(|o| o.name != service.output) {
+        return Err(ApiError::bad_request(format!(
+            "service {:?} has no output {:?} (outputs: {})",
+            service.name, other.name, service.output
+        )));
+    }
+    let mut context = RequestContext::from_request(
+        headers,
+        &request.parameters,
+        Duration::from_millis(service.deadline_ms),
+    )?;
+    if context.request_id.is_none() {
+        context.request_id = request.id.clone();
+    }
+    let answer = node.deliver(service, &request.inputs, &context).await?;
+    let mut parameters = protocol::Parameters::new();
+    provenance::encode(&answer.items, &mut parameters);
+    Ok(InferResponse {
+        model_name: service.name.clone(),
+        model_version: "1".to_owned(),
+        id: request.id.clone(),
+        parameters,
+        outputs: vec![Tensor {
+            name: service.output.clone(),
+            shape: vec![answer.items.len(), answer.classes],
+            data: TensorData::Fp32(answer.probs),
+        }],
+    })
 }
 
 /// Binds the configured listen address.

@@ -92,6 +92,15 @@ macro_rules! datatypes {
                 }
             }
 
+            /// The chunks of `chunk` elements at `rows`, in that order.
+            fn select_chunks(&self, chunk: usize, rows: &[usize]) -> Self {
+                match self {
+                    $(TensorData::$variant(v) => TensorData::$variant(
+                        rows.iter().flat_map(|&r| &v[r * chunk..(r + 1) * chunk]).copied().collect(),
+                    )),+
+                }
+            }
+
             /// An empty vector of the given datatype, with room for `capacity` elements.
             pub fn with_capacity(datatype: DataType, capacity: usize) -> Self {
                 match datatype {
@@ -165,6 +174,21 @@ impl Tensor {
     pub fn batch_size(&self) -> usize {
         self.shape.first().copied().unwrap_or(1)
     }
+
+    /// The batch items at `rows` (indices into the first dimension), in that order.
+    pub fn select_rows(&self, rows: &[usize]) -> Tensor {
+        let batch = self.batch_size();
+        let chunk = self.data.len().checked_div(batch).unwrap_or(0);
+        let mut shape = self.shape.clone();
+        if let Some(first) = shape.first_mut() {
+            *first = rows.len();
+        }
+        Tensor {
+            name: self.name.clone(),
+            shape,
+            data: self.data.select_chunks(chunk, rows),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -202,6 +226,19 @@ mod tests {
             assert_eq!(DataType::parse(name).unwrap().as_str(), name);
         }
         assert_eq!(DataType::parse("BYTES"), None);
+    }
+
+    #[test]
+    fn select_rows_keeps_the_asked_order() {
+        let t = Tensor {
+            name: "x".into(),
+            shape: vec![3, 2],
+            data: TensorData::Int32(vec![0, 1, 10, 11, 20, 21]),
+        };
+        let picked = t.select_rows(&[2, 0]);
+        assert_eq!(picked.shape, [2, 2]);
+        assert_eq!(picked.data, TensorData::Int32(vec![20, 21, 0, 1]));
+        assert_eq!(t.select_rows(&[]).shape, [0, 2]);
     }
 
     #[test]

@@ -11,7 +11,8 @@ use http::{HeaderMap, Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use idn_node_agent::config::NodeAgentConfig;
-use idn_node_agent::server::{self, Node};
+use idn_node_agent::node::Node;
+use idn_node_agent::server;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -181,4 +182,97 @@ pub fn probs(reply: &Reply) -> Vec<f32> {
         .iter()
         .map(|v| v.as_f64().unwrap() as f32)
         .collect()
+}
+
+/// The example config reduced to one model, as one tier of an IDN.
+pub fn tier_config(node: &str, model: &str) -> NodeAgentConfig {
+    let mut config = example_config();
+    config.node = node.to_owned();
+    config.models.retain(|m| m.name == model);
+    config
+}
+
+/// Parses a YAML fragment of config (services, upstreams) into `config`.
+pub fn with_yaml(mut config: NodeAgentConfig, yaml: &str) -> NodeAgentConfig {
+    let extra: NodeAgentConfig = NodeAgentConfig::from_yaml(&format!(
+        "apiVersion: idn.dev/v1alpha1\nkind: NodeAgentConfig\nnode: x\n{yaml}"
+    ))
+    .unwrap();
+    config.upstreams.extend(extra.upstreams);
+    config.services.extend(extra.services);
+    config.auth = extra.auth.or(config.auth);
+    let problems = config.validate();
+    assert!(problems.is_empty(), "{problems:?}");
+    config
+}
+
+/// How a fake upstream answers.
+#[derive(Clone, Copy)]
+pub enum Fake {
+    /// 200 with a body that is not an OIP response.
+    Garbage,
+    /// Never answers.
+    Hang,
+    /// A valid OIP response with uniform probabilities over 10 classes, no provenance.
+    Uniform,
+}
+
+/// A plain HTTP server standing in for an upstream; records the headers it receives.
+pub struct FakeUpstream {
+    pub addr: SocketAddr,
+    pub headers: Arc<std::sync::Mutex<Vec<HeaderMap>>>,
+}
+
+impl FakeUpstream {
+    pub async fn start(behaviour: Fake) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let headers = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = Arc::clone(&headers);
+        tokio::spawn(async move {
+            loop {
+                let (stream, _) = listener.accept().await.unwrap();
+                let seen = Arc::clone(&seen);
+                let service = hyper::service::service_fn(
+                    move |request: Request<hyper::body::Incoming>| {
+                        let seen = Arc::clone(&seen);
+                        async move {
+                            seen.lock().unwrap().push(request.headers().clone());
+                            let body = request.into_body().collect().await.unwrap().to_bytes();
+                            let items = serde_json::from_slice::<serde_json::Value>(&body)
+                                .ok()
+                                .and_then(|v| v["inputs"][0]["shape"][0].as_u64())
+                                .unwrap_or(1) as usize;
+                            let text = match behaviour {
+                            Fake::Garbage => "<html>busy</html>".to_owned(),
+                            Fake::Hang => {
+                                tokio::time::sleep(std::time::Duration::from_secs(3600)).await;
+                                unreachable!()
+                            }
+                            Fake::Uniform => serde_json::json!({
+                                "model_name": "plain",
+                                "outputs": [{"name": "probs", "datatype": "FP32", "shape": [items, CLASSES], "data": vec![0.1; items * CLASSES]}]
+                            })
+                            .to_string(),
+                        };
+                            Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(
+                                Bytes::from(text),
+                            )))
+                        }
+                    },
+                );
+                tokio::spawn(
+                    hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service),
+                );
+            }
+        });
+        FakeUpstream { addr, headers }
+    }
+}
+
+/// A loopback address where nothing listens.
+pub async fn closed_port() -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    listener.local_addr().unwrap()
 }

@@ -1,0 +1,209 @@
+//! What travels with a request from node to node: the nodes it visited (for hop limits and
+//! loop detection), its deadline (as the remaining budget), its id and its W3C trace context.
+
+use std::time::{Duration, Instant};
+
+use http::HeaderMap;
+
+use crate::protocol::{ApiError, Parameters};
+
+/// Comma-separated names of the nodes a request passed through before this one.
+pub const PATH_HEADER: &str = "idn-path";
+/// Milliseconds left to answer, set by the caller; each hop passes on what remains.
+pub const DEADLINE_HEADER: &str = "idn-deadline-ms";
+/// Request id, kept across hops for log correlation.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+/// W3C trace context.
+pub const TRACEPARENT_HEADER: &str = "traceparent";
+
+/// Status for a request that would loop or exceed the hop limit.
+pub const LOOP_DETECTED: http::StatusCode = http::StatusCode::LOOP_DETECTED;
+
+/// The context of one request at this node.
+#[derive(Debug, Clone)]
+pub struct RequestContext {
+    /// Nodes visited before this one, entry node first.
+    pub path: Vec<String>,
+    /// When the answer is due.
+    pub deadline: Instant,
+    pub request_id: Option<String>,
+    /// Trace id (32 hex digits) and flags of the W3C trace this request belongs to.
+    pub trace: Option<(String, String)>,
+}
+
+impl RequestContext {
+    /// Reads the context from request headers and parameters; `default_deadline` applies when
+    /// the caller gave none.
+    pub fn from_request(
+        headers: &HeaderMap,
+        parameters: &Parameters,
+        default_deadline: Duration,
+    ) -> Result<Self, ApiError> {
+        let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+        let path = text(PATH_HEADER)
+            .map(|p| {
+                p.split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default();
+        let budget_ms = match (text(DEADLINE_HEADER), parameters.get("deadline_ms")) {
+            (Some(ms), _) => Some(ms.trim().parse::<u64>().map_err(|_| {
+                ApiError::bad_request(format!(
+                    "{DEADLINE_HEADER}: {ms:?} is not a number of milliseconds"
+                ))
+            })?),
+            (None, Some(value)) => Some(value.as_u64().ok_or_else(|| {
+                ApiError::bad_request(format!(
+                    "parameters.deadline_ms: {value} is not a number of milliseconds"
+                ))
+            })?),
+            (None, None) => None,
+        };
+        let budget = budget_ms.map_or(default_deadline, Duration::from_millis);
+        Ok(RequestContext {
+            path,
+            deadline: Instant::now() + budget,
+            request_id: text(REQUEST_ID_HEADER).map(str::to_owned),
+            trace: text(TRACEPARENT_HEADER).and_then(parse_traceparent),
+        })
+    }
+
+    /// Refuses a request that already visited `node` or has used up its hops.
+    pub fn check_route(&self, node: &str, max_hops: usize) -> Result<(), ApiError> {
+        if self.path.iter().any(|n| n == node) {
+            return Err(ApiError::new(
+                LOOP_DETECTED,
+                format!("forwarding loop: {} -> {node}", self.path.join(" -> ")),
+            ));
+        }
+        if self.path.len() > max_hops {
+            return Err(ApiError::new(
+                LOOP_DETECTED,
+                format!(
+                    "hop limit {max_hops} exceeded: {} -> {node}",
+                    self.path.join(" -> ")
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Time left before the deadline (zero once passed).
+    pub fn remaining(&self) -> Duration {
+        self.deadline.saturating_duration_since(Instant::now())
+    }
+
+    /// Headers for a call to the next hop: the path including `node`, the remaining budget,
+    /// the request id, and the trace with a new parent span id.
+    pub fn forward_headers(&self, node: &str) -> Vec<(&'static str, String)> {
+        let mut path = self.path.clone();
+        path.push(node.to_owned());
+        let mut headers = vec![
+            (PATH_HEADER, path.join(",")),
+            (DEADLINE_HEADER, self.remaining().as_millis().to_string()),
+        ];
+        if let Some(id) = &self.request_id {
+            headers.push((REQUEST_ID_HEADER, id.clone()));
+        }
+        let (trace_id, flags) = self
+            .trace
+            .clone()
+            .unwrap_or_else(|| (format!("{:032x}", fastrand::u128(1..)), "01".to_owned()));
+        headers.push((
+            TRACEPARENT_HEADER,
+            format!("00-{trace_id}-{:016x}-{flags}", fastrand::u64(1..)),
+        ));
+        headers
+    }
+}
+
+/// Trace id and flags of a version-00 `traceparent`; invalid values are ignored, as W3C asks.
+fn parse_traceparent(value: &str) -> Option<(String, String)> {
+    let parts: Vec<&str> = value.trim().split('-').collect();
+    let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit());
+    match parts.as_slice() {
+        ["00", trace, parent, flags]
+            if hex(trace, 32)
+                && hex(parent, 16)
+                && hex(flags, 2)
+                && trace.bytes().any(|b| b != b'0') =>
+        {
+            Some((trace.to_ascii_lowercase(), flags.to_string()))
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn context(headers: &[(&'static str, &str)]) -> Result<RequestContext, ApiError> {
+        let mut map = HeaderMap::new();
+        for (k, v) in headers {
+            map.insert(*k, v.parse().unwrap());
+        }
+        RequestContext::from_request(&map, &Parameters::new(), Duration::from_secs(1))
+    }
+
+    #[test]
+    fn loops_and_hop_limits_are_refused() {
+        let ctx = context(&[(PATH_HEADER, "access-0, edge-0")]).unwrap();
+        assert_eq!(ctx.path, ["access-0", "edge-0"]);
+        assert!(ctx.check_route("cloud-0", 8).is_ok());
+        let looped = ctx.check_route("access-0", 8).unwrap_err();
+        assert_eq!(looped.status, LOOP_DETECTED);
+        assert_eq!(
+            looped.message,
+            "forwarding loop: access-0 -> edge-0 -> access-0"
+        );
+        let limited = ctx.check_route("cloud-0", 1).unwrap_err();
+        assert!(
+            limited.message.starts_with("hop limit 1 exceeded"),
+            "{}",
+            limited.message
+        );
+    }
+
+    #[test]
+    fn deadline_comes_from_header_parameter_or_default() {
+        let ctx = context(&[(DEADLINE_HEADER, "50")]).unwrap();
+        assert!(ctx.remaining() <= Duration::from_millis(50));
+        let mut parameters = Parameters::new();
+        parameters.insert("deadline_ms".into(), 20.into());
+        let ctx =
+            RequestContext::from_request(&HeaderMap::new(), &parameters, Duration::from_secs(9))
+                .unwrap();
+        assert!(ctx.remaining() <= Duration::from_millis(20));
+        let err = context(&[(DEADLINE_HEADER, "soon")]).unwrap_err();
+        assert!(err.message.contains("is not a number of milliseconds"));
+    }
+
+    #[test]
+    fn forward_headers_extend_the_path_and_keep_the_trace() {
+        let trace = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let ctx = context(&[
+            (PATH_HEADER, "access-0"),
+            (TRACEPARENT_HEADER, trace),
+            (REQUEST_ID_HEADER, "r1"),
+        ])
+        .unwrap();
+        let headers = ctx.forward_headers("edge-0");
+        let get = |name| headers.iter().find(|(k, _)| *k == name).unwrap().1.clone();
+        assert_eq!(get(PATH_HEADER), "access-0,edge-0");
+        assert_eq!(get(REQUEST_ID_HEADER), "r1");
+        let forwarded = get(TRACEPARENT_HEADER);
+        assert!(forwarded.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"));
+        assert!(forwarded.ends_with("-01"));
+        assert_ne!(forwarded, trace, "the parent span id changes at each hop");
+        assert!(
+            context(&[(TRACEPARENT_HEADER, "garbage")])
+                .unwrap()
+                .trace
+                .is_none()
+        );
+    }
+}

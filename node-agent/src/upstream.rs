@@ -1,0 +1,231 @@
+//! Calls to upstream nodes over OIP v2: one pooled keep-alive HTTP client, per-upstream
+//! timeouts bounded by the request deadline, an optional bearer token, the request context
+//! headers, and an optional emulated link delay.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::header::{AUTHORIZATION, CONTENT_TYPE};
+use http::{Request, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+use crate::config::UpstreamConfig;
+use crate::context::{LOOP_DETECTED, RequestContext};
+use crate::protocol::{self, ApiError, InferResponse, Parameters};
+use crate::tensor::Tensor;
+use crate::{Error, Result};
+
+/// Why an upstream call gave no answer.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("upstream {upstream:?} did not answer within {timeout_ms} ms")]
+    Timeout { upstream: String, timeout_ms: u128 },
+    #[error("upstream {upstream:?} is unreachable: {message}")]
+    Unreachable { upstream: String, message: String },
+    #[error("upstream {upstream:?} answered {status}: {message}")]
+    Status {
+        upstream: String,
+        status: StatusCode,
+        message: String,
+    },
+    #[error("upstream {upstream:?} sent an invalid answer: {message}")]
+    Invalid { upstream: String, message: String },
+}
+
+impl UpstreamError {
+    /// Metric label.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            UpstreamError::Timeout { .. } => "timeout",
+            UpstreamError::Unreachable { .. } => "unreachable",
+            UpstreamError::Status { status, .. } if is_overload(*status) => "overloaded",
+            UpstreamError::Status { .. } => "status",
+            UpstreamError::Invalid { .. } => "invalid",
+        }
+    }
+
+    /// A loop or hop-limit refusal is a topology error: it is reported, never hidden behind a
+    /// fallback answer.
+    pub fn is_routing_error(&self) -> bool {
+        matches!(self, UpstreamError::Status { status, .. } if *status == LOOP_DETECTED)
+    }
+
+    /// The error returned to the client when the service does not fall back.
+    pub fn to_api_error(&self) -> ApiError {
+        let status = match self {
+            UpstreamError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            UpstreamError::Status { status, .. } if *status == LOOP_DETECTED => LOOP_DETECTED,
+            UpstreamError::Status { status, .. } if is_overload(*status) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            _ => StatusCode::BAD_GATEWAY,
+        };
+        ApiError::new(status, self.to_string())
+    }
+}
+
+fn is_overload(status: StatusCode) -> bool {
+    status == StatusCode::SERVICE_UNAVAILABLE || status == StatusCode::TOO_MANY_REQUESTS
+}
+
+struct Upstream {
+    config: UpstreamConfig,
+    base: String,
+    token: Option<String>,
+}
+
+/// The upstreams of this node and the shared connection pool.
+pub struct Upstreams {
+    client: Client<HttpConnector, Full<Bytes>>,
+    upstreams: HashMap<String, Upstream>,
+    max_body_bytes: usize,
+}
+
+impl Upstreams {
+    /// Reads each upstream's token file; a missing token file is a start-up error.
+    pub fn new(configs: &[UpstreamConfig], max_body_bytes: usize) -> Result<Self> {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_keepalive(Some(Duration::from_secs(60)));
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .build(connector);
+        let upstreams = configs
+            .iter()
+            .map(|config| {
+                let token = config.token_file.as_deref().map(read_token).transpose()?;
+                let upstream = Upstream {
+                    base: config.url.trim_end_matches('/').to_owned(),
+                    config: config.clone(),
+                    token,
+                };
+                Ok((config.name.clone(), upstream))
+            })
+            .collect::<Result<_>>()?;
+        Ok(Upstreams {
+            client,
+            upstreams,
+            max_body_bytes,
+        })
+    }
+
+    /// Asks `upstream` to run `service` on `inputs`, returning its response and how long the
+    /// call took (link delay included).
+    pub async fn infer(
+        &self,
+        upstream: &str,
+        service: &str,
+        output: &str,
+        inputs: &[Tensor],
+        context: &RequestContext,
+        node: &str,
+    ) -> Result<(InferResponse, Duration), UpstreamError> {
+        let start = Instant::now();
+        let up = self.upstreams.get(upstream).expect("validated at load");
+        let name = || upstream.to_owned();
+        if up.config.delay_ms > 0 {
+            let delay = Duration::from_millis(up.config.delay_ms).min(context.remaining());
+            tokio::time::sleep(delay).await;
+        }
+        let timeout = Duration::from_millis(up.config.timeout_ms).min(context.remaining());
+        let timed_out = || UpstreamError::Timeout {
+            upstream: name(),
+            timeout_ms: timeout.as_millis(),
+        };
+        if timeout.is_zero() {
+            return Err(timed_out());
+        }
+        let body = protocol::encode_request(
+            context.request_id.as_deref(),
+            &Parameters::new(),
+            inputs,
+            &[output],
+        );
+        let mut request = Request::post(format!("{}/v2/models/{service}/infer", up.base))
+            .header(CONTENT_TYPE, "application/json");
+        for (header, value) in context.forward_headers(node) {
+            request = request.header(header, value);
+        }
+        if let Some(token) = &up.token {
+            request = request.header(AUTHORIZATION, format!("Bearer {token}"));
+        }
+        let request = request
+            .body(Full::new(body))
+            .map_err(|e| UpstreamError::Invalid {
+                upstream: name(),
+                message: format!("cannot build the request: {e}"),
+            })?;
+        let call = async {
+            let response =
+                self.client
+                    .request(request)
+                    .await
+                    .map_err(|e| UpstreamError::Unreachable {
+                        upstream: name(),
+                        message: error_chain(&e),
+                    })?;
+            let (parts, body) = response.into_parts();
+            let body = Limited::new(body, self.max_body_bytes)
+                .collect()
+                .await
+                .map_err(|e| UpstreamError::Invalid {
+                    upstream: name(),
+                    message: format!("cannot read the body: {e}"),
+                })?
+                .to_bytes();
+            Ok::<_, UpstreamError>((parts, body))
+        };
+        let (parts, body) = tokio::time::timeout(timeout, call)
+            .await
+            .map_err(|_| timed_out())??;
+        if !parts.status.is_success() {
+            let message = serde_json::from_slice::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|v| v["error"].as_str().map(str::to_owned))
+                .unwrap_or_else(|| String::from_utf8_lossy(&body).chars().take(200).collect());
+            return Err(UpstreamError::Status {
+                upstream: name(),
+                status: parts.status,
+                message,
+            });
+        }
+        let header_length = parts
+            .headers
+            .get(protocol::HEADER_LENGTH)
+            .and_then(|v| v.to_str().ok());
+        let response = protocol::decode_response(&body, header_length).map_err(|e| {
+            UpstreamError::Invalid {
+                upstream: name(),
+                message: e.message,
+            }
+        })?;
+        Ok((response, start.elapsed()))
+    }
+}
+
+/// Reads a bearer token file, trimming the trailing newline editors and `kubectl create secret`
+/// leave.
+pub fn read_token(path: &std::path::Path) -> Result<String> {
+    std::fs::read_to_string(path)
+        .map(|t| t.trim().to_owned())
+        .map_err(|source| Error::TokenFile {
+            path: path.to_owned(),
+            source,
+        })
+}
+
+/// The error and its causes on one line ("client error (Connect): tcp connect error: ...").
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
