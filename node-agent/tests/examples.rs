@@ -19,13 +19,20 @@ fn configs(dir: &Path, found: &mut Vec<std::path::PathBuf>) {
 #[test]
 fn example_configs_load_and_their_models_are_ready() {
     let mut found = Vec::new();
-    configs(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/node-agent"), &mut found);
+    configs(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/node-agent"),
+        &mut found,
+    );
     assert!(found.len() >= 4, "{found:?}");
     for path in found {
         let config = NodeAgentConfig::load(&path).unwrap_or_else(|e| panic!("{e}"));
         for model in config.models {
             let name = model.name.clone();
-            assert!(Model::load(model).is_ready(), "{}: model {name}", path.display());
+            assert!(
+                Model::load(model).is_ready(),
+                "{}: model {name}",
+                path.display()
+            );
         }
     }
 }

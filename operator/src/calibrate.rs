@@ -1,0 +1,1077 @@
+//! Calibrating a cascade: choosing its confidence thresholds from a labelled sample.
+//!
+//! A cascade of k models answers an item at tier i when that tier's confidence is ≥ τ_i and
+//! forwards it to tier i + 1 otherwise; the last tier answers everything it gets. Given every
+//! model's class probabilities for the whole sample (computed once, elsewhere), [`score`] reduces
+//! each tier to two facts per item (its confidence and whether its answer is right), and
+//! [`calibrate`] searches τ_1 … τ_{k-1} for a [`Goal`].
+//!
+//! Everything here is pure (no files, no models), so the search is tested on hand-made
+//! matrices.
+//!
+//! # The search
+//!
+//! Only the order of confidences matters on a sample, so tier i's candidate cut-offs are its
+//! distinct confidence values (plus "answer all" and "forward all"): cut-off `c` answers the
+//! items whose confidence is among the `c` largest distinct values. The last non-last tier is
+//! swept in one pass over its items sorted by confidence, updating the counts incrementally;
+//! the tiers before it are enumerated. That is O(n) per combination of the earlier tiers'
+//! cut-offs: exact and fast for 2 and 3 tiers (≈ n² steps for 3); for more tiers the earlier
+//! tiers' candidates are thinned to evenly spaced ranks to stay within [`WORK_BUDGET`] and the
+//! result says it is not exhaustive.
+//!
+//! The reported τ is then chosen inside the interval of values that give the same result on
+//! the sample (above the largest confidence the tier forwards, at most the smallest it
+//! answers), as the shortest decimal there: 0.93 rather than 0.9312734, readable in a manifest
+//! and not sitting exactly on an observed confidence.
+
+use idn_node_agent::confidence::{Confidence, argmax};
+use serde::Serialize;
+
+/// Most item-steps the search may take (combinations of earlier tiers' cut-offs × items), so
+/// that three tiers on 10⁴ items (10⁸ steps: about 0.4 s in a release build, 5 s in a debug
+/// one) stay exhaustive.
+pub const WORK_BUDGET: usize = 120_000_000;
+
+/// What the thresholds must achieve.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Goal {
+    /// Accuracy ≥ ratio × the last tier's accuracy alone. Among the thresholds that reach it:
+    /// fewest requests reaching the last tier, then fewest forwards overall, then highest
+    /// accuracy.
+    MinAccuracyRatio(f64),
+    /// At most this fraction of requests reaching the last tier. Among the thresholds that
+    /// meet it: highest accuracy, then fewest reaching the last tier, then fewest forwards.
+    MaxLastTier(f64),
+}
+
+impl Goal {
+    /// Checks the goal's number, so that a typo fails before any model runs.
+    pub fn validate(self) -> Result<(), CalibrateError> {
+        match self {
+            Goal::MinAccuracyRatio(ratio) if !(ratio.is_finite() && ratio > 0.0) => {
+                Err(CalibrateError::Goal(format!(
+                    "minimum accuracy ratio {ratio} must be a finite number > 0"
+                )))
+            }
+            Goal::MaxLastTier(fraction) if !(0.0..=1.0).contains(&fraction) => {
+                Err(CalibrateError::Goal(format!(
+                    "maximum fraction reaching the last tier {fraction} must be in [0, 1]"
+                )))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// One tier's model outputs on the sample.
+#[derive(Debug, Clone, Copy)]
+pub struct TierProbs<'a> {
+    /// The model's name, for errors.
+    pub name: &'a str,
+    /// Class probabilities, `[items, classes]` row-major.
+    pub probs: &'a [f32],
+}
+
+/// What the search needs of one tier: per item, its confidence and whether its answer is right.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TierScores {
+    pub confidence: Vec<f64>,
+    pub correct: Vec<bool>,
+}
+
+/// Why calibration cannot run.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum CalibrateError {
+    #[error("a cascade needs at least two models, got {0}")]
+    TooFewTiers(usize),
+    #[error("the sample is empty")]
+    EmptySample,
+    #[error("the outputs have no class")]
+    NoClass,
+    #[error("{name}: {len} probabilities are not {items} items × {classes} classes")]
+    Shape {
+        name: String,
+        len: usize,
+        items: usize,
+        classes: usize,
+    },
+    #[error(
+        "{name}: item {item} is not a probability distribution ({detail}); calibration needs softmax outputs"
+    )]
+    NotProbabilities {
+        name: String,
+        item: usize,
+        detail: String,
+    },
+    #[error("label {label} of item {item} is not one of the {classes} classes")]
+    Label {
+        item: usize,
+        label: u8,
+        classes: usize,
+    },
+    #[error("temperature {0} must be a finite number > 0")]
+    Temperature(f64),
+    #[error("{0}")]
+    Goal(String),
+}
+
+/// How a tier treats the items that reach it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Rule {
+    /// Answer when confidence ≥ τ, else forward.
+    Threshold(f64),
+    /// Forward every item: no τ ≤ 1 does it, because some confidences are exactly 1.
+    ForwardAll,
+    /// The last tier: answer every item.
+    Last,
+}
+
+/// What one tier does on the sample.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TierOutcome {
+    pub rule: Rule,
+    /// Items reaching the tier.
+    pub reached: usize,
+    /// Items the tier answers.
+    pub answered: usize,
+    /// Items the tier answers correctly.
+    pub correct: usize,
+    /// Items the tier's model gets right when it answers the whole sample alone.
+    pub correct_alone: usize,
+}
+
+/// What a cascade does on the sample.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outcome {
+    pub items: usize,
+    pub tiers: Vec<TierOutcome>,
+}
+
+impl Outcome {
+    /// Items the cascade answers correctly.
+    pub fn correct(&self) -> usize {
+        self.tiers.iter().map(|t| t.correct).sum()
+    }
+
+    /// Fraction of items answered correctly.
+    pub fn accuracy(&self) -> f64 {
+        self.correct() as f64 / self.items as f64
+    }
+
+    /// Items reaching the last tier.
+    pub fn last_reached(&self) -> usize {
+        self.tiers.last().map_or(0, |t| t.reached)
+    }
+
+    /// The thresholds, one per non-last tier (`None`: forward all).
+    pub fn taus(&self) -> Vec<Option<f64>> {
+        self.tiers
+            .iter()
+            .filter_map(|t| match t.rule {
+                Rule::Threshold(tau) => Some(Some(tau)),
+                Rule::ForwardAll => Some(None),
+                Rule::Last => None,
+            })
+            .collect()
+    }
+}
+
+/// The result of [`calibrate`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Calibration {
+    pub goal: Goal,
+    /// Whether the thresholds meet the goal; when not, `outcome` is the closest found.
+    pub feasible: bool,
+    /// Whether every distinct confidence of every tier was tried.
+    pub exhaustive: bool,
+    pub outcome: Outcome,
+}
+
+/// Reduces each tier's probabilities to confidences and right/wrong, checking that every tier
+/// has one row of probabilities per label.
+pub fn score(
+    tiers: &[TierProbs<'_>],
+    classes: usize,
+    labels: &[u8],
+    confidence: &Confidence,
+) -> Result<Vec<TierScores>, CalibrateError> {
+    if !(confidence.temperature.is_finite() && confidence.temperature > 0.0) {
+        return Err(CalibrateError::Temperature(confidence.temperature));
+    }
+    if classes == 0 {
+        return Err(CalibrateError::NoClass);
+    }
+    let items = labels.len();
+    if let Some((item, &label)) = labels
+        .iter()
+        .enumerate()
+        .find(|&(_, &l)| usize::from(l) >= classes)
+    {
+        return Err(CalibrateError::Label {
+            item,
+            label,
+            classes,
+        });
+    }
+    tiers
+        .iter()
+        .map(|tier| {
+            if tier.probs.len() != items * classes {
+                return Err(CalibrateError::Shape {
+                    name: tier.name.to_owned(),
+                    len: tier.probs.len(),
+                    items,
+                    classes,
+                });
+            }
+            check_probabilities(tier, classes)?;
+            Ok(TierScores {
+                confidence: confidence.scores(tier.probs, classes),
+                correct: tier
+                    .probs
+                    .chunks_exact(classes)
+                    .zip(labels)
+                    .map(|(row, &label)| argmax(row) == usize::from(label))
+                    .collect(),
+            })
+        })
+        .collect()
+}
+
+/// Confidence metrics read probabilities; logits or garbage would give meaningless thresholds
+/// without any error, so they are refused here.
+fn check_probabilities(tier: &TierProbs<'_>, classes: usize) -> Result<(), CalibrateError> {
+    for (item, row) in tier.probs.chunks_exact(classes).enumerate() {
+        let fail = |detail: String| CalibrateError::NotProbabilities {
+            name: tier.name.to_owned(),
+            item,
+            detail,
+        };
+        if let Some(p) = row.iter().find(|p| !(0.0..=1.0).contains(*p)) {
+            return Err(fail(format!("value {p} is outside [0, 1]")));
+        }
+        let sum: f64 = row.iter().map(|&p| f64::from(p)).sum();
+        // float32 softmax rows sum to 1 within a few ulps per class.
+        if (sum - 1.0).abs() > 1e-3 {
+            return Err(fail(format!("the row sums to {sum}")));
+        }
+    }
+    Ok(())
+}
+
+/// Runs the cascade with thresholds `taus` (one per non-last tier, `None`: forward all) on the
+/// scored sample.
+///
+/// # Panics
+/// When `taus` does not have one entry per non-last tier.
+pub fn evaluate(scores: &[TierScores], taus: &[Option<f64>]) -> Outcome {
+    assert_eq!(taus.len() + 1, scores.len(), "one τ per non-last tier");
+    let items = scores.first().map_or(0, |s| s.correct.len());
+    let mut reaching: Vec<usize> = (0..items).collect();
+    let tiers = scores
+        .iter()
+        .enumerate()
+        .map(|(i, tier)| {
+            let rule = match taus.get(i) {
+                None => Rule::Last,
+                Some(None) => Rule::ForwardAll,
+                Some(Some(tau)) => Rule::Threshold(*tau),
+            };
+            let (answered, forwarded): (Vec<usize>, Vec<usize>) =
+                reaching.iter().partition(|&&item| match rule {
+                    Rule::Last => true,
+                    Rule::ForwardAll => false,
+                    Rule::Threshold(tau) => tier.confidence[item] >= tau,
+                });
+            let outcome = TierOutcome {
+                rule,
+                reached: reaching.len(),
+                answered: answered.len(),
+                correct: answered.iter().filter(|&&item| tier.correct[item]).count(),
+                correct_alone: tier.correct.iter().filter(|&&c| c).count(),
+            };
+            reaching = forwarded;
+            outcome
+        })
+        .collect();
+    Outcome { items, tiers }
+}
+
+/// Searches thresholds meeting `goal` (see the module documentation).
+pub fn calibrate(scores: &[TierScores], goal: Goal) -> Result<Calibration, CalibrateError> {
+    calibrate_within(scores, goal, WORK_BUDGET)
+}
+
+/// [`calibrate`] with a work budget of `budget` item-steps.
+fn calibrate_within(
+    scores: &[TierScores],
+    goal: Goal,
+    budget: usize,
+) -> Result<Calibration, CalibrateError> {
+    if scores.len() < 2 {
+        return Err(CalibrateError::TooFewTiers(scores.len()));
+    }
+    let items = scores[0].correct.len();
+    if items == 0 {
+        return Err(CalibrateError::EmptySample);
+    }
+    assert!(
+        scores
+            .iter()
+            .all(|s| s.correct.len() == items && s.confidence.len() == items),
+        "every tier scores every item"
+    );
+    let objective = Objective::new(goal, items, scores)?;
+    let rankings: Vec<Ranking> = scores[..scores.len() - 1]
+        .iter()
+        .map(|s| Ranking::new(&s.confidence))
+        .collect();
+    let (candidates, exhaustive) = outer_candidates(&rankings, items, budget);
+
+    let mut search = Search {
+        scores,
+        rankings: &rankings,
+        candidates: &candidates,
+        objective,
+        cutoffs: vec![0; rankings.len()],
+        best: None,
+        closest: None,
+    };
+    let all = vec![true; items];
+    search.descend(0, &all, items, 0, 0);
+
+    let feasible = search.best.is_some();
+    let (key, cutoffs) = search
+        .best
+        .or(search.closest)
+        .expect("the search tries at least one combination");
+    let taus = thresholds(scores, &rankings, &cutoffs);
+    let outcome = evaluate(scores, &taus);
+    debug_assert_eq!(
+        (outcome.correct(), outcome.last_reached()),
+        (key.correct, key.last),
+        "the chosen τs reproduce the searched cut-offs"
+    );
+    Ok(Calibration {
+        goal,
+        feasible,
+        exhaustive,
+        outcome,
+    })
+}
+
+/// Counts that decide between two choices of thresholds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Key {
+    /// Items answered correctly.
+    correct: usize,
+    /// Items reaching the last tier.
+    last: usize,
+    /// Forwards overall: the sum of the items reaching tiers 2…k.
+    hops: usize,
+}
+
+/// A [`Goal`] in counts, with the orders it prefers (smaller tuples are better).
+#[derive(Debug, Clone, Copy)]
+enum Objective {
+    MinLast { need_correct: usize },
+    MaxAccuracy { allowed_last: usize },
+}
+
+impl Objective {
+    fn new(goal: Goal, items: usize, scores: &[TierScores]) -> Result<Self, CalibrateError> {
+        // A tiny slack so that e.g. a ratio of 1.0 accepts exactly the last tier's accuracy
+        // despite the rounding of ratio × count.
+        const SLACK: f64 = 1e-9;
+        goal.validate()?;
+        match goal {
+            Goal::MinAccuracyRatio(ratio) => {
+                let last = scores.last().expect("at least two tiers");
+                let alone = last.correct.iter().filter(|&&c| c).count();
+                let need = (ratio * alone as f64 - SLACK).ceil().max(0.0);
+                Ok(Objective::MinLast {
+                    need_correct: need as usize,
+                })
+            }
+            Goal::MaxLastTier(fraction) => Ok(Objective::MaxAccuracy {
+                allowed_last: (fraction * items as f64 + SLACK).floor() as usize,
+            }),
+        }
+    }
+
+    fn feasible(self, key: Key) -> bool {
+        match self {
+            Objective::MinLast { need_correct } => key.correct >= need_correct,
+            Objective::MaxAccuracy { allowed_last } => key.last <= allowed_last,
+        }
+    }
+
+    /// Preference among feasible choices.
+    fn preference(self, key: Key) -> (usize, usize, usize) {
+        let wrong = usize::MAX - key.correct;
+        match self {
+            Objective::MinLast { .. } => (key.last, key.hops, wrong),
+            Objective::MaxAccuracy { .. } => (wrong, key.last, key.hops),
+        }
+    }
+
+    /// Preference when nothing is feasible: nearest the goal.
+    fn closeness(self, key: Key) -> (usize, usize, usize) {
+        let wrong = usize::MAX - key.correct;
+        match self {
+            Objective::MinLast { .. } => (wrong, key.last, key.hops),
+            Objective::MaxAccuracy { .. } => (key.last, wrong, key.hops),
+        }
+    }
+}
+
+/// A tier's items ordered by confidence.
+struct Ranking {
+    /// Per item, the index of its confidence among the distinct values, largest first.
+    rank: Vec<u32>,
+    /// Items by increasing rank.
+    order: Vec<u32>,
+    /// Per position of `order`, whether the next item has another rank (or there is none).
+    group_ends: Vec<bool>,
+    /// Number of distinct confidence values.
+    distinct: u32,
+}
+
+impl Ranking {
+    fn new(confidence: &[f64]) -> Self {
+        let mut order: Vec<u32> = (0..confidence.len() as u32).collect();
+        order.sort_by(|&a, &b| confidence[b as usize].total_cmp(&confidence[a as usize]));
+        let mut rank = vec![0; confidence.len()];
+        let mut distinct = 0;
+        let mut previous = None;
+        for &item in &order {
+            let value = confidence[item as usize];
+            if previous != Some(value) {
+                distinct += 1;
+                previous = Some(value);
+            }
+            rank[item as usize] = distinct - 1;
+        }
+        let group_ends = (0..order.len())
+            .map(|p| {
+                order
+                    .get(p + 1)
+                    .is_none_or(|&next| rank[next as usize] != rank[order[p] as usize])
+            })
+            .collect();
+        Ranking {
+            rank,
+            order,
+            group_ends,
+            distinct,
+        }
+    }
+
+    /// Whether cut-off `cutoff` answers `item` (it is among the `cutoff` most confident values).
+    fn answers(&self, cutoff: u32, item: usize) -> bool {
+        self.rank[item] < cutoff
+    }
+}
+
+/// Cut-offs tried for each tier before the last non-last one (which is swept), and whether
+/// they are all of them.
+fn outer_candidates(rankings: &[Ranking], items: usize, budget: usize) -> (Vec<Vec<u32>>, bool) {
+    let outer = &rankings[..rankings.len() - 1];
+    let full: f64 = outer.iter().map(|r| f64::from(r.distinct) + 1.0).product();
+    let affordable = (budget / items.max(1)).max(1) as f64;
+    if full <= affordable {
+        let all = outer.iter().map(|r| (0..=r.distinct).collect()).collect();
+        return (all, true);
+    }
+    // Each earlier tier gets the same number of evenly spaced ranks, always including
+    // "forward all" (0) and "answer all" (distinct).
+    let per_tier = affordable.powf(1.0 / outer.len() as f64).floor().max(2.0) as u32;
+    let thinned = outer
+        .iter()
+        .map(|r| {
+            let mut cutoffs: Vec<u32> = (0..per_tier)
+                .map(|j| {
+                    (f64::from(j) * f64::from(r.distinct) / f64::from(per_tier - 1)).round() as u32
+                })
+                .collect();
+            cutoffs.dedup();
+            cutoffs
+        })
+        .collect();
+    (thinned, false)
+}
+
+struct Search<'a> {
+    scores: &'a [TierScores],
+    rankings: &'a [Ranking],
+    candidates: &'a [Vec<u32>],
+    objective: Objective,
+    /// Cut-offs of the combination being tried, one per non-last tier.
+    cutoffs: Vec<u32>,
+    best: Option<(Key, Vec<u32>)>,
+    closest: Option<(Key, Vec<u32>)>,
+}
+
+impl Search<'_> {
+    /// Tries every candidate cut-off of tier `tier` for the items `reaching` it (`reached` of
+    /// them), given `correct` answers and `hops` forwards made by the tiers before.
+    fn descend(
+        &mut self,
+        tier: usize,
+        reaching: &[bool],
+        reached: usize,
+        correct: usize,
+        hops: usize,
+    ) {
+        if tier + 1 == self.rankings.len() {
+            return self.sweep(tier, reaching, reached, correct, hops);
+        }
+        let ranking = &self.rankings[tier];
+        let right = &self.scores[tier].correct;
+        // Candidates ascend, so each item moves from "forwarded" to "answered" once: O(n) for
+        // the whole loop rather than per candidate.
+        let mut next = reaching.to_vec();
+        let (mut forwarded, mut answered_right) = (reached, 0);
+        let mut position = 0;
+        for &cutoff in &self.candidates[tier] {
+            while let Some(&item) = ranking.order.get(position) {
+                let item = item as usize;
+                if !ranking.answers(cutoff, item) {
+                    break;
+                }
+                if next[item] {
+                    next[item] = false;
+                    forwarded -= 1;
+                    answered_right += usize::from(right[item]);
+                }
+                position += 1;
+            }
+            self.cutoffs[tier] = cutoff;
+            self.descend(
+                tier + 1,
+                &next,
+                forwarded,
+                correct + answered_right,
+                hops + forwarded,
+            );
+        }
+    }
+
+    /// Tries every cut-off of the last non-last tier in one pass: lowering it one distinct
+    /// value at a time moves that value's items from the last tier to this one.
+    fn sweep(
+        &mut self,
+        tier: usize,
+        reaching: &[bool],
+        reached: usize,
+        correct: usize,
+        hops: usize,
+    ) {
+        let ranking = &self.rankings[tier];
+        let here = &self.scores[tier].correct;
+        let last = &self.scores[tier + 1].correct;
+        let mut answered = 0;
+        let mut right_here = 0;
+        let mut right_last = reaching.iter().zip(last).filter(|&(&r, &l)| r && l).count();
+        let consider = |search: &mut Self, cutoff: u32, answered: usize, right: usize| {
+            let to_last = reached - answered;
+            search.cutoffs[tier] = cutoff;
+            search.consider(Key {
+                correct: correct + right,
+                last: to_last,
+                hops: hops + to_last,
+            });
+        };
+        consider(self, 0, 0, right_last);
+        for (&item, &group_ends) in ranking.order.iter().zip(&ranking.group_ends) {
+            let item = item as usize;
+            if reaching[item] {
+                answered += 1;
+                right_here += usize::from(here[item]);
+                right_last -= usize::from(last[item]);
+            }
+            if group_ends {
+                // Cut-off rank + 1 answers every rank up to this one.
+                let cutoff = ranking.rank[item] + 1;
+                consider(self, cutoff, answered, right_here + right_last);
+            }
+        }
+    }
+
+    fn consider(&mut self, key: Key) {
+        let objective = self.objective;
+        if objective.feasible(key) {
+            let better = self
+                .best
+                .as_ref()
+                .is_none_or(|(best, _)| objective.preference(key) < objective.preference(*best));
+            if better {
+                self.best = Some((key, self.cutoffs.clone()));
+            }
+        } else if self.best.is_none() {
+            // Only needed while nothing is feasible, to say how near the goal one can get.
+            let better = self.closest.as_ref().is_none_or(|(closest, _)| {
+                objective.closeness(key) < objective.closeness(*closest)
+            });
+            if better {
+                self.closest = Some((key, self.cutoffs.clone()));
+            }
+        }
+    }
+}
+
+/// The τ of each non-last tier that reproduces the cut-offs on the sample, chosen inside the
+/// gap between the confidences the tier forwards and those it answers (among items reaching
+/// it; items that never reach a tier do not constrain its τ).
+fn thresholds(scores: &[TierScores], rankings: &[Ranking], cutoffs: &[u32]) -> Vec<Option<f64>> {
+    let items = scores[0].confidence.len();
+    let mut reaching = vec![true; items];
+    rankings
+        .iter()
+        .zip(cutoffs)
+        .zip(scores)
+        .map(|((ranking, &cutoff), tier)| {
+            let mut forwarded_max: Option<f64> = None;
+            let mut answered_min: Option<f64> = None;
+            for (item, reaches) in reaching.iter_mut().enumerate() {
+                if !*reaches {
+                    continue;
+                }
+                let value = tier.confidence[item];
+                if ranking.answers(cutoff, item) {
+                    answered_min = Some(answered_min.map_or(value, |m| m.min(value)));
+                    *reaches = false;
+                } else {
+                    forwarded_max = Some(forwarded_max.map_or(value, |m| m.max(value)));
+                }
+            }
+            match (forwarded_max, answered_min) {
+                (None, _) => Some(0.0),
+                (Some(lo), Some(hi)) => Some(tau_between(lo, hi)),
+                (Some(lo), None) if lo < 1.0 => Some(tau_between(lo, 1.0)),
+                (Some(_), None) => None,
+            }
+        })
+        .collect()
+}
+
+/// A τ with `lo < τ ≤ hi`: the decimal with the fewest digits there, nearest the middle.
+pub fn tau_between(lo: f64, hi: f64) -> f64 {
+    debug_assert!(lo < hi, "{lo} < {hi}");
+    for digits in 0..=17 {
+        let scale = 10f64.powi(digits);
+        let first = (lo * scale).floor() + 1.0;
+        let last = (hi * scale).floor();
+        if first > last {
+            continue;
+        }
+        let middle = ((lo + hi) / 2.0 * scale).round().clamp(first, last);
+        // Division can round across a bound; check in the same f64 comparisons the agent uses.
+        for k in [middle, first, last] {
+            let tau = k / scale;
+            if lo < tau && tau <= hi {
+                return tau;
+            }
+        }
+    }
+    hi
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A tier from (confidence, correct) pairs.
+    fn tier(items: &[(f64, bool)]) -> TierScores {
+        TierScores {
+            confidence: items.iter().map(|&(c, _)| c).collect(),
+            correct: items.iter().map(|&(_, r)| r).collect(),
+        }
+    }
+
+    /// Every combination of thresholds from a grid of `steps` + 1 values in [0, 1] plus
+    /// "forward all", evaluated directly: the slow reference the search must match in counts.
+    fn brute_force(scores: &[TierScores], goal: Goal, steps: u32) -> Option<(usize, usize, usize)> {
+        let grid: Vec<Option<f64>> = (0..=steps)
+            .map(|i| Some(f64::from(i) / f64::from(steps)))
+            .chain([None])
+            .collect();
+        let objective = Objective::new(goal, scores[0].correct.len(), scores).unwrap();
+        let mut best: Option<Key> = None;
+        let mut taus = vec![Some(0.0); scores.len() - 1];
+        let mut stack = vec![0usize; scores.len() - 1];
+        loop {
+            for (slot, &i) in taus.iter_mut().zip(&stack) {
+                *slot = grid[i];
+            }
+            let outcome = evaluate(scores, &taus);
+            let key = Key {
+                correct: outcome.correct(),
+                last: outcome.last_reached(),
+                hops: outcome.tiers[1..].iter().map(|t| t.reached).sum(),
+            };
+            if objective.feasible(key)
+                && best.is_none_or(|b| objective.preference(key) < objective.preference(b))
+            {
+                best = Some(key);
+            }
+            // Next combination, like an odometer.
+            let mut position = 0;
+            loop {
+                if position == stack.len() {
+                    return best.map(|k| (k.correct, k.last, k.hops));
+                }
+                stack[position] += 1;
+                if stack[position] < grid.len() {
+                    break;
+                }
+                stack[position] = 0;
+                position += 1;
+            }
+        }
+    }
+
+    fn counts(calibration: &Calibration) -> (usize, usize, usize) {
+        let outcome = &calibration.outcome;
+        (
+            outcome.correct(),
+            outcome.last_reached(),
+            outcome.tiers[1..].iter().map(|t| t.reached).sum(),
+        )
+    }
+
+    /// A two-tier cascade: the small model is right when confident except at 0.6.
+    fn two_tiers() -> Vec<TierScores> {
+        vec![
+            tier(&[
+                (0.95, true),
+                (0.9, true),
+                (0.8, true),
+                (0.6, false),
+                (0.5, true),
+                (0.3, false),
+            ]),
+            tier(&[
+                (1.0, true),
+                (1.0, true),
+                (1.0, true),
+                (1.0, true),
+                (1.0, false),
+                (1.0, true),
+            ]),
+        ]
+    }
+
+    #[test]
+    fn two_tiers_min_accuracy_ratio() {
+        // The big model alone: 5 of 6. Ratio 1 needs 5 correct. Answering all but 0.3 gives
+        // 4 + 1 = 5 with one item forwarded (the wrong 0.6 is offset by 0.3 being forwarded);
+        // stopping above 0.6 gives 3 + 2 = 5 with three forwarded.
+        let c = calibrate(&two_tiers(), Goal::MinAccuracyRatio(1.0)).unwrap();
+        assert!(c.feasible && c.exhaustive);
+        assert_eq!(c.outcome.correct(), 5);
+        assert_eq!(c.outcome.last_reached(), 1);
+        assert_eq!(c.outcome.taus(), [Some(0.4)]);
+        assert_eq!(c.outcome.tiers[0].answered, 5);
+        assert_eq!(c.outcome.tiers[0].correct_alone, 4);
+        assert_eq!(c.outcome.tiers[1].correct_alone, 5);
+
+        // Ratio 0.8 needs 4 correct, which answering everything locally gives.
+        let c = calibrate(&two_tiers(), Goal::MinAccuracyRatio(0.8)).unwrap();
+        assert_eq!(c.outcome.last_reached(), 0);
+        assert_eq!(c.outcome.correct(), 4);
+        assert_eq!(c.outcome.taus(), [Some(0.0)]);
+    }
+
+    #[test]
+    fn two_tiers_max_last_tier() {
+        // At most 2 of 6 forwarded: forwarding 0.3 gives 4 + 1 = 5 correct, forwarding 0.3
+        // and 0.5 gives 3 + 1 = 4 (0.5 is right here, wrong above).
+        let c = calibrate(&two_tiers(), Goal::MaxLastTier(2.0 / 6.0)).unwrap();
+        assert!(c.feasible);
+        assert_eq!(c.outcome.correct(), 5);
+        assert_eq!(c.outcome.last_reached(), 1);
+        assert_eq!(c.outcome.taus(), [Some(0.4)]);
+
+        // Nothing may reach the last tier: answer everything.
+        let c = calibrate(&two_tiers(), Goal::MaxLastTier(0.0)).unwrap();
+        assert_eq!(c.outcome.taus(), [Some(0.0)]);
+        assert_eq!(c.outcome.correct(), 4);
+    }
+
+    #[test]
+    fn ties_in_the_preference_keep_the_fewest_forwards() {
+        // Forwarding 0.4 or not gives the same accuracy (wrong in both tiers): keep it local.
+        let scores = vec![
+            tier(&[(0.9, true), (0.4, false), (0.2, false)]),
+            tier(&[(1.0, true), (1.0, false), (1.0, true)]),
+        ];
+        let c = calibrate(&scores, Goal::MaxLastTier(1.0)).unwrap();
+        assert_eq!(c.outcome.correct(), 2);
+        assert_eq!(c.outcome.last_reached(), 1);
+        assert_eq!(c.outcome.taus(), [Some(0.3)]);
+    }
+
+    #[test]
+    fn equal_confidences_move_together() {
+        // No τ separates the two 0.8 items, so answering one of them is not a choice.
+        let scores = vec![
+            tier(&[(0.8, true), (0.8, false), (0.1, false)]),
+            tier(&[(1.0, true), (1.0, true), (1.0, true)]),
+        ];
+        // Two of three may be forwarded, but forwarding the wrong 0.8 means forwarding the
+        // right one too: the choices are 0.1 alone (1 + 1 correct) or all three (3 correct,
+        // over the limit).
+        let c = calibrate(&scores, Goal::MaxLastTier(2.0 / 3.0)).unwrap();
+        assert_eq!(c.outcome.correct(), 2);
+        assert_eq!(c.outcome.last_reached(), 1);
+    }
+
+    #[test]
+    fn forward_all_when_confidences_reach_one() {
+        // The small model is confidently wrong at 1.0; ratio 1 needs everything forwarded,
+        // which no τ ≤ 1 does.
+        let scores = vec![
+            tier(&[(1.0, false), (0.5, true)]),
+            tier(&[(0.9, true), (0.9, true)]),
+        ];
+        let c = calibrate(&scores, Goal::MinAccuracyRatio(1.0)).unwrap();
+        assert!(c.feasible);
+        assert_eq!(c.outcome.taus(), [None]);
+        assert_eq!(c.outcome.tiers[0].rule, Rule::ForwardAll);
+        assert_eq!(c.outcome.last_reached(), 2);
+        // Below 1 a τ of 1 forwards everything.
+        let scores = vec![
+            tier(&[(0.99, false), (0.5, true)]),
+            tier(&[(0.9, true), (0.9, true)]),
+        ];
+        let c = calibrate(&scores, Goal::MinAccuracyRatio(1.0)).unwrap();
+        assert_eq!(c.outcome.taus(), [Some(1.0)]);
+    }
+
+    #[test]
+    fn an_unreachable_goal_reports_the_closest() {
+        // No cascade beats the last tier by 50 %: the closest is the most accurate one.
+        let c = calibrate(&two_tiers(), Goal::MinAccuracyRatio(1.5)).unwrap();
+        assert!(!c.feasible);
+        assert_eq!(c.outcome.correct(), 5);
+        // Here a cascade beats its last tier: 3 tier-1 answers right plus 0.1 forwarded right.
+        let scores = vec![
+            tier(&[(0.9, true), (0.8, true), (0.1, false)]),
+            tier(&[(1.0, false), (1.0, false), (1.0, true)]),
+        ];
+        let c = calibrate(&scores, Goal::MinAccuracyRatio(3.0)).unwrap();
+        assert!(c.feasible, "3 correct = 3 × the last tier's 1");
+        assert_eq!(c.outcome.correct(), 3);
+        let c = calibrate(&scores, Goal::MinAccuracyRatio(3.5)).unwrap();
+        assert!(!c.feasible);
+        assert_eq!(c.outcome.correct(), 3);
+    }
+
+    #[test]
+    fn three_tiers_known_answer() {
+        // Tier 1 is right above 0.7, tier 2 right above 0.6, tier 3 always right.
+        let scores = vec![
+            tier(&[
+                (0.9, true),
+                (0.8, true),
+                (0.6, false),
+                (0.5, false),
+                (0.4, false),
+            ]),
+            tier(&[
+                (0.9, false),
+                (0.9, false),
+                (0.7, true),
+                (0.65, true),
+                (0.2, false),
+            ]),
+            tier(&[(1.0, true); 5]),
+        ];
+        let c = calibrate(&scores, Goal::MinAccuracyRatio(1.0)).unwrap();
+        assert!(c.feasible);
+        assert_eq!(c.outcome.correct(), 5);
+        assert_eq!(c.outcome.last_reached(), 1);
+        assert_eq!(c.outcome.taus(), [Some(0.7), Some(0.4)]);
+        let reached: Vec<usize> = c.outcome.tiers.iter().map(|t| t.reached).collect();
+        let answered: Vec<usize> = c.outcome.tiers.iter().map(|t| t.answered).collect();
+        assert_eq!(reached, [5, 3, 1]);
+        assert_eq!(answered, [2, 2, 1]);
+
+        // Nothing to the last tier: best is tier 1 for 0.9/0.8, tier 2 for the rest (2 + 2).
+        let c = calibrate(&scores, Goal::MaxLastTier(0.0)).unwrap();
+        assert_eq!(c.outcome.correct(), 4);
+        assert_eq!(c.outcome.last_reached(), 0);
+        assert_eq!(c.outcome.taus(), [Some(0.7), Some(0.0)]);
+    }
+
+    #[test]
+    fn the_search_matches_brute_force() {
+        // Pseudo-random cascades of 2 to 4 tiers whose confidences lie on the brute force's grid
+        // (two decimals, one for 4 tiers to keep it quick), where the grid is exhaustive.
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move |modulus: u64| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state % modulus
+        };
+        for case in 0..90 {
+            let tiers = 2 + case % 3;
+            let steps = if tiers == 4 { 10 } else { 100 };
+            let items = 1 + next(12) as usize;
+            let scores: Vec<TierScores> = (0..tiers)
+                .map(|_| TierScores {
+                    confidence: (0..items)
+                        .map(|_| next(u64::from(steps) + 1) as f64 / f64::from(steps))
+                        .collect(),
+                    correct: (0..items).map(|_| next(3) > 0).collect(),
+                })
+                .collect();
+            for goal in [
+                Goal::MinAccuracyRatio(0.9),
+                Goal::MinAccuracyRatio(1.0),
+                Goal::MinAccuracyRatio(1.2),
+                Goal::MaxLastTier(0.0),
+                Goal::MaxLastTier(0.25),
+                Goal::MaxLastTier(0.5),
+            ] {
+                let c = calibrate(&scores, goal).unwrap();
+                let expected = brute_force(&scores, goal, steps);
+                assert_eq!(c.feasible, expected.is_some(), "case {case} {goal:?}");
+                if let Some(expected) = expected {
+                    assert_eq!(counts(&c), expected, "case {case} {goal:?} {scores:?}");
+                }
+                // The reported τs reproduce the reported outcome.
+                assert_eq!(evaluate(&scores, &c.outcome.taus()), c.outcome);
+            }
+        }
+    }
+
+    #[test]
+    fn four_tiers_beyond_the_budget_are_thinned_and_still_consistent() {
+        let items = 2_000;
+        let scores: Vec<TierScores> = (0..4)
+            .map(|t| TierScores {
+                confidence: (0..items)
+                    .map(|i| ((i * (7 + t) + t) % 9973) as f64 / 9973.0)
+                    .collect(),
+                correct: (0..items).map(|i| (i + t) % 5 != 0).collect(),
+            })
+            .collect();
+        let c = calibrate_within(&scores, Goal::MaxLastTier(0.1), 1_000_000).unwrap();
+        assert!(!c.exhaustive);
+        assert!(c.feasible);
+        assert!(c.outcome.last_reached() <= items / 10);
+        assert_eq!(evaluate(&scores, &c.outcome.taus()), c.outcome);
+    }
+
+    #[test]
+    fn score_reduces_probabilities() {
+        let linear = [0.7f32, 0.2, 0.1, 0.1, 0.1, 0.8];
+        let cnn = [0.0f32, 1.0, 0.0, 0.0, 0.0, 1.0];
+        let tiers = [
+            TierProbs {
+                name: "linear",
+                probs: &linear,
+            },
+            TierProbs {
+                name: "cnn",
+                probs: &cnn,
+            },
+        ];
+        let scores = score(&tiers, 3, &[0, 2], &Confidence::default()).unwrap();
+        assert_eq!(scores[0].correct, [true, true]);
+        assert_eq!(scores[1].correct, [false, true]);
+        assert!((scores[0].confidence[0] - 0.7).abs() < 1e-6);
+        assert_eq!(scores[1].confidence, [1.0, 1.0]);
+    }
+
+    #[test]
+    fn bad_inputs_are_named() {
+        let ok = [0.5f32, 0.5];
+        let short = [1.0f32];
+        let logits = [3.0f32, -1.0];
+        let unnormalised = [0.5f32, 0.4];
+        let run = |probs: &[f32], labels: &[u8]| {
+            let tiers = [
+                TierProbs {
+                    name: "m",
+                    probs: &ok,
+                },
+                TierProbs { name: "big", probs },
+            ];
+            score(&tiers, 2, labels, &Confidence::default())
+                .unwrap_err()
+                .to_string()
+        };
+        assert_eq!(
+            run(&short, &[0]),
+            "big: 1 probabilities are not 1 items × 2 classes"
+        );
+        assert!(run(&logits, &[0]).starts_with(
+            "big: item 0 is not a probability distribution (value 3 is outside [0, 1])"
+        ));
+        assert!(run(&unnormalised, &[0]).contains("the row sums to 0.9"));
+        assert_eq!(
+            run(&ok, &[2]),
+            "label 2 of item 0 is not one of the 2 classes"
+        );
+        let hot = Confidence {
+            temperature: 0.0,
+            ..Confidence::default()
+        };
+        let tiers = [TierProbs {
+            name: "m",
+            probs: &ok,
+        }];
+        assert_eq!(
+            score(&tiers, 2, &[0], &hot).unwrap_err(),
+            CalibrateError::Temperature(0.0)
+        );
+    }
+
+    #[test]
+    fn bad_goals_and_cascades_are_refused() {
+        let scores = two_tiers();
+        for goal in [
+            Goal::MinAccuracyRatio(0.0),
+            Goal::MinAccuracyRatio(f64::NAN),
+            Goal::MaxLastTier(1.5),
+            Goal::MaxLastTier(-0.1),
+        ] {
+            assert!(matches!(
+                calibrate(&scores, goal),
+                Err(CalibrateError::Goal(_))
+            ));
+        }
+        assert_eq!(
+            calibrate(&scores[..1], Goal::MaxLastTier(0.1)).unwrap_err(),
+            CalibrateError::TooFewTiers(1)
+        );
+        let empty = vec![tier(&[]), tier(&[])];
+        assert_eq!(
+            calibrate(&empty, Goal::MaxLastTier(0.1)).unwrap_err(),
+            CalibrateError::EmptySample
+        );
+    }
+
+    #[test]
+    fn tau_is_a_short_decimal_inside_the_gap() {
+        assert_eq!(tau_between(0.12, 0.98), 0.6);
+        assert_eq!(tau_between(0.8999, 0.99995), 0.9);
+        assert_eq!(tau_between(0.91234, 0.91567), 0.914);
+        assert_eq!(tau_between(0.5, 1.0), 1.0);
+        assert_eq!(tau_between(0.0, 0.05), 0.03);
+        // Adjacent f32 values still get a τ strictly above the lower one.
+        let lo = f64::from(0.99999994f32);
+        let tau = tau_between(lo, 1.0);
+        assert!(lo < tau && tau <= 1.0, "{tau}");
+        let hi = f64::from(0.9f32);
+        let lo = f64::from(f32::from_bits(0.9f32.to_bits() - 1));
+        let tau = tau_between(lo, hi);
+        assert!(lo < tau && tau <= hi, "{tau}");
+    }
+}

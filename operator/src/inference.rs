@@ -1,0 +1,155 @@
+//! Running a model over a whole sample, once, through the node-agent runtime: the same ONNX
+//! Runtime build and session settings that serve requests, so the tools see the outputs the
+//! agent will see.
+
+use std::path::{Path, PathBuf};
+
+use idn_node_agent::config::{ModelConfig, is_model_name};
+use idn_node_agent::runtime::{self, Model, ModelState};
+use idn_node_agent::tensor::{Tensor, TensorData};
+
+use crate::dataset::Dataset;
+
+/// Why a model cannot be run over a sample; every variant names the model file.
+#[derive(Debug, thiserror::Error)]
+pub enum InferenceError {
+    #[error(
+        "{path}: the file name must give a model name (letters, digits, '-', '_' and '.'), got {stem:?}"
+    )]
+    Name { path: PathBuf, stem: String },
+    #[error("{path} cannot be used: {reason}")]
+    Unavailable { path: PathBuf, reason: String },
+    #[error("{path}: {message}")]
+    Input { path: PathBuf, message: String },
+    #[error("{path}: inference failed: {reason}")]
+    Run { path: PathBuf, reason: String },
+    #[error("{path}: output {output:?} {problem}")]
+    Output {
+        path: PathBuf,
+        output: String,
+        problem: String,
+    },
+}
+
+/// A loaded model with the input it is fed and the output read from it.
+#[derive(Debug)]
+pub struct SampleModel {
+    /// The file stem, the name strategies refer to the model by.
+    pub name: String,
+    pub path: PathBuf,
+    model: Model,
+}
+
+/// One model's outputs for a whole sample.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Probabilities {
+    /// Elements per item (the last dimension of the output).
+    pub classes: usize,
+    /// `[items, classes]` row-major.
+    pub values: Vec<f32>,
+}
+
+impl SampleModel {
+    /// Loads `path`, checking that `input` is its only input and `output` one of its outputs.
+    pub fn load(path: &Path, input: &str, output: &str) -> Result<Self, InferenceError> {
+        let stem = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if !is_model_name(&stem) {
+            return Err(InferenceError::Name {
+                path: path.to_owned(),
+                stem,
+            });
+        }
+        let model = Model::load(ModelConfig {
+            name: stem.clone(),
+            version: "1".to_owned(),
+            path: path.to_owned(),
+            sha256: None,
+            inputs: vec![input.to_owned()],
+            outputs: vec![output.to_owned()],
+            labels: Vec::new(),
+        });
+        if let ModelState::Unavailable { reason } = &model.state {
+            return Err(InferenceError::Unavailable {
+                path: path.to_owned(),
+                reason: reason.clone(),
+            });
+        }
+        Ok(SampleModel {
+            name: stem,
+            path: path.to_owned(),
+            model,
+        })
+    }
+
+    /// Runs the whole sample as one batch and returns the output, checked to be one row per
+    /// item.
+    pub fn probabilities(&self, dataset: &Dataset) -> Result<Probabilities, InferenceError> {
+        let ModelState::Ready { signature, bytes } = &self.model.state else {
+            unreachable!("load keeps only ready models");
+        };
+        let path = || self.path.clone();
+        let input = Tensor {
+            name: self.model.config.inputs[0].clone(),
+            shape: vec![dataset.len(), dataset.features],
+            data: TensorData::Fp32(dataset.inputs.clone()),
+        };
+        let inputs = vec![input];
+        signature
+            .check_inputs(&self.name, &inputs, usize::MAX)
+            .map_err(|e| InferenceError::Input {
+                path: path(),
+                message: e.message,
+            })?;
+        let mut session =
+            runtime::open_session(bytes).map_err(|reason| InferenceError::Unavailable {
+                path: path(),
+                reason,
+            })?;
+        let output = &self.model.config.outputs[0];
+        let tensor = runtime::run(
+            &mut session,
+            signature,
+            inputs,
+            std::slice::from_ref(output),
+        )
+        .map_err(|reason| InferenceError::Run {
+            path: path(),
+            reason,
+        })?
+        .pop()
+        .expect("one output asked, one returned");
+        let problem = |problem: String| InferenceError::Output {
+            path: path(),
+            output: output.clone(),
+            problem,
+        };
+        let [items, classes] = tensor.shape[..] else {
+            return Err(problem(format!(
+                "has shape {:?}, expected [{}, classes]",
+                tensor.shape,
+                dataset.len()
+            )));
+        };
+        if items != dataset.len() {
+            return Err(problem(format!(
+                "has {items} rows for {} items",
+                dataset.len()
+            )));
+        }
+        let values = match tensor.data {
+            TensorData::Fp32(values) => values,
+            // Confidences are computed in f64 from f32 probabilities either way.
+            TensorData::Fp64(values) => values.into_iter().map(|v| v as f32).collect(),
+            other => {
+                return Err(problem(format!(
+                    "is {}, expected FP32 probabilities",
+                    other.datatype()
+                )));
+            }
+        };
+        Ok(Probabilities { classes, values })
+    }
+}
