@@ -64,6 +64,11 @@ lint: ## cargo fmt --check and clippy with warnings denied
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
 
+.PHONY: crds
+crds: ## Regenerate the CRD YAML in crds/ and the Helm chart from the Rust types
+	cargo run -q -p idn-operator --bin idn -- crds > crds/idn.dev.yaml
+	cp crds/idn.dev.yaml charts/idn-operator/crds/idn.dev.yaml
+
 .PHONY: clean
 clean: ## Remove build output, the ONNX Runtime library and the Python environment
 	cargo clean

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 /// How confidence is computed from one row of probabilities.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub enum ConfidenceMetric {
     /// The largest probability p1.
@@ -21,11 +22,13 @@ pub enum ConfidenceMetric {
 /// A confidence metric with optional temperature scaling (Guo et al. 2017): probabilities are
 /// re-normalised as softmax(log p / T) before scoring; T > 1 softens over-confident models.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct Confidence {
     /// Score computed from the probabilities.
     pub metric: ConfidenceMetric,
     /// Temperature T > 0 applied before scoring; 1 leaves the probabilities unchanged.
+    #[cfg_attr(feature = "schema", schemars(extend("minimum" = 0.0, "exclusiveMinimum" = true)))]
     pub temperature: f64,
 }
 

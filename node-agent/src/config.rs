@@ -108,6 +108,7 @@ pub struct ServiceConfig {
 
 /// What a service does when an upstream cannot answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub enum FailurePolicy {
     /// Answer with the best local result, marked `fallback` (degraded).
@@ -214,6 +215,7 @@ pub struct EnsembleMember {
 
 /// How ensemble answers are merged, per item.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub enum Combine {
     /// Mean of the members' probabilities.
@@ -229,6 +231,7 @@ pub enum Combine {
 
 /// Order of ensemble queries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub enum EnsembleMode {
     /// Cheapest member first; stop when confident, out of budget or out of time.

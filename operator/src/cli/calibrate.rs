@@ -207,7 +207,9 @@ mod tests {
         assert!(parse(&[]).is_err());
         assert!(parse(&["--min-accuracy-ratio", "0.99", "--max-last-tier", "0.1"]).is_err());
         let cli = parse(&["--max-last-tier", "0.1", "--metric", "entropy"]).unwrap();
-        let crate::cli::Command::Calibrate(args) = cli.command;
+        let crate::cli::Command::Calibrate(args) = cli.command else {
+            panic!("parsed as another subcommand")
+        };
         assert_eq!(args.target.goal(), Goal::MaxLastTier(0.1));
         assert_eq!(args.metric, ConfidenceMetric::Entropy);
         assert_eq!(args.output, OutputFormat::Table);

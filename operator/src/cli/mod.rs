@@ -4,6 +4,8 @@
 //! line in [`Cli::run`].
 
 pub mod calibrate;
+pub mod crds;
+pub mod render;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -24,6 +26,10 @@ pub struct Cli {
 pub enum Command {
     /// Choose a cascade's confidence thresholds from a labelled sample.
     Calibrate(calibrate::Args),
+    /// Print the CustomResourceDefinitions (YAML).
+    Crds(crds::Args),
+    /// Print the Kubernetes objects the operator would create for some manifests.
+    Render(render::Args),
 }
 
 impl Cli {
@@ -31,6 +37,8 @@ impl Cli {
     pub fn run(self) -> anyhow::Result<ExitCode> {
         match self.command {
             Command::Calibrate(args) => calibrate::run(&args),
+            Command::Crds(args) => crds::run(&args),
+            Command::Render(args) => render::run(&args),
         }
     }
 }

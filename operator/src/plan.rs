@@ -1,0 +1,434 @@
+//! Planning: from the declared resources of one network to the node-agent config of each node.
+//!
+//! Pure and shared by the controller (which turns plans into Kubernetes objects) and `idn up`
+//! (which runs them on loopback). Where the two differ — how nodes reach each other, where model
+//! files are, whether link latency is emulated — is an [`Addressing`]. Every problem of the
+//! declared resources is collected with the field it comes from.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::path::PathBuf;
+
+use idn_node_agent::config::{
+    self as agent, API_VERSION, KIND, Limits, ModelConfig, NodeAgentConfig, ServiceConfig,
+    StrategyConfig, Target, UpstreamConfig,
+};
+use kube::ResourceExt;
+
+use crate::resources::{
+    DeliveryStrategy, InferenceDeliveryNetwork, InferenceModel, LinkSpec, ModelPlacement,
+    NodeServiceSpec, NodeSpec,
+};
+
+/// Port the node-agent listens on in a pod.
+pub const AGENT_PORT: u16 = 8000;
+
+/// The resources a network refers to, all from its namespace.
+pub struct Declared<'a> {
+    pub network: &'a InferenceDeliveryNetwork,
+    pub models: &'a [InferenceModel],
+    pub strategies: &'a [DeliveryStrategy],
+    pub placements: &'a [ModelPlacement],
+}
+
+/// Where things are, for the environment the plan is for.
+pub trait Addressing {
+    /// Base URL of another node's OIP API.
+    fn node_url(&self, node: &str) -> String;
+    /// Path of a model file as the node-agent sees it.
+    fn model_path(&self, model: &InferenceModel) -> PathBuf;
+    /// Path of a link's bearer token file as the node-agent sees it.
+    fn token_file(&self, link: &str) -> PathBuf;
+    /// Listen address of a node.
+    fn listen(&self, node: &str) -> std::net::SocketAddr;
+    /// Emulated latency of a link (0: none; a real network provides it).
+    fn delay_ms(&self, link: &LinkSpec) -> u64;
+}
+
+/// What one node runs.
+#[derive(Debug, Clone)]
+pub struct NodePlan<'a> {
+    pub spec: &'a NodeSpec,
+    pub config: NodeAgentConfig,
+    /// The InferenceModels the node loads.
+    pub models: Vec<&'a InferenceModel>,
+}
+
+/// Plans every node, or returns every problem found.
+pub fn plan<'a>(
+    declared: &Declared<'a>,
+    addressing: &dyn Addressing,
+) -> Result<Vec<NodePlan<'a>>, Vec<String>> {
+    let mut problems = Vec::new();
+    let placed = placed_models(declared, &mut problems);
+    let nodes = &declared.network.spec.nodes;
+    let plans: Vec<NodePlan> = nodes
+        .iter()
+        .enumerate()
+        .map(|(i, node)| {
+            let field = format!("spec.nodes[{i}]");
+            let models = placed.get(node.name.as_str()).cloned().unwrap_or_default();
+            plan_node(declared, node, &field, models, addressing, &mut problems)
+        })
+        .collect();
+    if let Some(cycle) = forwarding_cycle(nodes) {
+        problems.push(format!(
+            "spec.nodes: forwarding cycle {}",
+            cycle.join(" -> ")
+        ));
+    }
+    if problems.is_empty() {
+        Ok(plans)
+    } else {
+        Err(problems)
+    }
+}
+
+/// Models placed on each node, from every ModelPlacement of the network.
+fn placed_models<'a>(
+    declared: &Declared<'a>,
+    problems: &mut Vec<String>,
+) -> HashMap<&'a str, Vec<&'a InferenceModel>> {
+    let network = declared.network.name_any();
+    let mut placed: HashMap<&str, Vec<&InferenceModel>> = HashMap::new();
+    for placement in declared
+        .placements
+        .iter()
+        .filter(|p| p.spec.network == network)
+    {
+        let name = placement.name_any();
+        for (i, entry) in placement.spec.nodes.iter().enumerate() {
+            let field = format!("ModelPlacement {name}: spec.nodes[{i}]");
+            if !declared
+                .network
+                .spec
+                .nodes
+                .iter()
+                .any(|n| n.name == entry.node)
+            {
+                problems.push(format!("{field}.node: unknown node {:?}", entry.node));
+                continue;
+            }
+            for (j, model_name) in entry.models.iter().enumerate() {
+                match declared.models.iter().find(|m| m.name_any() == *model_name) {
+                    Some(model) => {
+                        let models = placed.entry(entry.node.as_str()).or_default();
+                        if !models.iter().any(|m| m.name_any() == *model_name) {
+                            models.push(model);
+                        }
+                    }
+                    None => problems.push(format!(
+                        "{field}.models[{j}]: unknown InferenceModel {model_name:?}"
+                    )),
+                }
+            }
+        }
+    }
+    placed
+}
+
+fn plan_node<'a>(
+    declared: &Declared<'a>,
+    node: &'a NodeSpec,
+    field: &str,
+    models: Vec<&'a InferenceModel>,
+    addressing: &dyn Addressing,
+    problems: &mut Vec<String>,
+) -> NodePlan<'a> {
+    let nodes = &declared.network.spec.nodes;
+    let upstreams = node
+        .links
+        .iter()
+        .enumerate()
+        .filter_map(|(i, link)| {
+            let url = match (&link.node, &link.endpoint) {
+                (Some(other), _) if other == &node.name => {
+                    problems.push(format!(
+                        "{field}.links[{i}].node: a node cannot link to itself"
+                    ));
+                    return None;
+                }
+                (Some(other), _) if !nodes.iter().any(|n| &n.name == other) => {
+                    problems.push(format!("{field}.links[{i}].node: unknown node {other:?}"));
+                    return None;
+                }
+                (Some(other), _) => addressing.node_url(other),
+                (None, Some(endpoint)) => endpoint.url.clone(),
+                (None, None) => {
+                    problems.push(format!("{field}.links[{i}]: give node or endpoint"));
+                    return None;
+                }
+            };
+            let has_token = link
+                .endpoint
+                .as_ref()
+                .is_some_and(|e| e.token_secret.is_some());
+            Some(UpstreamConfig {
+                name: link.name.clone(),
+                url,
+                timeout_ms: link.timeout_ms.unwrap_or(1000),
+                token_file: has_token.then(|| addressing.token_file(&link.name)),
+                delay_ms: addressing.delay_ms(link),
+            })
+        })
+        .collect();
+    let services = node
+        .services
+        .iter()
+        .enumerate()
+        .filter_map(|(i, service)| {
+            let field = format!("{field}.services[{i}]");
+            bind_service(declared, node, service, &field, &models, problems)
+        })
+        .collect();
+    let config = NodeAgentConfig {
+        api_version: API_VERSION.to_owned(),
+        kind: KIND.to_owned(),
+        node: node.name.clone(),
+        tier: Some(node.tier.as_str().to_owned()),
+        listen: addressing.listen(&node.name),
+        limits: Limits::default(),
+        models: models
+            .iter()
+            .map(|m| ModelConfig {
+                name: m.name_any(),
+                version: "1".to_owned(),
+                path: addressing.model_path(m),
+                sha256: m.spec.source.sha256.clone(),
+                inputs: m.spec.inputs.clone(),
+                outputs: m.spec.outputs.clone(),
+                labels: m.spec.labels.clone(),
+            })
+            .collect(),
+        upstreams,
+        services,
+        auth: None,
+    };
+    // The agent's own checks catch anything the bindings above let through.
+    if problems.is_empty() {
+        problems.extend(
+            config
+                .validate()
+                .into_iter()
+                .map(|p| format!("{field} (rendered node-agent config): {p}")),
+        );
+    }
+    NodePlan {
+        spec: node,
+        config,
+        models,
+    }
+}
+
+/// Binds a DeliveryStrategy's roles (the node's model, its upstream link) for one service.
+fn bind_service(
+    declared: &Declared,
+    node: &NodeSpec,
+    service: &NodeServiceSpec,
+    field: &str,
+    models: &[&InferenceModel],
+    problems: &mut Vec<String>,
+) -> Option<ServiceConfig> {
+    let Some(strategy) = declared
+        .strategies
+        .iter()
+        .find(|s| s.name_any() == service.strategy)
+    else {
+        problems.push(format!(
+            "{field}.strategy: unknown DeliveryStrategy {:?}",
+            service.strategy
+        ));
+        return None;
+    };
+    let before = problems.len();
+    let placed = |name: &str| models.iter().any(|m| m.name_any() == name);
+    let model = |problems: &mut Vec<String>, role: &str| match &service.model {
+        Some(name) if placed(name) => Some(name.clone()),
+        Some(name) => {
+            problems.push(format!(
+                "{field}.model: InferenceModel {name:?} is not placed on node {:?} (add it to a ModelPlacement)",
+                node.name
+            ));
+            None
+        }
+        None => {
+            problems.push(format!(
+                "{field}.model: DeliveryStrategy {:?} needs the node's model ({role})",
+                service.strategy
+            ));
+            None
+        }
+    };
+    let link = |problems: &mut Vec<String>, name: Option<&String>, at: &str| {
+        let Some(name) = name else {
+            problems.push(format!(
+                "{at}: DeliveryStrategy {:?} needs an upstream link",
+                service.strategy
+            ));
+            return None;
+        };
+        let Some(spec) = node.links.iter().find(|l| &l.name == name) else {
+            problems.push(format!("{at}: node {:?} has no link {name:?}", node.name));
+            return None;
+        };
+        let other = spec
+            .node
+            .as_ref()
+            .and_then(|n| declared.network.spec.nodes.iter().find(|o| &o.name == n));
+        if let Some(other) = other
+            && !other.services.iter().any(|s| s.name == service.name)
+        {
+            problems.push(format!(
+                "{at}: node {:?} (at the other end of link {name:?}) offers no service {:?}",
+                other.name, service.name
+            ));
+            return None;
+        }
+        Some(name.clone())
+    };
+    let spec = &strategy.spec;
+    let strategy_config = if spec.local.is_some() {
+        model(problems, "local").map(|m| StrategyConfig::Local(model_target(m)))
+    } else if let Some(forward) = &spec.forward {
+        let fallback = if forward.fallback_to_model {
+            model(problems, "fallback")
+        } else {
+            None
+        };
+        link(problems, service.link.as_ref(), &format!("{field}.link")).map(|l| {
+            StrategyConfig::Forward(agent::ForwardStrategy {
+                to: link_target(l),
+                fallback_model: fallback,
+            })
+        })
+    } else if let Some(threshold) = &spec.threshold {
+        let local = model(problems, "threshold's local answer");
+        let forward = link(problems, service.link.as_ref(), &format!("{field}.link"));
+        local.zip(forward).map(|(m, l)| {
+            StrategyConfig::Threshold(agent::ThresholdStrategy {
+                local: model_target(m),
+                forward: link_target(l),
+                tau: threshold.tau,
+                confidence: threshold.confidence,
+            })
+        })
+    } else if let Some(ensemble) = &spec.ensemble {
+        let members: Vec<_> = ensemble
+            .members
+            .iter()
+            .enumerate()
+            .filter_map(|(i, member)| {
+                let at = format!(
+                    "DeliveryStrategy {}: spec.ensemble.members[{i}] (for {field})",
+                    service.strategy
+                );
+                let target = match (&member.model, &member.link) {
+                    (Some(m), _) if placed(m) => model_target(m.clone()),
+                    (Some(m), _) => {
+                        problems.push(format!(
+                            "{at}.model: InferenceModel {m:?} is not placed on node {:?}",
+                            node.name
+                        ));
+                        return None;
+                    }
+                    (None, l) => link_target(link(problems, l.as_ref(), &format!("{at}.link"))?),
+                };
+                Some(agent::EnsembleMember {
+                    target,
+                    weight: member.weight,
+                    cost: member.cost,
+                })
+            })
+            .collect();
+        Some(StrategyConfig::Ensemble(agent::EnsembleStrategy {
+            members,
+            combine: ensemble.combine,
+            mode: ensemble.mode,
+            tau: ensemble.tau,
+            max_members: ensemble.max_members,
+            confidence: ensemble.confidence,
+        }))
+    } else {
+        problems.push(format!(
+            "DeliveryStrategy {:?}: spec: give one of local, forward, threshold or ensemble",
+            service.strategy
+        ));
+        None
+    };
+    if problems.len() > before {
+        return None;
+    }
+    Some(ServiceConfig {
+        name: service.name.clone(),
+        output: "probs".to_owned(),
+        strategy: strategy_config?,
+        deadline_ms: spec.deadline_ms.unwrap_or(1000),
+        max_hops: spec.max_hops.unwrap_or(8),
+        on_upstream_failure: spec.on_upstream_failure.unwrap_or_default(),
+    })
+}
+
+fn model_target(model: String) -> Target {
+    Target {
+        model: Some(model),
+        ..Target::default()
+    }
+}
+
+fn link_target(link: String) -> Target {
+    Target {
+        upstream: Some(link),
+        ..Target::default()
+    }
+}
+
+/// A cycle of (node, service) hops over links between nodes of the network, if any. Services
+/// are forwarded under their own name, so a hop goes from `(a, s)` to `(b, s)`.
+fn forwarding_cycle(nodes: &[NodeSpec]) -> Option<Vec<String>> {
+    let next = |node: &NodeSpec, service: &NodeServiceSpec| -> Vec<String> {
+        let link_names: BTreeSet<&String> = service.link.iter().collect();
+        node.links
+            .iter()
+            .filter(|l| link_names.contains(&l.name))
+            .filter_map(|l| l.node.clone())
+            .collect()
+    };
+    fn visit(
+        nodes: &[NodeSpec],
+        at: (&str, &str),
+        stack: &mut Vec<String>,
+        done: &mut HashSet<(String, String)>,
+        next: &dyn Fn(&NodeSpec, &NodeServiceSpec) -> Vec<String>,
+    ) -> Option<Vec<String>> {
+        let (node_name, service_name) = at;
+        if let Some(start) = stack.iter().position(|n| n == node_name) {
+            let mut cycle = stack[start..].to_vec();
+            cycle.push(node_name.to_owned());
+            return Some(cycle);
+        }
+        if !done.insert((node_name.to_owned(), service_name.to_owned())) {
+            return None;
+        }
+        let node = nodes.iter().find(|n| n.name == node_name)?;
+        let service = node.services.iter().find(|s| s.name == service_name)?;
+        stack.push(node_name.to_owned());
+        for other in next(node, service) {
+            if let Some(cycle) = visit(nodes, (&other, service_name), stack, done, next) {
+                return Some(cycle);
+            }
+        }
+        stack.pop();
+        None
+    }
+    let mut done = HashSet::new();
+    nodes.iter().find_map(|node| {
+        node.services.iter().find_map(|service| {
+            visit(
+                nodes,
+                (&node.name, &service.name),
+                &mut Vec::new(),
+                &mut done,
+                &next,
+            )
+        })
+    })
+}

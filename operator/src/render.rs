@@ -1,0 +1,465 @@
+//! Rendering: a network's plan into the Kubernetes objects of each node — a ConfigMap with
+//! the node-agent config, a Deployment running the node-agent, and a Service. Pure: the
+//! controller applies the result, `idn render` prints it, tests compare it to golden files.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
+use k8s_openapi::api::core::v1::{
+    Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource,
+    EnvVar, HTTPGetAction, ImageVolumeSource, KeyToPath, PersistentVolumeClaimVolumeSource,
+    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile,
+    SecretVolumeSource, SecurityContext, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::{Resource, ResourceExt};
+use sha2::{Digest, Sha256};
+
+use crate::plan::{self, AGENT_PORT, Addressing, Declared, NodePlan};
+use crate::resources::{InferenceDeliveryNetwork, InferenceModel, LinkSpec};
+
+/// Label naming the network an object belongs to (the orphan sweep selects on it).
+pub const NETWORK_LABEL: &str = "idn.dev/network";
+/// Label naming the node an object serves.
+pub const NODE_LABEL: &str = "idn.dev/node";
+/// Annotation whose change rolls a node's pods: the hash of everything the pod runs.
+pub const CONFIG_HASH_ANNOTATION: &str = "idn.dev/config-hash";
+/// Key of the node-agent config in its ConfigMap.
+pub const CONFIG_KEY: &str = "agent.yaml";
+
+const CONFIG_DIR: &str = "/etc/idn";
+const MODELS_DIR: &str = "/models";
+const LINKS_DIR: &str = "/var/run/idn/links";
+/// Non-root user of the node-agent image.
+const AGENT_UID: i64 = 65532;
+
+/// What the objects depend on besides the declared resources.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    /// Node-agent image when the network names none.
+    pub agent_image: String,
+    /// Image of the init container that downloads `url` models (needs `sh`, `curl`,
+    /// `sha256sum`).
+    pub fetch_image: String,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            agent_image: format!("idn-node-agent:{}", env!("CARGO_PKG_VERSION")),
+            fetch_image: "curlimages/curl:8.11.1".to_owned(),
+        }
+    }
+}
+
+/// The objects of one network.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Rendered {
+    pub config_maps: Vec<ConfigMap>,
+    pub deployments: Vec<Deployment>,
+    pub services: Vec<Service>,
+}
+
+/// In-cluster addressing: nodes reach each other through their Services; models are files
+/// under `/models`; tokens are mounted secrets; the network provides the latency.
+pub struct ClusterAddressing<'a> {
+    pub network: &'a str,
+    pub namespace: &'a str,
+}
+
+impl Addressing for ClusterAddressing<'_> {
+    fn node_url(&self, node: &str) -> String {
+        format!(
+            "http://{}.{}.svc:{AGENT_PORT}",
+            object_name(self.network, node),
+            self.namespace
+        )
+    }
+    fn model_path(&self, model: &InferenceModel) -> PathBuf {
+        let name = model.name_any();
+        let source = &model.spec.source;
+        match (&source.volume, &source.image) {
+            (Some(volume), _) => PathBuf::from(format!("{MODELS_DIR}/volumes/{name}"))
+                .join(volume.path.trim_start_matches('/')),
+            (None, Some(image)) => PathBuf::from(format!("{MODELS_DIR}/images/{name}"))
+                .join(image.path.trim_start_matches('/')),
+            (None, None) => PathBuf::from(format!("{MODELS_DIR}/{name}.onnx")),
+        }
+    }
+    fn token_file(&self, link: &str) -> PathBuf {
+        PathBuf::from(format!("{LINKS_DIR}/{link}/token"))
+    }
+    fn listen(&self, _node: &str) -> std::net::SocketAddr {
+        std::net::SocketAddr::from(([0, 0, 0, 0], AGENT_PORT))
+    }
+    fn delay_ms(&self, _link: &LinkSpec) -> u64 {
+        0
+    }
+}
+
+/// `<network>-<node>`: the name of every object of a node.
+pub fn object_name(network: &str, node: &str) -> String {
+    format!("{network}-{node}")
+}
+
+/// Renders every node of the network, or returns every problem of the declared resources.
+pub fn render(declared: &Declared, settings: &Settings) -> Result<Rendered, Vec<String>> {
+    let network = declared.network;
+    let name = network.name_any();
+    let namespace = network.namespace().unwrap_or_else(|| "default".to_owned());
+    let addressing = ClusterAddressing {
+        network: &name,
+        namespace: &namespace,
+    };
+    let plans = plan::plan(declared, &addressing)?;
+    let mut rendered = Rendered::default();
+    for node in &plans {
+        let config = serde_norway::to_string(&node.config).expect("configs serialize");
+        let meta = object_meta(network, &name, &namespace, node);
+        rendered.config_maps.push(ConfigMap {
+            metadata: meta.clone(),
+            data: Some(BTreeMap::from([(CONFIG_KEY.to_owned(), config.clone())])),
+            ..ConfigMap::default()
+        });
+        rendered.deployments.push(deployment(
+            network,
+            node,
+            meta.clone(),
+            &config,
+            settings,
+            &addressing,
+        ));
+        rendered.services.push(service(meta, &name, node));
+    }
+    Ok(rendered)
+}
+
+fn labels(network: &str, node: &NodePlan) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (
+            "app.kubernetes.io/name".to_owned(),
+            "idn-node-agent".to_owned(),
+        ),
+        (
+            "app.kubernetes.io/instance".to_owned(),
+            object_name(network, &node.spec.name),
+        ),
+        (
+            "app.kubernetes.io/managed-by".to_owned(),
+            "idn-operator".to_owned(),
+        ),
+        (NETWORK_LABEL.to_owned(), network.to_owned()),
+        (NODE_LABEL.to_owned(), node.spec.name.clone()),
+        (
+            "idn.dev/tier".to_owned(),
+            node.spec.tier.as_str().to_owned(),
+        ),
+    ])
+}
+
+fn selector(network: &str, node: &NodePlan) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (NETWORK_LABEL.to_owned(), network.to_owned()),
+        (NODE_LABEL.to_owned(), node.spec.name.clone()),
+    ])
+}
+
+fn object_meta(
+    owner: &InferenceDeliveryNetwork,
+    network: &str,
+    namespace: &str,
+    node: &NodePlan,
+) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(object_name(network, &node.spec.name)),
+        namespace: Some(namespace.to_owned()),
+        labels: Some(labels(network, node)),
+        // Garbage collection removes a node's objects with its network; without a uid (a
+        // network read from a file) there is nothing to own them yet.
+        owner_references: owner_reference(owner).map(|o| vec![o]),
+        ..ObjectMeta::default()
+    }
+}
+
+fn owner_reference(owner: &InferenceDeliveryNetwork) -> Option<OwnerReference> {
+    owner.meta().uid.as_ref()?;
+    owner.controller_owner_ref(&())
+}
+
+/// The hash that rolls a node's pods when anything they run changes: the agent config (which
+/// holds models' sha256, strategies and links) and where each model comes from.
+fn config_hash(config: &str, models: &[&InferenceModel]) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(config.as_bytes());
+    for model in models {
+        hasher.update(serde_json::to_vec(&model.spec.source).expect("sources serialize"));
+    }
+    hasher
+        .finalize()
+        .iter()
+        .take(8)
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn deployment(
+    network: &InferenceDeliveryNetwork,
+    node: &NodePlan,
+    meta: ObjectMeta,
+    config: &str,
+    settings: &Settings,
+    addressing: &ClusterAddressing,
+) -> Deployment {
+    let name = network.name_any();
+    let (volumes, mounts, init) = volumes(node, settings, addressing);
+    let probe = |path: &str, period: i32| Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.to_owned()),
+            port: IntOrString::String("http".to_owned()),
+            ..HTTPGetAction::default()
+        }),
+        period_seconds: Some(period),
+        ..Probe::default()
+    };
+    let agent = Container {
+        name: "node-agent".to_owned(),
+        image: Some(
+            network
+                .spec
+                .image
+                .clone()
+                .unwrap_or_else(|| settings.agent_image.clone()),
+        ),
+        args: Some(vec![
+            "--config".to_owned(),
+            format!("{CONFIG_DIR}/{CONFIG_KEY}"),
+            "--log-format".to_owned(),
+            "json".to_owned(),
+        ]),
+        ports: Some(vec![ContainerPort {
+            name: Some("http".to_owned()),
+            container_port: i32::from(AGENT_PORT),
+            ..ContainerPort::default()
+        }]),
+        readiness_probe: Some(probe("/v2/health/ready", 5)),
+        liveness_probe: Some(probe("/v2/health/live", 10)),
+        resources: Some(
+            node.spec
+                .resources
+                .clone()
+                .unwrap_or_else(default_resources),
+        ),
+        security_context: Some(container_security()),
+        volume_mounts: Some(mounts),
+        env: Some(vec![EnvVar {
+            name: "IDN_NODE".to_owned(),
+            value: Some(node.spec.name.clone()),
+            ..EnvVar::default()
+        }]),
+        ..Container::default()
+    };
+    let mut template_meta = ObjectMeta {
+        labels: Some(labels(&name, node)),
+        annotations: Some(BTreeMap::from([(
+            CONFIG_HASH_ANNOTATION.to_owned(),
+            config_hash(config, &node.models),
+        )])),
+        ..ObjectMeta::default()
+    };
+    template_meta
+        .labels
+        .get_or_insert_default()
+        .extend(selector(&name, node));
+    Deployment {
+        metadata: meta,
+        spec: Some(DeploymentSpec {
+            replicas: Some(node.spec.replicas.unwrap_or(1)),
+            selector: LabelSelector {
+                match_labels: Some(selector(&name, node)),
+                ..LabelSelector::default()
+            },
+            template: PodTemplateSpec {
+                metadata: Some(template_meta),
+                spec: Some(PodSpec {
+                    init_containers: init.map(|c| vec![c]),
+                    containers: vec![agent],
+                    volumes: Some(volumes),
+                    security_context: Some(PodSecurityContext {
+                        run_as_non_root: Some(true),
+                        run_as_user: Some(AGENT_UID),
+                        run_as_group: Some(AGENT_UID),
+                        fs_group: Some(AGENT_UID),
+                        seccomp_profile: Some(SeccompProfile {
+                            type_: "RuntimeDefault".to_owned(),
+                            ..SeccompProfile::default()
+                        }),
+                        ..PodSecurityContext::default()
+                    }),
+                    automount_service_account_token: Some(false),
+                    enable_service_links: Some(false),
+                    node_selector: node.spec.node_selector.clone(),
+                    tolerations: node.spec.tolerations.clone(),
+                    affinity: node.spec.affinity.clone(),
+                    ..PodSpec::default()
+                }),
+            },
+            ..DeploymentSpec::default()
+        }),
+        ..Deployment::default()
+    }
+}
+
+fn default_resources() -> ResourceRequirements {
+    ResourceRequirements {
+        requests: Some(BTreeMap::from([
+            ("cpu".to_owned(), Quantity("100m".to_owned())),
+            ("memory".to_owned(), Quantity("128Mi".to_owned())),
+        ])),
+        limits: Some(BTreeMap::from([(
+            "memory".to_owned(),
+            Quantity("512Mi".to_owned()),
+        )])),
+        ..ResourceRequirements::default()
+    }
+}
+
+fn container_security() -> SecurityContext {
+    SecurityContext {
+        allow_privilege_escalation: Some(false),
+        read_only_root_filesystem: Some(true),
+        run_as_non_root: Some(true),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".to_owned()]),
+            ..Capabilities::default()
+        }),
+        ..SecurityContext::default()
+    }
+}
+
+/// Volumes and mounts of a node's pod: the config, the models (downloaded into an emptyDir by
+/// an init container, or mounted from a claim or an image) and the links' token secrets.
+fn volumes(
+    node: &NodePlan,
+    settings: &Settings,
+    addressing: &ClusterAddressing,
+) -> (Vec<Volume>, Vec<VolumeMount>, Option<Container>) {
+    let mount = |name: &str, path: &str| VolumeMount {
+        name: name.to_owned(),
+        mount_path: path.to_owned(),
+        read_only: Some(true),
+        ..VolumeMount::default()
+    };
+    let mut volumes = vec![Volume {
+        name: "config".to_owned(),
+        config_map: Some(ConfigMapVolumeSource {
+            name: object_name(addressing.network, &node.spec.name),
+            ..ConfigMapVolumeSource::default()
+        }),
+        ..Volume::default()
+    }];
+    let mut mounts = vec![mount("config", CONFIG_DIR)];
+    let mut downloads = Vec::new();
+    for (i, model) in node.models.iter().enumerate() {
+        let name = model.name_any();
+        let source = &model.spec.source;
+        let volume = format!("model-{i}");
+        if let Some(claim) = &source.volume {
+            volumes.push(Volume {
+                name: volume.clone(),
+                persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                    claim_name: claim.claim_name.clone(),
+                    read_only: Some(true),
+                }),
+                ..Volume::default()
+            });
+            mounts.push(mount(&volume, &format!("{MODELS_DIR}/volumes/{name}")));
+        } else if let Some(image) = &source.image {
+            volumes.push(Volume {
+                name: volume.clone(),
+                image: Some(ImageVolumeSource {
+                    reference: Some(image.reference.clone()),
+                    pull_policy: Some("IfNotPresent".to_owned()),
+                }),
+                ..Volume::default()
+            });
+            mounts.push(mount(&volume, &format!("{MODELS_DIR}/images/{name}")));
+        } else if let (Some(url), Some(sha256)) = (&source.url, &source.sha256) {
+            let path = addressing.model_path(model);
+            downloads.push(format!(
+                "curl -fsSL --retry 3 -o {path} {url} && echo '{sha256}  {path}' | sha256sum -c -",
+                path = path.display(),
+                url = shell_quote(url),
+            ));
+        }
+    }
+    let init = (!downloads.is_empty()).then(|| {
+        volumes.push(Volume {
+            name: "models".to_owned(),
+            empty_dir: Some(EmptyDirVolumeSource::default()),
+            ..Volume::default()
+        });
+        mounts.push(mount("models", MODELS_DIR));
+        Container {
+            name: "fetch-models".to_owned(),
+            image: Some(settings.fetch_image.clone()),
+            command: Some(vec![
+                "sh".to_owned(),
+                "-ec".to_owned(),
+                downloads.join("\n"),
+            ]),
+            volume_mounts: Some(vec![VolumeMount {
+                read_only: Some(false),
+                ..mount("models", MODELS_DIR)
+            }]),
+            resources: Some(default_resources()),
+            security_context: Some(container_security()),
+            ..Container::default()
+        }
+    });
+    for link in &node.spec.links {
+        let Some(secret) = link.endpoint.as_ref().and_then(|e| e.token_secret.as_ref()) else {
+            continue;
+        };
+        let volume = format!("link-{}", link.name);
+        volumes.push(Volume {
+            name: volume.clone(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(secret.name.clone()),
+                items: Some(vec![KeyToPath {
+                    key: secret.key.clone(),
+                    path: "token".to_owned(),
+                    ..KeyToPath::default()
+                }]),
+                ..SecretVolumeSource::default()
+            }),
+            ..Volume::default()
+        });
+        mounts.push(mount(&volume, &format!("{LINKS_DIR}/{}", link.name)));
+    }
+    (volumes, mounts, init)
+}
+
+/// Quotes a URL for `sh` (the CRD pattern already limits it to http(s) URLs).
+fn shell_quote(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "'\\''"))
+}
+
+fn service(meta: ObjectMeta, network: &str, node: &NodePlan) -> Service {
+    Service {
+        metadata: meta,
+        spec: Some(ServiceSpec {
+            selector: Some(selector(network, node)),
+            ports: Some(vec![ServicePort {
+                name: Some("http".to_owned()),
+                port: i32::from(AGENT_PORT),
+                target_port: Some(IntOrString::String("http".to_owned())),
+                ..ServicePort::default()
+            }]),
+            ..ServiceSpec::default()
+        }),
+        ..Service::default()
+    }
+}

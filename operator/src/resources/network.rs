@@ -1,0 +1,206 @@
+//! `InferenceDeliveryNetwork`: the topology — nodes, their tiers and scheduling, the links
+//! between them, and the services each node offers.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{Affinity, ResourceRequirements, SecretKeySelector, Toleration};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::{CustomResource, KubeSchema};
+use serde::{Deserialize, Serialize};
+
+/// An inference delivery network: nodes across tiers, linked, each offering services.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[kube(
+    group = "idn.dev",
+    version = "v1alpha1",
+    kind = "InferenceDeliveryNetwork",
+    namespaced,
+    shortname = "idn",
+    category = "idn",
+    status = "InferenceDeliveryNetworkStatus",
+    doc = "An inference delivery network: nodes across tiers, linked, each offering services",
+    printcolumn = r#"{"name": "Nodes", "type": "string", "jsonPath": ".status.readyNodes"}"#,
+    printcolumn = r#"{"name": "Ready", "type": "string", "jsonPath": ".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name": "Reason", "type": "string", "jsonPath": ".status.conditions[?(@.type==\"Ready\")].reason"}"#,
+    printcolumn = r#"{"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.nodes.all(n, self.nodes.exists_one(m, m.name == n.name))").message("node names must be unique"))]
+pub struct InferenceDeliveryNetworkSpec {
+    /// Node-agent image; defaults to the one the operator was installed with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// The nodes of the network.
+    #[schemars(length(min = 1, max = 64))]
+    pub nodes: Vec<NodeSpec>,
+}
+
+/// Tier of the infrastructure a node runs in.
+#[derive(
+    schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default,
+)]
+#[serde(rename_all = "camelCase")]
+pub enum Tier {
+    /// Devices and access points, nearest to clients.
+    Access,
+    /// Edge sites.
+    #[default]
+    Edge,
+    /// Regional data centres.
+    Regional,
+    /// Central cloud.
+    Cloud,
+}
+
+impl Tier {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Tier::Access => "access",
+            Tier::Edge => "edge",
+            Tier::Regional => "regional",
+            Tier::Cloud => "cloud",
+        }
+    }
+}
+
+/// One node: a node-agent Deployment with its models, links and services.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.links.all(l, self.links.exists_one(m, m.name == l.name))").message("link names must be unique within a node"))]
+#[x_kube(validation = Rule::new("self.services.all(s, self.services.exists_one(m, m.name == s.name))").message("service names must be unique within a node"))]
+pub struct NodeSpec {
+    /// Node name, unique in the network (a DNS label; objects are named `<network>-<node>`).
+    #[schemars(
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"),
+        length(min = 1, max = 40)
+    )]
+    pub name: String,
+    /// Tier: access, edge, regional or cloud.
+    #[serde(default)]
+    pub tier: Tier,
+    /// Node-agent replicas (default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 1000))]
+    pub replicas: Option<i32>,
+    /// Resources of the node-agent container (a small default request applies).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+    /// Pin the node to machines, e.g. `{idn.dev/tier: edge}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_selector: Option<BTreeMap<String, String>>,
+    /// Tolerations, e.g. for tainted edge machines.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tolerations: Option<Vec<Toleration>>,
+    /// Affinity rules.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affinity: Option<Affinity>,
+    /// Links to other nodes of this network or to remote endpoints.
+    #[serde(default)]
+    pub links: Vec<LinkSpec>,
+    /// Services this node offers.
+    #[serde(default)]
+    pub services: Vec<NodeServiceSpec>,
+}
+
+/// A link from this node: to another node of the network, or to a remote endpoint (e.g. a
+/// node of an IDN in another cluster).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.node) != has(self.endpoint)").message("give exactly one of node or endpoint"))]
+pub struct LinkSpec {
+    /// Name services use to refer to this link.
+    #[schemars(
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"),
+        length(min = 1, max = 63)
+    )]
+    pub name: String,
+    /// Another node of this network.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    /// A remote OIP v2 endpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<RemoteEndpoint>,
+    /// Latency a call over this link adds (round trip), in milliseconds; informational in a
+    /// cluster, emulated on loopback by `idn up`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 60000))]
+    pub latency_ms: Option<u64>,
+    /// Longest wait for one call over this link, in milliseconds (default 1000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 600000))]
+    pub timeout_ms: Option<u64>,
+}
+
+/// A remote OIP v2 endpoint and the secrets holding its bearer token and CA.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.caSecret) || self.url.startsWith('https://')").message("caSecret needs an https:// url"))]
+pub struct RemoteEndpoint {
+    /// Base URL, e.g. `https://idn-cloud.other-cluster.example`.
+    #[schemars(regex(pattern = r"^https?://"))]
+    pub url: String,
+    /// Secret key holding the bearer token sent to the endpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_secret: Option<SecretKeySelector>,
+    /// Secret key holding the PEM CA bundle that signs the endpoint's certificate (default:
+    /// the public web roots).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_secret: Option<SecretKeySelector>,
+}
+
+/// A service a node offers and how its strategy is bound to this node.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeServiceSpec {
+    /// Name clients call, e.g. `mnist`.
+    #[schemars(regex(pattern = r"^[A-Za-z0-9._-]+$"), length(min = 1, max = 63))]
+    pub name: String,
+    /// DeliveryStrategy (same namespace) the node applies.
+    #[schemars(length(min = 1))]
+    pub strategy: String,
+    /// The node's model for the strategy's local role (local, threshold, forward fallback);
+    /// must be placed on this node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// The link for the strategy's upstream role (forward, threshold).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link: Option<String>,
+}
+
+/// Observed state of a network.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct InferenceDeliveryNetworkStatus {
+    /// Generation of the spec this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Ready, Progressing, Degraded and InvalidSpec.
+    #[serde(default)]
+    pub conditions: Vec<Condition>,
+    /// Ready nodes over all nodes, e.g. `2/3`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready_nodes: Option<String>,
+    /// Per-node readiness and endpoint.
+    #[serde(default)]
+    pub nodes: Vec<NodeStatus>,
+}
+
+/// Observed state of one node.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeStatus {
+    pub name: String,
+    pub tier: Tier,
+    /// Replicas wanted.
+    pub replicas: i32,
+    /// Replicas passing their readiness probe.
+    pub ready_replicas: i32,
+    /// In-cluster URL of the node's OIP v2 API.
+    pub endpoint: String,
+    /// Services the node offers.
+    #[serde(default)]
+    pub services: Vec<String>,
+    /// Models the node loads.
+    #[serde(default)]
+    pub models: Vec<String>,
+}
