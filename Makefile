@@ -9,10 +9,12 @@ ORT_VERSION := 1.32.0
 ORT_SHA256  := 6c1585d1bbf45b0712ea4a21b705c5fcb4ba04ff2e30f1fbf81a49faf658638f
 ORT_LIB     := .ort/libonnxruntime.so.$(ORT_VERSION)
 
-# Python environment for interop tests (tritonclient) and benchmarks.
+# Python environment for interop tests (tritonclient), schema tests (Helm, Kubernetes and CRD
+# schemas) and benchmarks.
 VENV    := .venv
 PYTHON  := $(VENV)/bin/python
-PY_DEPS := tritonclient[http]==2.73.0 numpy pytest
+PY_DEPS := tritonclient[http]==2.73.0 numpy pytest pyyaml \
+           helm-python-sdk==0.2.2 kubernetes-validate==1.37.0 check-jsonschema==0.39.0
 
 .PHONY: help
 help: ## List the targets
@@ -50,10 +52,10 @@ run: build ## The main job: start a node-agent on the example models and send it
 demo: run ## Same as run
 
 .PHONY: test
-test: ort $(PYTHON) ## Run every test: Rust unit and integration tests, then interop with tritonclient
+test: ort $(PYTHON) ## Run every test: Rust unit and integration tests, interop with tritonclient, schemas
 	cargo test --workspace
 	cargo build --workspace --bins
-	$(PYTHON) -m pytest -q tests/interop
+	$(PYTHON) -m pytest -q tests/interop tests/schemas
 
 .PHONY: bench
 bench: ort ## Benchmarks (see docs/benchmarks.md)

@@ -7,9 +7,14 @@
 
 pub mod calibrate;
 pub mod cli;
+pub mod conditions;
+pub mod controller;
 pub mod dataset;
+pub mod endpoints;
 pub mod inference;
+pub mod leader;
 pub mod manifests;
+pub mod metrics;
 pub mod plan;
 pub mod render;
 pub mod report;

@@ -59,6 +59,13 @@ pub fn plan<'a>(
     addressing: &dyn Addressing,
 ) -> Result<Vec<NodePlan<'a>>, Vec<String>> {
     let mut problems = Vec::new();
+    let name = declared.network.name_any();
+    // The API server enforces this too (CEL); manifests rendered offline get the same check.
+    if name.len() > 22 || !is_dns_label(&name) {
+        problems.push(format!(
+            "metadata.name: {name:?} must be a DNS label of at most 22 characters (objects are named <network>-<node>)"
+        ));
+    }
     let placed = placed_models(declared, &mut problems);
     let nodes = &declared.network.spec.nodes;
     let plans: Vec<NodePlan> = nodes
@@ -365,6 +372,14 @@ fn bind_service(
         max_hops: spec.max_hops.unwrap_or(8),
         on_upstream_failure: spec.on_upstream_failure.unwrap_or_default(),
     })
+}
+
+fn is_dns_label(name: &str) -> bool {
+    name.starts_with(|c: char| c.is_ascii_lowercase())
+        && !name.ends_with('-')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
 
 fn model_target(model: String) -> Target {

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource,
-    EnvVar, HTTPGetAction, ImageVolumeSource, KeyToPath, PersistentVolumeClaimVolumeSource,
+    HTTPGetAction, ImageVolumeSource, KeyToPath, PersistentVolumeClaimVolumeSource,
     PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile,
     SecretVolumeSource, SecurityContext, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
 };
@@ -19,7 +19,7 @@ use kube::{Resource, ResourceExt};
 use sha2::{Digest, Sha256};
 
 use crate::plan::{self, AGENT_PORT, Addressing, Declared, NodePlan};
-use crate::resources::{InferenceDeliveryNetwork, InferenceModel, LinkSpec};
+use crate::resources::{InferenceDeliveryNetwork, InferenceModel, LinkSpec, NodeStatus};
 
 /// Label naming the network an object belongs to (the orphan sweep selects on it).
 pub const NETWORK_LABEL: &str = "idn.dev/network";
@@ -55,12 +55,13 @@ impl Default for Settings {
     }
 }
 
-/// The objects of one network.
+/// The objects of one network, and each node's status before any replica is observed.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Rendered {
     pub config_maps: Vec<ConfigMap>,
     pub deployments: Vec<Deployment>,
     pub services: Vec<Service>,
+    pub nodes: Vec<NodeStatus>,
 }
 
 /// In-cluster addressing: nodes reach each other through their Services; models are files
@@ -133,6 +134,20 @@ pub fn render(declared: &Declared, settings: &Settings) -> Result<Rendered, Vec<
             &addressing,
         ));
         rendered.services.push(service(meta, &name, node));
+        rendered.nodes.push(NodeStatus {
+            name: node.spec.name.clone(),
+            tier: node.spec.tier,
+            replicas: node.spec.replicas.unwrap_or(1),
+            ready_replicas: 0,
+            endpoint: addressing.node_url(&node.spec.name),
+            services: node
+                .config
+                .services
+                .iter()
+                .map(|s| s.name.clone())
+                .collect(),
+            models: node.config.models.iter().map(|m| m.name.clone()).collect(),
+        });
     }
     Ok(rendered)
 }
@@ -254,11 +269,6 @@ fn deployment(
         ),
         security_context: Some(container_security()),
         volume_mounts: Some(mounts),
-        env: Some(vec![EnvVar {
-            name: "IDN_NODE".to_owned(),
-            value: Some(node.spec.name.clone()),
-            ..EnvVar::default()
-        }]),
         ..Container::default()
     };
     let mut template_meta = ObjectMeta {

@@ -5,6 +5,7 @@
 
 pub mod calibrate;
 pub mod crds;
+pub mod operator;
 pub mod render;
 
 use std::path::{Path, PathBuf};
@@ -28,6 +29,8 @@ pub enum Command {
     Calibrate(calibrate::Args),
     /// Print the CustomResourceDefinitions (YAML).
     Crds(crds::Args),
+    /// Run the controller: reconcile networks into node-agent Deployments.
+    Operator(operator::Args),
     /// Print the Kubernetes objects the operator would create for some manifests.
     Render(render::Args),
 }
@@ -38,6 +41,7 @@ impl Cli {
         match self.command {
             Command::Calibrate(args) => calibrate::run(&args),
             Command::Crds(args) => crds::run(&args),
+            Command::Operator(args) => operator::run(&args),
             Command::Render(args) => render::run(&args),
         }
     }

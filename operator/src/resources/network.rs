@@ -22,16 +22,16 @@ use serde::{Deserialize, Serialize};
     printcolumn = r#"{"name": "Nodes", "type": "string", "jsonPath": ".status.readyNodes"}"#,
     printcolumn = r#"{"name": "Ready", "type": "string", "jsonPath": ".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name": "Reason", "type": "string", "jsonPath": ".status.conditions[?(@.type==\"Ready\")].reason"}"#,
-    printcolumn = r#"{"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}"#
+    printcolumn = r#"{"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}"#,
+    validation = Rule::new("self.metadata.name.size() <= 22 && self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')").message("the name must be a DNS label of at most 22 characters: objects are named <network>-<node>")
 )]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("self.nodes.all(n, self.nodes.exists_one(m, m.name == n.name))").message("node names must be unique"))]
 pub struct InferenceDeliveryNetworkSpec {
     /// Node-agent image; defaults to the one the operator was installed with.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
-    /// The nodes of the network.
-    #[schemars(length(min = 1, max = 64))]
+    /// The nodes of the network; names are unique (a list map keyed by name).
+    #[schemars(length(min = 1, max = 64), extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
     pub nodes: Vec<NodeSpec>,
 }
 
@@ -66,8 +66,6 @@ impl Tier {
 /// One node: a node-agent Deployment with its models, links and services.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("self.links.all(l, self.links.exists_one(m, m.name == l.name))").message("link names must be unique within a node"))]
-#[x_kube(validation = Rule::new("self.services.all(s, self.services.exists_one(m, m.name == s.name))").message("service names must be unique within a node"))]
 pub struct NodeSpec {
     /// Node name, unique in the network (a DNS label; objects are named `<network>-<node>`).
     #[schemars(
@@ -94,11 +92,13 @@ pub struct NodeSpec {
     /// Affinity rules.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub affinity: Option<Affinity>,
-    /// Links to other nodes of this network or to remote endpoints.
+    /// Links to other nodes of this network or to remote endpoints; names are unique.
     #[serde(default)]
+    #[schemars(length(max = 32), extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
     pub links: Vec<LinkSpec>,
-    /// Services this node offers.
+    /// Services this node offers; names are unique.
     #[serde(default)]
+    #[schemars(length(max = 32), extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
     pub services: Vec<NodeServiceSpec>,
 }
 

@@ -1,0 +1,211 @@
+//! `idn operator`: run the controller (in a cluster, or against any KUBECONFIG).
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use idn_node_agent::telemetry::{self, LogFormat};
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::runtime::events::{Recorder, Reporter};
+use kube::{Api, Client};
+use tokio::sync::watch;
+
+use crate::controller::{self, Context, MANAGER};
+use crate::endpoints::{self, Health};
+use crate::leader::LeaderElection;
+use crate::metrics::OperatorMetrics;
+use crate::render::Settings;
+
+/// Arguments of `idn operator`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Args {
+    /// Namespace whose networks are reconciled; repeat for several; none means all.
+    #[arg(long = "watch-namespace", value_name = "NS")]
+    pub watch_namespaces: Vec<String>,
+    /// Address of /metrics, /healthz and /readyz.
+    #[arg(long, default_value = "0.0.0.0:8080")]
+    pub metrics_addr: SocketAddr,
+    /// Node-agent image for networks that name none.
+    #[arg(long, value_name = "IMAGE")]
+    pub agent_image: Option<String>,
+    /// Image of the init container that downloads models (needs sh, curl and sha256sum).
+    #[arg(long, value_name = "IMAGE")]
+    pub fetch_image: Option<String>,
+    /// Log line format.
+    #[arg(long, value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+    /// Log level, used when RUST_LOG is not set.
+    #[arg(long, default_value = "info")]
+    pub log_level: String,
+    /// Reconcile without taking the leader lease (a single replica, or local runs).
+    #[arg(long)]
+    pub no_leader_election: bool,
+    /// Namespace of the leader lease.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    pub lease_namespace: String,
+    /// Name of the leader lease.
+    #[arg(long, default_value = "idn-operator")]
+    pub lease_name: String,
+    /// This replica's identity in the lease.
+    #[arg(long, env = "POD_NAME")]
+    pub identity: Option<String>,
+}
+
+/// How long a leader's lease lasts without renewal.
+const LEASE_DURATION: Duration = Duration::from_secs(15);
+
+pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
+    telemetry::init(args.log_format, &args.log_level);
+    tokio::runtime::Runtime::new()
+        .context("starting the async runtime")?
+        .block_on(operate(args))
+}
+
+async fn operate(args: &Args) -> anyhow::Result<ExitCode> {
+    let metrics = Arc::new(OperatorMetrics::default());
+    let health = Arc::new(Health {
+        metrics: Arc::clone(&metrics),
+        ready: false.into(),
+    });
+    let listener = tokio::net::TcpListener::bind(args.metrics_addr)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.metrics_addr))?;
+    tracing::info!(addr = %listener.local_addr()?, "serving /metrics, /healthz, /readyz");
+    tokio::spawn(endpoints::serve(listener, Arc::clone(&health)));
+
+    let client = Client::try_default()
+        .await
+        .context("cannot reach the Kubernetes API (in-cluster config or KUBECONFIG)")?;
+    health.ready.store(true, Ordering::Relaxed);
+    let (stop, stopped) = watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop.send(true);
+    });
+    let shutdown = {
+        let stopped = stopped.clone();
+        move || {
+            let mut stopped = stopped.clone();
+            async move {
+                let _ = stopped.wait_for(|s| *s).await;
+            }
+        }
+    };
+
+    let identity = args.identity.clone().unwrap_or_else(|| {
+        format!(
+            "{}-{}",
+            std::env::var("HOSTNAME").unwrap_or_else(|_| "idn".to_owned()),
+            std::process::id()
+        )
+    });
+    let election = (!args.no_leader_election).then(|| {
+        LeaderElection::new(
+            Api::<Lease>::namespaced(client.clone(), &args.lease_namespace),
+            &args.lease_name,
+            &identity,
+            LEASE_DURATION,
+        )
+    });
+    if let Some(election) = &election {
+        tracing::info!(lease = %args.lease_name, %identity, "waiting for the leader lease");
+        loop {
+            match election.try_acquire().await {
+                Ok(true) => break,
+                Ok(false) => {}
+                Err(e) => tracing::warn!(error = %e, "leader election failed; retrying"),
+            }
+            tokio::select! {
+                () = tokio::time::sleep(election.renew_interval()) => {}
+                () = shutdown() => return Ok(ExitCode::SUCCESS),
+            }
+        }
+        tracing::info!("leading");
+    }
+    metrics.leader.set(1);
+
+    let mut settings = Settings::default();
+    if let Some(image) = &args.agent_image {
+        settings.agent_image = image.clone();
+    }
+    if let Some(image) = &args.fetch_image {
+        settings.fetch_image = image.clone();
+    }
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: MANAGER.to_owned(),
+            instance: Some(identity.clone()),
+        },
+    );
+    let ctx = Arc::new(Context::new(
+        client,
+        settings,
+        recorder,
+        Arc::clone(&metrics),
+    ));
+    let namespaces: Vec<Option<&str>> = if args.watch_namespaces.is_empty() {
+        vec![None]
+    } else {
+        args.watch_namespaces
+            .iter()
+            .map(|n| Some(n.as_str()))
+            .collect()
+    };
+    let controllers = futures_util::future::join_all(
+        namespaces
+            .into_iter()
+            .map(|namespace| controller::run(Arc::clone(&ctx), namespace, shutdown())),
+    );
+    let lost = match &election {
+        Some(election) => tokio::select! {
+            _ = controllers => false,
+            () = keep_lease(election) => true,
+        },
+        None => {
+            controllers.await;
+            false
+        }
+    };
+    metrics.leader.set(0);
+    if lost {
+        // Another replica may already reconcile: stop at once and let the pod restart.
+        tracing::error!("lost the leader lease; exiting");
+        return Ok(ExitCode::FAILURE);
+    }
+    if let Some(election) = &election {
+        election.release().await;
+    }
+    tracing::info!("stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Renews the lease until it cannot be renewed for a whole lease duration.
+async fn keep_lease(election: &LeaderElection) {
+    let mut last_renewal = tokio::time::Instant::now();
+    loop {
+        tokio::time::sleep(election.renew_interval()).await;
+        match election.try_acquire().await {
+            Ok(true) => last_renewal = tokio::time::Instant::now(),
+            Ok(false) => return,
+            Err(e) => tracing::warn!(error = %e, "cannot renew the leader lease"),
+        }
+        if last_renewal.elapsed() > LEASE_DURATION {
+            return;
+        }
+    }
+}
+
+/// Resolves on SIGTERM (Kubernetes) or Ctrl-C.
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("installing a SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {},
+        _ = tokio::signal::ctrl_c() => {},
+    }
+    tracing::info!("shutdown signal received");
+}

@@ -1,0 +1,256 @@
+//! Rendering the example network: golden objects, and how spec changes and mistakes show.
+
+use std::path::Path;
+
+use idn_operator::manifests::Manifests;
+use idn_operator::plan::Declared;
+use idn_operator::render::{self, CONFIG_HASH_ANNOTATION, Rendered, Settings};
+use kube::Resource;
+use serde_json::json;
+
+fn example() -> Manifests {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/mnist");
+    let mut manifests = Manifests::load(&[root]).unwrap();
+    manifests.networks[0].meta_mut().uid = Some("0a1b2c3d".into());
+    manifests
+}
+
+fn render(manifests: &Manifests) -> Result<Rendered, Vec<String>> {
+    let declared = Declared {
+        network: &manifests.networks[0],
+        models: &manifests.models,
+        strategies: &manifests.strategies,
+        placements: &manifests.placements,
+    };
+    render::render(&declared, &Settings::default())
+}
+
+fn hashes(rendered: &Rendered) -> Vec<String> {
+    rendered
+        .deployments
+        .iter()
+        .map(|d| {
+            let template = &d.spec.as_ref().unwrap().template.metadata.as_ref().unwrap();
+            template.annotations.as_ref().unwrap()[CONFIG_HASH_ANNOTATION].clone()
+        })
+        .collect()
+}
+
+#[test]
+fn golden_objects_of_the_example_network() {
+    let rendered = render(&example()).unwrap();
+    for ((config_map, deployment), service) in rendered
+        .config_maps
+        .iter()
+        .zip(&rendered.deployments)
+        .zip(&rendered.services)
+    {
+        let name = config_map.metadata.name.clone().unwrap();
+        insta::assert_yaml_snapshot!(format!("{name}-configmap"), config_map);
+        insta::assert_yaml_snapshot!(format!("{name}-deployment"), deployment);
+        insta::assert_yaml_snapshot!(format!("{name}-service"), service);
+    }
+}
+
+#[test]
+fn a_strategy_change_rolls_exactly_the_nodes_that_use_it() {
+    let mut manifests = example();
+    let before = hashes(&render(&manifests).unwrap());
+    let edge = manifests
+        .strategies
+        .iter_mut()
+        .find(|s| s.metadata.name.as_deref() == Some("cascade-edge"))
+        .unwrap();
+    edge.spec.threshold.as_mut().unwrap().tau = 0.5;
+    let after = hashes(&render(&manifests).unwrap());
+    assert_eq!(before[0], after[0], "access keeps its pods");
+    assert_ne!(before[1], after[1], "edge rolls");
+    assert_eq!(before[2], after[2], "cloud keeps its pods");
+}
+
+#[test]
+fn a_model_change_rolls_the_nodes_that_load_it() {
+    let mut manifests = example();
+    let before = hashes(&render(&manifests).unwrap());
+    let cnn = manifests
+        .models
+        .iter_mut()
+        .find(|m| m.metadata.name.as_deref() == Some("mnist-cnn"))
+        .unwrap();
+    cnn.spec.source.url = Some("http://models.idn-examples.svc/v2/mnist-cnn.onnx".into());
+    let after = hashes(&render(&manifests).unwrap());
+    assert_eq!(before[..2], after[..2]);
+    assert_ne!(before[2], after[2]);
+}
+
+#[test]
+fn model_sources_become_downloads_or_volumes() {
+    let mut manifests = example();
+    let sources = [
+        json!({"volume": {"claimName": "models", "path": "mnist/mlp.onnx"}}),
+        json!({"image": {"reference": "registry.example/models/mnist:1", "path": "/cnn.onnx"}, "sha256": "0".repeat(64)}),
+    ];
+    for (model, source) in manifests.models[1..].iter_mut().zip(sources) {
+        model.spec.source = serde_json::from_value(source).unwrap();
+    }
+    let rendered = render(&manifests).unwrap();
+    let pod = |i: usize| {
+        rendered.deployments[i]
+            .spec
+            .clone()
+            .unwrap()
+            .template
+            .spec
+            .unwrap()
+    };
+    let init = pod(0).init_containers.unwrap();
+    let script = &init[0].command.as_ref().unwrap()[2];
+    assert!(script.contains("curl -fsSL --retry 3 -o /models/mnist-linear.onnx 'http://models.idn-examples.svc/mnist-linear.onnx'"), "{script}");
+    assert!(script.contains("sha256sum -c -"), "{script}");
+    let edge = pod(1);
+    assert!(edge.init_containers.is_none());
+    assert_eq!(
+        edge.volumes.as_ref().unwrap()[1]
+            .persistent_volume_claim
+            .as_ref()
+            .unwrap()
+            .claim_name,
+        "models"
+    );
+    assert!(
+        rendered.config_maps[1].data.as_ref().unwrap()["agent.yaml"]
+            .contains("path: /models/volumes/mnist-mlp/mnist/mlp.onnx")
+    );
+    let cloud = pod(2);
+    assert_eq!(
+        cloud.volumes.as_ref().unwrap()[1]
+            .image
+            .as_ref()
+            .unwrap()
+            .reference
+            .as_deref(),
+        Some("registry.example/models/mnist:1")
+    );
+    assert!(
+        rendered.config_maps[2].data.as_ref().unwrap()["agent.yaml"]
+            .contains("path: /models/images/mnist-cnn/cnn.onnx")
+    );
+}
+
+#[test]
+fn pods_are_hardened() {
+    let rendered = render(&example()).unwrap();
+    for deployment in &rendered.deployments {
+        let pod = deployment.spec.clone().unwrap().template.spec.unwrap();
+        assert_eq!(
+            pod.security_context.as_ref().unwrap().run_as_non_root,
+            Some(true)
+        );
+        for container in pod
+            .containers
+            .iter()
+            .chain(pod.init_containers.iter().flatten())
+        {
+            let security = container.security_context.as_ref().unwrap();
+            assert_eq!(
+                security.read_only_root_filesystem,
+                Some(true),
+                "{}",
+                container.name
+            );
+            assert_eq!(security.allow_privilege_escalation, Some(false));
+            assert!(container.resources.as_ref().unwrap().requests.is_some());
+        }
+        let agent = &pod.containers[0];
+        assert_eq!(
+            agent
+                .readiness_probe
+                .as_ref()
+                .unwrap()
+                .http_get
+                .as_ref()
+                .unwrap()
+                .path
+                .as_deref(),
+            Some("/v2/health/ready")
+        );
+        assert_eq!(
+            agent
+                .liveness_probe
+                .as_ref()
+                .unwrap()
+                .http_get
+                .as_ref()
+                .unwrap()
+                .path
+                .as_deref(),
+            Some("/v2/health/live")
+        );
+    }
+}
+
+#[test]
+fn mistakes_are_reported_with_their_field() {
+    type Edit = fn(&mut Manifests);
+    let cases: [(Edit, &str); 8] = [
+        (
+            |m| m.networks[0].meta_mut().name = Some("1-very-long-network-name-x".into()),
+            "metadata.name: \"1-very-long-network-name-x\" must be a DNS label of at most 22 characters",
+        ),
+        (
+            |m| m.placements[0].spec.nodes[0].models[0] = "resnet".into(),
+            "ModelPlacement mnist: spec.nodes[0].models[0]: unknown InferenceModel \"resnet\"",
+        ),
+        (
+            |m| m.placements[0].spec.nodes[0].node = "fog".into(),
+            "ModelPlacement mnist: spec.nodes[0].node: unknown node \"fog\"",
+        ),
+        (
+            |m| m.networks[0].spec.nodes[1].services[0].model = Some("mnist-cnn".into()),
+            "spec.nodes[1].services[0].model: InferenceModel \"mnist-cnn\" is not placed on node \"edge\"",
+        ),
+        (
+            |m| m.networks[0].spec.nodes[0].links[0].node = Some("fog".into()),
+            "spec.nodes[0].links[0].node: unknown node \"fog\"",
+        ),
+        (
+            |m| m.networks[0].spec.nodes[0].services[0].link = Some("cloud".into()),
+            "spec.nodes[0].services[0].link: node \"access\" has no link \"cloud\"",
+        ),
+        (
+            |m| m.networks[0].spec.nodes[0].services[0].link = None,
+            "spec.nodes[0].services[0].link: DeliveryStrategy \"cascade-access\" needs an upstream link",
+        ),
+        (
+            |m| m.networks[0].spec.nodes[2].services[0].name = "digits".into(),
+            "spec.nodes[1].services[0].link: node \"cloud\" (at the other end of link \"cloud\") offers no service \"mnist\"",
+        ),
+    ];
+    for (edit, expected) in cases {
+        let mut manifests = example();
+        edit(&mut manifests);
+        let problems = render(&manifests).unwrap_err();
+        assert!(
+            problems.iter().any(|p| p.starts_with(expected)),
+            "{expected}\nnot in {problems:?}"
+        );
+    }
+}
+
+#[test]
+fn forwarding_cycles_between_nodes_are_rejected() {
+    let mut manifests = example();
+    // cloud now forwards mnist back to access.
+    let cloud = &mut manifests.networks[0].spec.nodes[2];
+    cloud
+        .links
+        .push(serde_json::from_value(json!({"name": "access", "node": "access"})).unwrap());
+    cloud.services[0].strategy = "cascade-edge".into();
+    cloud.services[0].link = Some("access".into());
+    let problems = render(&manifests).unwrap_err();
+    assert!(
+        problems
+            .contains(&"spec.nodes: forwarding cycle access -> edge -> cloud -> access".to_owned()),
+        "{problems:?}"
+    );
+}
