@@ -52,18 +52,7 @@ async fn run(args: Args) -> idn_node_agent::Result<()> {
         addr = %server::local_addr(&listener),
         "serving the Open Inference Protocol v2"
     );
-    server::serve(node, listener, shutdown_signal()).await;
+    server::serve(node, listener, server::shutdown_signal()).await;
     tracing::info!("stopped");
     Ok(())
-}
-
-/// Resolves on SIGTERM (Kubernetes) or Ctrl-C.
-async fn shutdown_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("installing a SIGTERM handler");
-    tokio::select! {
-        _ = term.recv() => {},
-        _ = tokio::signal::ctrl_c() => {},
-    }
-    tracing::info!("shutdown signal received");
 }

@@ -7,16 +7,19 @@
 
 pub mod calibrate;
 pub mod cli;
+pub mod compare;
 pub mod conditions;
 pub mod controller;
 pub mod dataset;
 pub mod endpoints;
 pub mod inference;
 pub mod leader;
+pub mod local;
 pub mod manifests;
 pub mod metrics;
 pub mod plan;
 pub mod render;
+pub mod replay;
 pub mod report;
 pub mod resources;
 pub mod table;

@@ -40,8 +40,8 @@ pub trait Addressing {
     fn token_file(&self, link: &str) -> PathBuf;
     /// Listen address of a node.
     fn listen(&self, node: &str) -> std::net::SocketAddr;
-    /// Emulated latency of a link (0: none; a real network provides it).
-    fn delay_ms(&self, link: &LinkSpec) -> u64;
+    /// Emulated latency of `node`'s `link` (0: none; a real network provides it).
+    fn delay_ms(&self, node: &str, link: &LinkSpec) -> u64;
 }
 
 /// What one node runs.
@@ -174,7 +174,7 @@ fn plan_node<'a>(
                 url,
                 timeout_ms: link.timeout_ms.unwrap_or(1000),
                 token_file: has_token.then(|| addressing.token_file(&link.name)),
-                delay_ms: addressing.delay_ms(link),
+                delay_ms: addressing.delay_ms(&node.name, link),
             })
         })
         .collect();

@@ -96,7 +96,7 @@ impl Addressing for ClusterAddressing<'_> {
     fn listen(&self, _node: &str) -> std::net::SocketAddr {
         std::net::SocketAddr::from(([0, 0, 0, 0], AGENT_PORT))
     }
-    fn delay_ms(&self, _link: &LinkSpec) -> u64 {
+    fn delay_ms(&self, _node: &str, _link: &LinkSpec) -> u64 {
         0
     }
 }

@@ -7,6 +7,8 @@ pub mod calibrate;
 pub mod crds;
 pub mod operator;
 pub mod render;
+pub mod replay;
+pub mod up;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -33,6 +35,10 @@ pub enum Command {
     Operator(operator::Args),
     /// Print the Kubernetes objects the operator would create for some manifests.
     Render(render::Args),
+    /// Send a labelled sample to a service (or compare strategies) and report accuracy and latency.
+    Replay(replay::Args),
+    /// Run a whole network on this machine from its manifests.
+    Up(up::Args),
 }
 
 impl Cli {
@@ -43,6 +49,8 @@ impl Cli {
             Command::Crds(args) => crds::run(&args),
             Command::Operator(args) => operator::run(&args),
             Command::Render(args) => render::run(&args),
+            Command::Replay(args) => replay::run(&args),
+            Command::Up(args) => up::run(&args),
         }
     }
 }

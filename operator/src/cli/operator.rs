@@ -82,7 +82,7 @@ async fn operate(args: &Args) -> anyhow::Result<ExitCode> {
     health.ready.store(true, Ordering::Relaxed);
     let (stop, stopped) = watch::channel(false);
     tokio::spawn(async move {
-        shutdown_signal().await;
+        idn_node_agent::server::shutdown_signal().await;
         let _ = stop.send(true);
     });
     let shutdown = {
@@ -197,15 +197,4 @@ async fn keep_lease(election: &LeaderElection) {
             return;
         }
     }
-}
-
-/// Resolves on SIGTERM (Kubernetes) or Ctrl-C.
-async fn shutdown_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("installing a SIGTERM handler");
-    tokio::select! {
-        _ = term.recv() => {},
-        _ = tokio::signal::ctrl_c() => {},
-    }
-    tracing::info!("shutdown signal received");
 }

@@ -1,0 +1,191 @@
+//! `idn up -f <manifests>`: run a whole network on this machine, on loopback.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context as _, anyhow, bail};
+use idn_node_agent::telemetry::{self, LogFormat};
+use kube::ResourceExt;
+
+use crate::local::{LocalNetwork, Options};
+use crate::manifests::Manifests;
+use crate::resources::InferenceDeliveryNetwork;
+
+/// Arguments of `idn up`.
+#[derive(Debug, Clone, clap::Args)]
+#[command(
+    after_help = "Example: idn up -f examples/mnist/ --latency access/edge=5 --latency edge/cloud=40"
+)]
+pub struct Args {
+    #[command(flatten)]
+    pub network: NetworkArgs,
+    /// First port; nodes listen on consecutive ports from here (0: any free ports).
+    #[arg(long, default_value_t = 8101)]
+    pub base_port: u16,
+    /// Log level of the nodes (RUST_LOG overrides).
+    #[arg(long, default_value = "warn")]
+    pub log_level: String,
+}
+
+/// Which network to run, and how.
+#[derive(Debug, Clone, clap::Args)]
+pub struct NetworkArgs {
+    /// Manifest files or directories, as for `kubectl apply -f`.
+    #[arg(short = 'f', long = "filename", value_name = "PATH")]
+    pub files: Vec<PathBuf>,
+    /// The InferenceDeliveryNetwork to run, when the manifests hold several.
+    #[arg(long)]
+    pub network: Option<String>,
+    /// Directory holding the model files (found by sha256, then by name); repeatable
+    /// [default: next to the manifests, and ../models]
+    #[arg(long = "models", value_name = "DIR")]
+    pub model_dirs: Vec<PathBuf>,
+    /// Emulated latency of a link in milliseconds, overriding the manifests: NODE/LINK=MS.
+    #[arg(long = "latency", value_name = "NODE/LINK=MS", value_parser = parse_latency)]
+    pub latencies: Vec<((String, String), u64)>,
+}
+
+fn parse_latency(text: &str) -> Result<((String, String), u64), String> {
+    let (link, ms) = text.split_once('=').ok_or("expected NODE/LINK=MS")?;
+    let (node, link) = link.split_once('/').ok_or("expected NODE/LINK=MS")?;
+    let ms = ms
+        .trim_end_matches("ms")
+        .parse()
+        .map_err(|_| format!("{ms:?} is not a number of milliseconds"))?;
+    Ok(((node.to_owned(), link.to_owned()), ms))
+}
+
+impl NetworkArgs {
+    /// The manifests and the network chosen from them.
+    pub fn load(&self) -> anyhow::Result<(Manifests, InferenceDeliveryNetwork)> {
+        if self.files.is_empty() {
+            bail!("give the network's manifests with -f FILE_OR_DIRECTORY");
+        }
+        let manifests = Manifests::load(&self.files)?;
+        let network = match &self.network {
+            Some(name) => manifests
+                .networks
+                .iter()
+                .find(|n| &n.name_any() == name)
+                .ok_or_else(|| anyhow!("no InferenceDeliveryNetwork {name:?} in the manifests"))?,
+            None => match manifests.networks.as_slice() {
+                [one] => one,
+                [] => bail!("no InferenceDeliveryNetwork in the manifests"),
+                _ => bail!("the manifests hold several networks: choose one with --network"),
+            },
+        }
+        .clone();
+        Ok((manifests, network))
+    }
+
+    /// Options for a local network on ports from `base_port`.
+    pub fn options(&self, base_port: u16) -> Options {
+        let model_dirs = if self.model_dirs.is_empty() {
+            self.files
+                .iter()
+                .flat_map(|f| {
+                    let dir = if f.is_dir() {
+                        f.clone()
+                    } else {
+                        f.parent()
+                            .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+                    };
+                    [dir.clone(), dir.join("models"), dir.join("../models")]
+                })
+                .collect()
+        } else {
+            self.model_dirs.clone()
+        };
+        Options {
+            model_dirs,
+            base_port,
+            latency_ms: self.latencies.iter().cloned().collect::<HashMap<_, _>>(),
+        }
+    }
+}
+
+pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
+    telemetry::init(LogFormat::Text, &args.log_level);
+    let (manifests, network) = args.network.load()?;
+    let options = args.network.options(args.base_port);
+    tokio::runtime::Runtime::new()
+        .context("starting the async runtime")?
+        .block_on(async {
+            let running = LocalNetwork::start(&manifests, &network, &options).await?;
+            print_network(&running, &network);
+            idn_node_agent::server::shutdown_signal().await;
+            eprintln!("stopping {} nodes", running.nodes.len());
+            running.stop().await;
+            Ok(ExitCode::SUCCESS)
+        })
+}
+
+fn print_network(running: &LocalNetwork, network: &InferenceDeliveryNetwork) {
+    println!(
+        "network {}: {} nodes on loopback\n",
+        running.name,
+        running.nodes.len()
+    );
+    println!(
+        "{:<10} {:<9} {:<17} {:<14} {:<16} links",
+        "node", "tier", "address", "services", "models"
+    );
+    for node in &running.nodes {
+        let spec = network.spec.nodes.iter().find(|n| n.name == node.name);
+        let links: Vec<String> = spec
+            .map(|s| {
+                s.links
+                    .iter()
+                    .map(|l| {
+                        format!(
+                            "{} -> {}",
+                            l.name,
+                            l.node
+                                .as_deref()
+                                .or(l.endpoint.as_ref().map(|e| e.url.as_str()))
+                                .unwrap_or("?")
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        println!(
+            "{:<10} {:<9} {:<17} {:<14} {:<16} {}",
+            node.name,
+            node.tier,
+            node.addr,
+            node.services.join(","),
+            node.models.join(","),
+            links.join(", ")
+        );
+    }
+    if let Some(entry) = running.nodes.first()
+        && let Some(service) = entry.services.first()
+    {
+        println!(
+            "\nsend requests to http://{}/v2/models/{service}/infer (Open Inference Protocol v2)",
+            entry.addr
+        );
+    }
+    println!("Ctrl-C stops every node.");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latencies_parse_as_node_link_ms() {
+        assert_eq!(
+            parse_latency("access/edge=5"),
+            Ok((("access".into(), "edge".into()), 5))
+        );
+        assert_eq!(
+            parse_latency("edge/cloud=40ms"),
+            Ok((("edge".into(), "cloud".into()), 40))
+        );
+        assert!(parse_latency("edge=40").is_err());
+        assert!(parse_latency("a/b=soon").unwrap_err().contains("\"soon\""));
+    }
+}

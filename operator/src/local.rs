@@ -1,0 +1,258 @@
+//! A whole network on one machine: every node of the manifests runs as a node-agent in this
+//! process, on loopback, with each link's latency emulated. Configs come from the same planning
+//! code the operator uses, so what runs here is what would run in the cluster.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context as _, anyhow, bail};
+use idn_node_agent::node::Node;
+use idn_node_agent::runtime::ModelState;
+use idn_node_agent::server;
+use kube::ResourceExt;
+use sha2::{Digest, Sha256};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::manifests::Manifests;
+use crate::plan::{self, Addressing, Declared};
+use crate::resources::{InferenceDeliveryNetwork, InferenceModel, LinkSpec};
+
+/// How the local network is laid out.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Directories searched for model files (by sha256, then by file name).
+    pub model_dirs: Vec<PathBuf>,
+    /// First port; nodes take consecutive ports. 0 picks free ports.
+    pub base_port: u16,
+    /// Link latencies overriding the manifests: `(node, link) -> ms`.
+    pub latency_ms: HashMap<(String, String), u64>,
+}
+
+/// A node running in this process.
+pub struct LocalNode {
+    pub name: String,
+    pub tier: String,
+    pub addr: SocketAddr,
+    pub services: Vec<String>,
+    pub models: Vec<String>,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<()>,
+}
+
+/// Every node of one network, running.
+pub struct LocalNetwork {
+    pub name: String,
+    pub nodes: Vec<LocalNode>,
+}
+
+struct LocalAddressing<'a> {
+    ports: HashMap<String, u16>,
+    models: HashMap<String, PathBuf>,
+    latency_ms: &'a HashMap<(String, String), u64>,
+}
+
+impl Addressing for LocalAddressing<'_> {
+    fn node_url(&self, node: &str) -> String {
+        format!("http://127.0.0.1:{}", self.ports[node])
+    }
+    fn model_path(&self, model: &InferenceModel) -> PathBuf {
+        self.models[&model.name_any()].clone()
+    }
+    fn token_file(&self, link: &str) -> PathBuf {
+        PathBuf::from(format!("{link}.token"))
+    }
+    fn listen(&self, node: &str) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.ports[node]))
+    }
+    fn delay_ms(&self, node: &str, link: &LinkSpec) -> u64 {
+        self.latency_ms
+            .get(&(node.to_owned(), link.name.clone()))
+            .copied()
+            .or(link.latency_ms)
+            .unwrap_or(0)
+    }
+}
+
+/// Finds a model's file: in `dirs`, the file whose sha256 matches the model's, else one named
+/// like the model's source (URL or path basename) or `<name>.onnx`.
+pub fn find_model_file(model: &InferenceModel, dirs: &[PathBuf]) -> anyhow::Result<PathBuf> {
+    let name = model.name_any();
+    let source = &model.spec.source;
+    let wanted_names: Vec<String> = [
+        source.url.as_deref().and_then(|u| u.rsplit('/').next()),
+        source
+            .volume
+            .as_ref()
+            .and_then(|v| Path::new(&v.path).file_name()?.to_str()),
+        source
+            .image
+            .as_ref()
+            .and_then(|i| Path::new(&i.path).file_name()?.to_str()),
+    ]
+    .into_iter()
+    .flatten()
+    .map(str::to_owned)
+    .chain([format!("{name}.onnx")])
+    .collect();
+    let candidates: Vec<PathBuf> = dirs
+        .iter()
+        .filter_map(|d| std::fs::read_dir(d).ok())
+        .flatten()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "onnx"))
+        .collect();
+    if let Some(sha) = &source.sha256 {
+        for path in &candidates {
+            let bytes =
+                std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+            let digest: String = Sha256::digest(&bytes)
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect();
+            if digest.eq_ignore_ascii_case(sha) {
+                return Ok(path.clone());
+            }
+        }
+    }
+    candidates
+        .into_iter()
+        .find(|p| {
+            p.file_name()
+                .and_then(|f| f.to_str())
+                .is_some_and(|f| wanted_names.iter().any(|w| w == f))
+        })
+        .ok_or_else(|| {
+            anyhow!(
+                "InferenceModel {name}: no model file with its sha256 or named {} in {}",
+                wanted_names.join(" or "),
+                dirs.iter()
+                    .map(|d| d.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        })
+}
+
+impl LocalNetwork {
+    /// Plans and starts every node of `network`. A node that cannot start, or whose models
+    /// are not ready, stops the others and is reported.
+    pub async fn start(
+        manifests: &Manifests,
+        network: &InferenceDeliveryNetwork,
+        options: &Options,
+    ) -> anyhow::Result<Self> {
+        let name = network.name_any();
+        let scope = manifests.in_namespace(&network.namespace().unwrap_or_default());
+        let mut listeners = Vec::new();
+        let mut ports = HashMap::new();
+        for (i, node) in network.spec.nodes.iter().enumerate() {
+            let port = if options.base_port == 0 {
+                0
+            } else {
+                options.base_port + i as u16
+            };
+            let listener = TcpListener::bind(("127.0.0.1", port))
+                .await
+                .with_context(|| {
+                    format!("node {}: cannot listen on 127.0.0.1:{port}", node.name)
+                })?;
+            ports.insert(node.name.clone(), listener.local_addr()?.port());
+            listeners.push(listener);
+        }
+        let models = scope
+            .models
+            .iter()
+            .map(|m| Ok((m.name_any(), find_model_file(m, &options.model_dirs)?)))
+            .collect::<anyhow::Result<HashMap<_, _>>>()?;
+        let addressing = LocalAddressing {
+            ports,
+            models,
+            latency_ms: &options.latency_ms,
+        };
+        let declared = Declared {
+            network,
+            models: &scope.models,
+            strategies: &scope.strategies,
+            placements: &scope.placements,
+        };
+        let plans = plan::plan(&declared, &addressing).map_err(|problems| {
+            anyhow!(
+                "InferenceDeliveryNetwork {name} is invalid:\n  {}",
+                problems.join("\n  ")
+            )
+        })?;
+        let mut running = LocalNetwork {
+            name,
+            nodes: Vec::new(),
+        };
+        for (plan, listener) in plans.into_iter().zip(listeners) {
+            let node_name = plan.spec.name.clone();
+            match start_node(plan.config, listener) {
+                Ok(node) => running.nodes.push(node),
+                Err(e) => {
+                    running.stop().await;
+                    bail!("node {node_name} failed to start: {e:#}");
+                }
+            }
+        }
+        Ok(running)
+    }
+
+    /// Stops every node and waits for them to drain.
+    pub async fn stop(self) {
+        for mut node in self.nodes {
+            if let Some(stop) = node.stop.take() {
+                let _ = stop.send(());
+            }
+            let _ = node.task.await;
+        }
+    }
+
+    pub fn node(&self, name: &str) -> Option<&LocalNode> {
+        self.nodes.iter().find(|n| n.name == name)
+    }
+}
+
+fn start_node(
+    config: idn_node_agent::config::NodeAgentConfig,
+    listener: TcpListener,
+) -> anyhow::Result<LocalNode> {
+    let addr = listener.local_addr()?;
+    let node = Node::start(config)?;
+    let broken: Vec<String> = node
+        .models
+        .iter()
+        .filter_map(|m| match &m.state {
+            ModelState::Unavailable { reason } => {
+                Some(format!("model {} is not ready: {reason}", m.config.name))
+            }
+            ModelState::Ready { .. } => None,
+        })
+        .collect();
+    if !broken.is_empty() {
+        bail!("{}", broken.join("; "));
+    }
+    let (stop, stopped) = oneshot::channel();
+    let served = Arc::clone(&node);
+    let task = tokio::spawn(server::serve(served, listener, async {
+        let _ = stopped.await;
+    }));
+    Ok(LocalNode {
+        name: node.config.node.clone(),
+        tier: node.config.tier.clone().unwrap_or_default(),
+        addr,
+        services: node
+            .config
+            .services
+            .iter()
+            .map(|s| s.name.clone())
+            .collect(),
+        models: node.config.models.iter().map(|m| m.name.clone()).collect(),
+        stop: Some(stop),
+        task,
+    })
+}

@@ -1,0 +1,254 @@
+//! Replaying a labelled sample against a service over OIP v2: one request per item, at a given
+//! concurrency or rate, recording each answer's class, latency and provenance.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::Request;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use idn_node_agent::confidence::argmax;
+use serde_json::{Value, json};
+
+use crate::dataset::Dataset;
+
+/// How the sample is sent.
+#[derive(Debug, Clone)]
+pub struct Load {
+    /// Requests in flight at once (closed loop).
+    pub concurrency: usize,
+    /// Requests per second (open loop); `None` sends as fast as the concurrency allows.
+    pub rate: Option<f64>,
+}
+
+/// The outcome of one item.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outcome {
+    pub label: u8,
+    /// Predicted class, or the error that replaced the answer.
+    pub answer: Result<usize, String>,
+    pub latency: Duration,
+    /// Node that answered (`idn_node`), when the response says.
+    pub node: Option<String>,
+    /// How it was answered (`idn_decision`).
+    pub decision: Option<String>,
+}
+
+/// Figures over all outcomes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Summary {
+    pub requests: usize,
+    pub errors: usize,
+    /// Share of all requests answered with the right class.
+    pub accuracy: f64,
+    pub mean_ms: f64,
+    pub p50_ms: f64,
+    pub p95_ms: f64,
+    pub p99_ms: f64,
+    /// Share of requests answered by each node, in first-seen order.
+    pub answered_by: Vec<(String, f64)>,
+    /// Share of answers that were degraded fallbacks.
+    pub fallback: f64,
+}
+
+/// Sends every item of `sample` to `url` (`.../v2/models/<service>/infer`); `progress` is
+/// called after each answer.
+pub async fn replay(
+    url: &str,
+    sample: Arc<Dataset>,
+    load: &Load,
+    progress: impl Fn() + Send + Sync + 'static,
+) -> Vec<Outcome> {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    let client: Client<HttpConnector, Full<Bytes>> =
+        Client::builder(TokioExecutor::new()).build(connector);
+    let shared = Arc::new((client, url.to_owned(), progress));
+    let next = Arc::new(AtomicUsize::new(0));
+    let start = Instant::now();
+    let workers = (0..load.concurrency.max(1)).map(|_| {
+        let shared = Arc::clone(&shared);
+        let next = Arc::clone(&next);
+        let rate = load.rate;
+        let sample = Arc::clone(&sample);
+        tokio::spawn(async move {
+            let (client, url, progress) = &*shared;
+            let mut outcomes = Vec::new();
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= sample.len() {
+                    return outcomes;
+                }
+                if let Some(rate) = rate {
+                    // Open loop: item i leaves at i / rate, whatever the answers before it.
+                    let due = start + Duration::from_secs_f64(i as f64 / rate);
+                    tokio::time::sleep_until(due.into()).await;
+                }
+                outcomes.push((i, send(client, url, &sample, i).await));
+                progress();
+            }
+        })
+    });
+    let mut outcomes: Vec<(usize, Outcome)> = Vec::with_capacity(sample.len());
+    for worker in futures_util::future::join_all(workers).await {
+        outcomes.extend(worker.expect("replay workers do not panic"));
+    }
+    outcomes.sort_by_key(|(i, _)| *i);
+    outcomes.into_iter().map(|(_, o)| o).collect()
+}
+
+async fn send(
+    client: &Client<HttpConnector, Full<Bytes>>,
+    url: &str,
+    sample: &Dataset,
+    i: usize,
+) -> Outcome {
+    let features = sample.input(i);
+    let body = json!({
+        "id": i.to_string(),
+        "inputs": [{"name": "input", "shape": [1, features.len()], "datatype": "FP32", "data": features}],
+    });
+    let request = Request::post(url)
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .body(Full::new(Bytes::from(body.to_string())))
+        .expect("a valid request");
+    let start = Instant::now();
+    let result = async {
+        let response = client.request(request).await.map_err(|e| e.to_string())?;
+        let status = response.status();
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| e.to_string())?
+            .to_bytes();
+        let value: Value =
+            serde_json::from_slice(&bytes).map_err(|e| format!("invalid response: {e}"))?;
+        if !status.is_success() {
+            return Err(format!(
+                "{status}: {}",
+                value["error"].as_str().unwrap_or("")
+            ));
+        }
+        Ok(value)
+    }
+    .await;
+    let latency = start.elapsed();
+    let label = sample.labels[i];
+    match result {
+        Ok(value) => {
+            let probs: Vec<f32> = value["outputs"][0]["data"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(Value::as_f64)
+                        .map(|p| p as f32)
+                        .collect()
+                })
+                .unwrap_or_default();
+            let text = |key: &str| value["parameters"][key].as_str().map(str::to_owned);
+            Outcome {
+                label,
+                answer: if probs.is_empty() {
+                    Err("no probabilities in the response".to_owned())
+                } else {
+                    Ok(argmax(&probs))
+                },
+                latency,
+                node: text("idn_node"),
+                decision: text("idn_decision"),
+            }
+        }
+        Err(error) => Outcome {
+            label,
+            answer: Err(error),
+            latency,
+            node: None,
+            decision: None,
+        },
+    }
+}
+
+/// Accuracy, latency percentiles and where requests were answered.
+pub fn summarize(outcomes: &[Outcome]) -> Summary {
+    let n = outcomes.len().max(1) as f64;
+    let mut latencies: Vec<f64> = outcomes
+        .iter()
+        .map(|o| o.latency.as_secs_f64() * 1e3)
+        .collect();
+    latencies.sort_by(f64::total_cmp);
+    let percentile = |p: f64| {
+        if latencies.is_empty() {
+            return 0.0;
+        }
+        latencies[((p * latencies.len() as f64).ceil() as usize).clamp(1, latencies.len()) - 1]
+    };
+    let mut answered_by: Vec<(String, f64)> = Vec::new();
+    for outcome in outcomes.iter().filter(|o| o.answer.is_ok()) {
+        let node = outcome.node.clone().unwrap_or_else(|| "?".to_owned());
+        match answered_by.iter_mut().find(|(n, _)| *n == node) {
+            Some((_, count)) => *count += 1.0,
+            None => answered_by.push((node, 1.0)),
+        }
+    }
+    answered_by.iter_mut().for_each(|(_, count)| *count /= n);
+    Summary {
+        requests: outcomes.len(),
+        errors: outcomes.iter().filter(|o| o.answer.is_err()).count(),
+        accuracy: outcomes
+            .iter()
+            .filter(|o| o.answer.as_ref().is_ok_and(|&c| c == usize::from(o.label)))
+            .count() as f64
+            / n,
+        mean_ms: latencies.iter().sum::<f64>() / n,
+        p50_ms: percentile(0.50),
+        p95_ms: percentile(0.95),
+        p99_ms: percentile(0.99),
+        answered_by,
+        fallback: outcomes
+            .iter()
+            .filter(|o| o.decision.as_deref() == Some("fallback"))
+            .count() as f64
+            / n,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outcome(label: u8, answer: Result<usize, String>, ms: u64, node: &str) -> Outcome {
+        Outcome {
+            label,
+            answer,
+            latency: Duration::from_millis(ms),
+            node: Some(node.into()),
+            decision: Some("served".into()),
+        }
+    }
+
+    #[test]
+    fn summary_counts_accuracy_latency_and_nodes() {
+        let outcomes = [
+            outcome(1, Ok(1), 1, "access"),
+            outcome(2, Ok(3), 2, "access"),
+            outcome(3, Ok(3), 3, "edge"),
+            outcome(4, Err("502".into()), 10, "-"),
+        ];
+        let summary = summarize(&outcomes);
+        assert_eq!(summary.requests, 4);
+        assert_eq!(summary.errors, 1);
+        assert_eq!(summary.accuracy, 0.5);
+        assert_eq!(summary.mean_ms, 4.0);
+        assert_eq!(summary.p50_ms, 2.0);
+        assert_eq!(summary.p99_ms, 10.0);
+        assert_eq!(
+            summary.answered_by,
+            [("access".to_owned(), 0.5), ("edge".to_owned(), 0.25)]
+        );
+    }
+}

@@ -1,0 +1,225 @@
+//! `idn up` and `idn replay`: a whole network on loopback from the example manifests.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use idn_node_agent::confidence::{Confidence, argmax};
+use idn_operator::dataset::Dataset;
+use idn_operator::local::{LocalNetwork, Options};
+use idn_operator::manifests::Manifests;
+use idn_operator::replay::{self, Load};
+use kube::ResourceExt;
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn example() -> Manifests {
+    Manifests::load(&[root().join("examples/mnist")]).unwrap()
+}
+
+/// No emulated latency: these tests check answers, not timing.
+fn options(base_port: u16) -> Options {
+    let mut options = Options {
+        model_dirs: vec![root().join("examples/models")],
+        base_port,
+        ..Options::default()
+    };
+    for (node, link) in [("access", "edge"), ("edge", "cloud")] {
+        options.latency_ms.insert((node.into(), link.into()), 0);
+    }
+    options
+}
+
+fn reference(model: &str) -> Vec<f32> {
+    std::fs::read(root().join(format!("examples/data/reference/{model}.probs.f32")))
+        .unwrap()
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+        .collect()
+}
+
+fn tau(manifests: &Manifests, strategy: &str) -> f64 {
+    let s = manifests
+        .strategies
+        .iter()
+        .find(|s| s.name_any() == strategy)
+        .unwrap();
+    s.spec.threshold.as_ref().unwrap().tau
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_figures_equal_the_offline_computation() {
+    let manifests = example();
+    let network = LocalNetwork::start(&manifests, &manifests.networks[0], &options(0))
+        .await
+        .unwrap();
+    let sample = Arc::new(
+        Dataset::load(
+            &root().join("examples/data/mnist-test-1000.images.u8"),
+            &root().join("examples/data/mnist-test-1000.labels.u8"),
+            784,
+        )
+        .unwrap(),
+    );
+    let url = format!(
+        "http://{}/v2/models/mnist/infer",
+        network.node("access").unwrap().addr
+    );
+    let outcomes = replay::replay(
+        &url,
+        Arc::clone(&sample),
+        &Load {
+            concurrency: 4,
+            rate: None,
+        },
+        || {},
+    )
+    .await;
+    network.stop().await;
+    let summary = replay::summarize(&outcomes);
+
+    // Offline: the declared cascade applied to the reference probabilities.
+    let taus = [
+        tau(&manifests, "cascade-access"),
+        tau(&manifests, "cascade-edge"),
+    ];
+    let tiers = [
+        reference("mnist-linear"),
+        reference("mnist-mlp"),
+        reference("mnist-cnn"),
+    ];
+    let confidence = Confidence::default();
+    let (mut correct, mut answered) = (0, [0usize; 3]);
+    for i in 0..sample.len() {
+        let row = |t: usize| &tiers[t][i * 10..(i + 1) * 10];
+        let tier = (0..2)
+            .find(|&t| confidence.score(row(t)) >= taus[t])
+            .unwrap_or(2);
+        answered[tier] += 1;
+        correct += usize::from(argmax(row(tier)) == usize::from(sample.labels[i]));
+        assert_eq!(
+            outcomes[i].node.as_deref(),
+            Some(["access", "edge", "cloud"][tier]),
+            "item {i}"
+        );
+    }
+    assert_eq!(summary.errors, 0);
+    assert_eq!(summary.accuracy, correct as f64 / 1000.0);
+    let shares: Vec<(String, f64)> = ["access", "edge", "cloud"]
+        .iter()
+        .zip(answered)
+        .map(|(n, a)| (n.to_string(), a as f64 / 1000.0))
+        .collect();
+    let mut got = summary.answered_by.clone();
+    got.sort_by_key(|(n, _)| ["access", "edge", "cloud"].iter().position(|x| x == n));
+    assert_eq!(got, shares);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_fails_to_start_is_reported_and_the_others_are_stopped() {
+    let manifests = example();
+    // The edge model's file does not match its sha256.
+    let dir = std::env::temp_dir().join(format!("idn-up-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for model in ["mnist-linear", "mnist-cnn"] {
+        std::fs::copy(
+            root().join(format!("examples/models/{model}.onnx")),
+            dir.join(format!("{model}.onnx")),
+        )
+        .unwrap();
+    }
+    std::fs::copy(
+        root().join("examples/models/mnist-linear.onnx"),
+        dir.join("mnist-mlp.onnx"),
+    )
+    .unwrap();
+    let free = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut options = options(free);
+    options.model_dirs = vec![dir.clone()];
+    let error = LocalNetwork::start(&manifests, &manifests.networks[0], &options)
+        .await
+        .err()
+        .expect("edge cannot start");
+    let message = format!("{error:#}");
+    assert!(
+        message.starts_with("node edge failed to start: model mnist-mlp is not ready: sha256 of"),
+        "{message}"
+    );
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", free)).is_err(),
+        "access was left running"
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn idn_up_starts_and_stops_cleanly() {
+    let mut up = Command::new(env!("CARGO_BIN_EXE_idn"))
+        .args(["up", "-f", "examples/mnist", "--base-port", "0"])
+        .current_dir(root())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(up.stdout.take().unwrap()).lines();
+    let entry = lines
+        .by_ref()
+        .map(Result::unwrap)
+        .find_map(|l| l.strip_prefix("send requests to ").map(str::to_owned))
+        .expect("idn up prints its entry point");
+    let addr = entry
+        .trim_start_matches("http://")
+        .split('/')
+        .next()
+        .unwrap()
+        .to_owned();
+    assert!(
+        std::net::TcpStream::connect(&addr).is_ok(),
+        "{addr} accepts connections"
+    );
+    let pid = up.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = up.wait().unwrap();
+    assert!(status.success(), "idn up exits cleanly: {status}");
+    std::thread::sleep(Duration::from_millis(50));
+    assert!(
+        std::net::TcpStream::connect(&addr).is_err(),
+        "nodes stopped"
+    );
+}
+
+#[test]
+fn a_malformed_manifest_names_the_file_and_the_field() {
+    let dir = std::env::temp_dir().join(format!("idn-bad-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let text = std::fs::read_to_string(root().join("examples/mnist/network.yaml"))
+        .unwrap()
+        .replace("tier: edge", "tier: fog");
+    std::fs::write(dir.join("network.yaml"), text).unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_idn"))
+        .args(["up", "-f"])
+        .arg(dir.join("network.yaml"))
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("network.yaml, document 1: spec.nodes[1].tier: unknown variant `fog`"),
+        "{stderr}"
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}
