@@ -14,7 +14,8 @@ ORT_LIB     := .ort/libonnxruntime.so.$(ORT_VERSION)
 VENV    := .venv
 PYTHON  := $(VENV)/bin/python
 PY_DEPS := tritonclient[http]==2.73.0 numpy pytest pyyaml \
-           helm-python-sdk==0.2.2 kubernetes-validate==1.37.0 check-jsonschema==0.39.0
+           helm-python-sdk==0.2.2 kubernetes-validate==1.37.0 check-jsonschema==0.39.0 \
+           kmock==0.8 pytest-asyncio==1.5.0
 
 .PHONY: help
 help: ## List the targets
@@ -45,17 +46,21 @@ build: ort ## Build every binary (release)
 	cargo build --release --workspace
 
 .PHONY: run
-run: build ## The main job: start a node-agent on the example models and send it real requests
-	examples/node-agent/demo.sh
+run: build ## The main job: run the example IDN with idn up, replay MNIST through it, compare strategies
+	examples/mnist/run.sh
 
 .PHONY: demo
 demo: run ## Same as run
+
+.PHONY: demo-agent
+demo-agent: build ## A single node-agent on the three example models, answering a few requests
+	examples/node-agent/demo.sh
 
 .PHONY: test
 test: ort $(PYTHON) ## Run every test: Rust unit and integration tests, interop with tritonclient, schemas
 	cargo test --workspace
 	cargo build --workspace --bins
-	$(PYTHON) -m pytest -q tests/interop tests/schemas
+	$(PYTHON) -m pytest -q tests/interop tests/schemas tests/e2e
 
 .PHONY: bench
 bench: ort ## Benchmarks (see docs/benchmarks.md)
