@@ -4,7 +4,8 @@
 //! forwards it to tier i + 1 otherwise; the last tier answers everything it gets. Given every
 //! model's class probabilities for the whole sample (computed once, elsewhere), [`score`] reduces
 //! each tier to two facts per item (its confidence and whether its answer is right), and
-//! [`calibrate`] searches τ_1 … τ_{k-1} for a [`Goal`].
+//! [`calibrate`] searches τ_1 … τ_{k-1} for a [`Goal`], optionally weighing the latency of the
+//! links between tiers.
 //!
 //! Everything here is pure (no files, no models), so the search is tested on hand-made
 //! matrices.
@@ -20,10 +21,16 @@
 //! tiers' candidates are thinned to evenly spaced ranks to stay within [`WORK_BUDGET`] and the
 //! result says it is not exhaustive.
 //!
+//! The link latency a choice costs, Σ_i reached(tier i + 1) × L_i, is a sum over tiers of counts
+//! the search already keeps, so it is computed alongside them and every candidate is still
+//! compared exactly.
+//!
 //! The reported τ is then chosen inside the interval of values that give the same result on
 //! the sample (above the largest confidence the tier forwards, at most the smallest it
 //! answers), as the shortest decimal there: 0.93 rather than 0.9312734, readable in a manifest
 //! and not sitting exactly on an observed confidence.
+
+use std::cmp::{Ordering, Reverse};
 
 use idn_node_agent::confidence::{Confidence, argmax};
 use serde::Serialize;
@@ -39,10 +46,12 @@ pub const WORK_BUDGET: usize = 120_000_000;
 pub enum Goal {
     /// Accuracy ≥ ratio × the last tier's accuracy alone. Among the thresholds that reach it:
     /// fewest requests reaching the last tier, then fewest forwards overall, then highest
-    /// accuracy.
+    /// accuracy. With link latencies: lowest expected link latency, then highest accuracy,
+    /// then fewest reaching the last tier, then fewest forwards.
     MinAccuracyRatio(f64),
     /// At most this fraction of requests reaching the last tier. Among the thresholds that
     /// meet it: highest accuracy, then fewest reaching the last tier, then fewest forwards.
+    /// Link latencies, when given, are only reported.
     MaxLastTier(f64),
 }
 
@@ -63,6 +72,38 @@ impl Goal {
             _ => Ok(()),
         }
     }
+}
+
+/// Checks link latencies (ms, one per link between consecutive tiers) for a cascade of `tiers`
+/// tiers, so that a typo fails before any model runs.
+pub fn validate_link_latency(link_latency_ms: &[f64], tiers: usize) -> Result<(), CalibrateError> {
+    if link_latency_ms.len() + 1 != tiers {
+        return Err(CalibrateError::LinkLatency(format!(
+            "{tiers} tiers have {} links, got {} link latencies",
+            tiers.saturating_sub(1),
+            link_latency_ms.len()
+        )));
+    }
+    if let Some(bad) = link_latency_ms
+        .iter()
+        .find(|l| !(l.is_finite() && **l >= 0.0))
+    {
+        return Err(CalibrateError::LinkLatency(format!(
+            "link latency {bad} ms must be a finite number ≥ 0"
+        )));
+    }
+    Ok(())
+}
+
+/// Σ counts\[i\] × latency\[i\], summed in link order: the same float for the same counts
+/// wherever it is computed (search, [`Outcome`], tests).
+fn weigh(counts: impl IntoIterator<Item = usize>, link_latency_ms: &[f64]) -> f64 {
+    counts
+        .into_iter()
+        .zip(link_latency_ms)
+        .fold(0.0, |total, (count, latency)| {
+            total + count as f64 * latency
+        })
 }
 
 /// One tier's model outputs on the sample.
@@ -115,6 +156,8 @@ pub enum CalibrateError {
     Temperature(f64),
     #[error("{0}")]
     Goal(String),
+    #[error("{0}")]
+    LinkLatency(String),
 }
 
 /// How a tier treats the items that reach it.
@@ -165,6 +208,25 @@ impl Outcome {
         self.tiers.last().map_or(0, |t| t.reached)
     }
 
+    /// Expected link latency per request (ms): Σ_i (fraction reaching tier i + 1) × latency of
+    /// link i, the link from tier i to tier i + 1.
+    ///
+    /// # Panics
+    /// When `link_latency_ms` does not have one entry per link.
+    pub fn link_latency(&self, link_latency_ms: &[f64]) -> f64 {
+        assert_eq!(
+            link_latency_ms.len() + 1,
+            self.tiers.len(),
+            "one latency per link"
+        );
+        self.link_latency_total(link_latency_ms) / self.items as f64
+    }
+
+    /// Link latency summed over all items (ms).
+    fn link_latency_total(&self, link_latency_ms: &[f64]) -> f64 {
+        weigh(self.tiers[1..].iter().map(|t| t.reached), link_latency_ms)
+    }
+
     /// The thresholds, one per non-last tier (`None`: forward all).
     pub fn taus(&self) -> Vec<Option<f64>> {
         self.tiers
@@ -182,6 +244,8 @@ impl Outcome {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Calibration {
     pub goal: Goal,
+    /// Latency (ms) of each link between consecutive tiers, when given.
+    pub link_latency_ms: Option<Vec<f64>>,
     /// Whether the thresholds meet the goal; when not, `outcome` is the closest found.
     pub feasible: bool,
     /// Whether every distinct confidence of every tier was tried.
@@ -299,15 +363,22 @@ pub fn evaluate(scores: &[TierScores], taus: &[Option<f64>]) -> Outcome {
     Outcome { items, tiers }
 }
 
-/// Searches thresholds meeting `goal` (see the module documentation).
-pub fn calibrate(scores: &[TierScores], goal: Goal) -> Result<Calibration, CalibrateError> {
-    calibrate_within(scores, goal, WORK_BUDGET)
+/// Searches thresholds meeting `goal` (see the module documentation). `link_latency_ms`, one
+/// per link between consecutive tiers, makes a [`Goal::MinAccuracyRatio`] minimise the expected
+/// link latency rather than the requests reaching the last tier.
+pub fn calibrate(
+    scores: &[TierScores],
+    goal: Goal,
+    link_latency_ms: Option<&[f64]>,
+) -> Result<Calibration, CalibrateError> {
+    calibrate_within(scores, goal, link_latency_ms, WORK_BUDGET)
 }
 
 /// [`calibrate`] with a work budget of `budget` item-steps.
 fn calibrate_within(
     scores: &[TierScores],
     goal: Goal,
+    link_latency_ms: Option<&[f64]>,
     budget: usize,
 ) -> Result<Calibration, CalibrateError> {
     if scores.len() < 2 {
@@ -323,7 +394,12 @@ fn calibrate_within(
             .all(|s| s.correct.len() == items && s.confidence.len() == items),
         "every tier scores every item"
     );
-    let objective = Objective::new(goal, items, scores)?;
+    if let Some(links) = link_latency_ms {
+        validate_link_latency(links, scores.len())?;
+    }
+    let objective = Objective::new(goal, link_latency_ms.is_some(), items, scores)?;
+    // Without latencies every choice costs 0 and the objectives ignore the cost.
+    let links = link_latency_ms.map_or_else(|| vec![0.0; scores.len() - 1], <[f64]>::to_vec);
     let rankings: Vec<Ranking> = scores[..scores.len() - 1]
         .iter()
         .map(|s| Ranking::new(&s.confidence))
@@ -334,13 +410,14 @@ fn calibrate_within(
         scores,
         rankings: &rankings,
         candidates: &candidates,
+        links: &links,
         objective,
         cutoffs: vec![0; rankings.len()],
         best: None,
         closest: None,
     };
     let all = vec![true; items];
-    search.descend(0, &all, items, 0, 0);
+    search.descend(0, &all, items, Prefix::default());
 
     let feasible = search.best.is_some();
     let (key, cutoffs) = search
@@ -350,12 +427,17 @@ fn calibrate_within(
     let taus = thresholds(scores, &rankings, &cutoffs);
     let outcome = evaluate(scores, &taus);
     debug_assert_eq!(
-        (outcome.correct(), outcome.last_reached()),
-        (key.correct, key.last),
+        (
+            outcome.correct(),
+            outcome.last_reached(),
+            outcome.link_latency_total(&links)
+        ),
+        (key.correct, key.last, key.latency),
         "the chosen τs reproduce the searched cut-offs"
     );
     Ok(Calibration {
         goal,
+        link_latency_ms: link_latency_ms.map(<[f64]>::to_vec),
         feasible,
         exhaustive,
         outcome,
@@ -363,7 +445,7 @@ fn calibrate_within(
 }
 
 /// Counts that decide between two choices of thresholds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 struct Key {
     /// Items answered correctly.
     correct: usize,
@@ -371,17 +453,25 @@ struct Key {
     last: usize,
     /// Forwards overall: the sum of the items reaching tiers 2…k.
     hops: usize,
+    /// Link latency summed over the items (ms): Σ_i reached(tier i + 1) × L_i, by [`weigh`].
+    latency: f64,
 }
 
-/// A [`Goal`] in counts, with the orders it prefers (smaller tuples are better).
+/// A [`Goal`] in counts, with the orders it prefers.
 #[derive(Debug, Clone, Copy)]
 enum Objective {
     MinLast { need_correct: usize },
+    MinLatency { need_correct: usize },
     MaxAccuracy { allowed_last: usize },
 }
 
 impl Objective {
-    fn new(goal: Goal, items: usize, scores: &[TierScores]) -> Result<Self, CalibrateError> {
+    fn new(
+        goal: Goal,
+        weigh_latency: bool,
+        items: usize,
+        scores: &[TierScores],
+    ) -> Result<Self, CalibrateError> {
         // A tiny slack so that e.g. a ratio of 1.0 accepts exactly the last tier's accuracy
         // despite the rounding of ratio × count.
         const SLACK: f64 = 1e-9;
@@ -390,9 +480,11 @@ impl Objective {
             Goal::MinAccuracyRatio(ratio) => {
                 let last = scores.last().expect("at least two tiers");
                 let alone = last.correct.iter().filter(|&&c| c).count();
-                let need = (ratio * alone as f64 - SLACK).ceil().max(0.0);
-                Ok(Objective::MinLast {
-                    need_correct: need as usize,
+                let need_correct = (ratio * alone as f64 - SLACK).ceil().max(0.0) as usize;
+                Ok(if weigh_latency {
+                    Objective::MinLatency { need_correct }
+                } else {
+                    Objective::MinLast { need_correct }
                 })
             }
             Goal::MaxLastTier(fraction) => Ok(Objective::MaxAccuracy {
@@ -403,28 +495,56 @@ impl Objective {
 
     fn feasible(self, key: Key) -> bool {
         match self {
-            Objective::MinLast { need_correct } => key.correct >= need_correct,
+            Objective::MinLast { need_correct } | Objective::MinLatency { need_correct } => {
+                key.correct >= need_correct
+            }
             Objective::MaxAccuracy { allowed_last } => key.last <= allowed_last,
         }
     }
 
-    /// Preference among feasible choices.
-    fn preference(self, key: Key) -> (usize, usize, usize) {
-        let wrong = usize::MAX - key.correct;
-        match self {
-            Objective::MinLast { .. } => (key.last, key.hops, wrong),
-            Objective::MaxAccuracy { .. } => (wrong, key.last, key.hops),
-        }
+    /// Whether `a` is preferred to `b` among feasible choices.
+    fn prefers(self, a: Key, b: Key) -> bool {
+        let order = match self {
+            Objective::MinLast { .. } => {
+                (a.last, a.hops, Reverse(a.correct)).cmp(&(b.last, b.hops, Reverse(b.correct)))
+            }
+            Objective::MinLatency { .. } => a.latency.total_cmp(&b.latency).then_with(|| {
+                (Reverse(a.correct), a.last, a.hops).cmp(&(Reverse(b.correct), b.last, b.hops))
+            }),
+            Objective::MaxAccuracy { .. } => {
+                (Reverse(a.correct), a.last, a.hops).cmp(&(Reverse(b.correct), b.last, b.hops))
+            }
+        };
+        order == Ordering::Less
     }
 
-    /// Preference when nothing is feasible: nearest the goal.
-    fn closeness(self, key: Key) -> (usize, usize, usize) {
-        let wrong = usize::MAX - key.correct;
-        match self {
-            Objective::MinLast { .. } => (wrong, key.last, key.hops),
-            Objective::MaxAccuracy { .. } => (key.last, wrong, key.hops),
-        }
+    /// Whether `a` is nearer the goal than `b` when nothing is feasible.
+    fn nearer(self, a: Key, b: Key) -> bool {
+        let order = match self {
+            Objective::MinLast { .. } => {
+                (Reverse(a.correct), a.last, a.hops).cmp(&(Reverse(b.correct), b.last, b.hops))
+            }
+            Objective::MinLatency { .. } => Reverse(a.correct)
+                .cmp(&Reverse(b.correct))
+                .then_with(|| a.latency.total_cmp(&b.latency))
+                .then_with(|| (a.last, a.hops).cmp(&(b.last, b.hops))),
+            Objective::MaxAccuracy { .. } => {
+                (a.last, Reverse(a.correct), a.hops).cmp(&(b.last, Reverse(b.correct), b.hops))
+            }
+        };
+        order == Ordering::Less
     }
+}
+
+/// What the tiers before the one being chosen add up to.
+#[derive(Debug, Clone, Copy, Default)]
+struct Prefix {
+    /// Items they answer correctly.
+    correct: usize,
+    /// Forwards they make.
+    hops: usize,
+    /// Link latency of those forwards (ms, summed over the items).
+    latency: f64,
 }
 
 /// A tier's items ordered by confidence.
@@ -507,6 +627,8 @@ struct Search<'a> {
     scores: &'a [TierScores],
     rankings: &'a [Ranking],
     candidates: &'a [Vec<u32>],
+    /// Latency of each link (ms; zeros when not given).
+    links: &'a [f64],
     objective: Objective,
     /// Cut-offs of the combination being tried, one per non-last tier.
     cutoffs: Vec<u32>,
@@ -516,17 +638,10 @@ struct Search<'a> {
 
 impl Search<'_> {
     /// Tries every candidate cut-off of tier `tier` for the items `reaching` it (`reached` of
-    /// them), given `correct` answers and `hops` forwards made by the tiers before.
-    fn descend(
-        &mut self,
-        tier: usize,
-        reaching: &[bool],
-        reached: usize,
-        correct: usize,
-        hops: usize,
-    ) {
+    /// them), given what the tiers before did (`before`).
+    fn descend(&mut self, tier: usize, reaching: &[bool], reached: usize, before: Prefix) {
         if tier + 1 == self.rankings.len() {
-            return self.sweep(tier, reaching, reached, correct, hops);
+            return self.sweep(tier, reaching, reached, before);
         }
         let ranking = &self.rankings[tier];
         let right = &self.scores[tier].correct;
@@ -549,39 +664,35 @@ impl Search<'_> {
                 position += 1;
             }
             self.cutoffs[tier] = cutoff;
-            self.descend(
-                tier + 1,
-                &next,
-                forwarded,
-                correct + answered_right,
-                hops + forwarded,
-            );
+            let prefix = Prefix {
+                correct: before.correct + answered_right,
+                hops: before.hops + forwarded,
+                latency: before.latency + forwarded as f64 * self.links[tier],
+            };
+            self.descend(tier + 1, &next, forwarded, prefix);
         }
     }
 
     /// Tries every cut-off of the last non-last tier in one pass: lowering it one distinct
     /// value at a time moves that value's items from the last tier to this one.
-    fn sweep(
-        &mut self,
-        tier: usize,
-        reaching: &[bool],
-        reached: usize,
-        correct: usize,
-        hops: usize,
-    ) {
+    fn sweep(&mut self, tier: usize, reaching: &[bool], reached: usize, before: Prefix) {
         let ranking = &self.rankings[tier];
         let here = &self.scores[tier].correct;
         let last = &self.scores[tier + 1].correct;
         let mut answered = 0;
         let mut right_here = 0;
         let mut right_last = reaching.iter().zip(last).filter(|&(&r, &l)| r && l).count();
+        let link = self.links[tier];
         let consider = |search: &mut Self, cutoff: u32, answered: usize, right: usize| {
             let to_last = reached - answered;
             search.cutoffs[tier] = cutoff;
+            // The cost of this cut-off is computed afresh from the prefix, not accumulated
+            // along the sweep, so that equal counts always give the same float.
             search.consider(Key {
-                correct: correct + right,
+                correct: before.correct + right,
                 last: to_last,
-                hops: hops + to_last,
+                hops: before.hops + to_last,
+                latency: before.latency + to_last as f64 * link,
             });
         };
         consider(self, 0, 0, right_last);
@@ -606,15 +717,16 @@ impl Search<'_> {
             let better = self
                 .best
                 .as_ref()
-                .is_none_or(|(best, _)| objective.preference(key) < objective.preference(*best));
+                .is_none_or(|(best, _)| objective.prefers(key, *best));
             if better {
                 self.best = Some((key, self.cutoffs.clone()));
             }
         } else if self.best.is_none() {
             // Only needed while nothing is feasible, to say how near the goal one can get.
-            let better = self.closest.as_ref().is_none_or(|(closest, _)| {
-                objective.closeness(key) < objective.closeness(*closest)
-            });
+            let better = self
+                .closest
+                .as_ref()
+                .is_none_or(|(closest, _)| objective.nearer(key, *closest));
             if better {
                 self.closest = Some((key, self.cutoffs.clone()));
             }
@@ -691,14 +803,25 @@ mod tests {
         }
     }
 
+    /// (correct, reaching the last tier, forwards overall, link latency summed over the items).
+    type Counts = (usize, usize, usize, f64);
+
     /// Every combination of thresholds from a grid of `steps` + 1 values in [0, 1] plus
     /// "forward all", evaluated directly: the slow reference the search must match in counts.
-    fn brute_force(scores: &[TierScores], goal: Goal, steps: u32) -> Option<(usize, usize, usize)> {
+    fn brute_force(
+        scores: &[TierScores],
+        goal: Goal,
+        links: Option<&[f64]>,
+        steps: u32,
+    ) -> Option<Counts> {
         let grid: Vec<Option<f64>> = (0..=steps)
             .map(|i| Some(f64::from(i) / f64::from(steps)))
             .chain([None])
             .collect();
-        let objective = Objective::new(goal, scores[0].correct.len(), scores).unwrap();
+        let objective =
+            Objective::new(goal, links.is_some(), scores[0].correct.len(), scores).unwrap();
+        let zeros = vec![0.0; scores.len() - 1];
+        let links = links.unwrap_or(&zeros);
         let mut best: Option<Key> = None;
         let mut taus = vec![Some(0.0); scores.len() - 1];
         let mut stack = vec![0usize; scores.len() - 1];
@@ -707,21 +830,25 @@ mod tests {
                 *slot = grid[i];
             }
             let outcome = evaluate(scores, &taus);
+            // The latency straight from its definition, Σ_i reached(tier i + 1) × L_i.
+            let mut latency = 0.0;
+            for (tier, link) in outcome.tiers[1..].iter().zip(links) {
+                latency += tier.reached as f64 * link;
+            }
             let key = Key {
                 correct: outcome.correct(),
                 last: outcome.last_reached(),
                 hops: outcome.tiers[1..].iter().map(|t| t.reached).sum(),
+                latency,
             };
-            if objective.feasible(key)
-                && best.is_none_or(|b| objective.preference(key) < objective.preference(b))
-            {
+            if objective.feasible(key) && best.is_none_or(|b| objective.prefers(key, b)) {
                 best = Some(key);
             }
             // Next combination, like an odometer.
             let mut position = 0;
             loop {
                 if position == stack.len() {
-                    return best.map(|k| (k.correct, k.last, k.hops));
+                    return best.map(|k| (k.correct, k.last, k.hops, k.latency));
                 }
                 stack[position] += 1;
                 if stack[position] < grid.len() {
@@ -733,12 +860,17 @@ mod tests {
         }
     }
 
-    fn counts(calibration: &Calibration) -> (usize, usize, usize) {
+    fn counts(calibration: &Calibration) -> Counts {
         let outcome = &calibration.outcome;
+        let links = calibration
+            .link_latency_ms
+            .clone()
+            .unwrap_or_else(|| vec![0.0; outcome.tiers.len() - 1]);
         (
             outcome.correct(),
             outcome.last_reached(),
             outcome.tiers[1..].iter().map(|t| t.reached).sum(),
+            outcome.link_latency_total(&links),
         )
     }
 
@@ -769,7 +901,7 @@ mod tests {
         // The big model alone: 5 of 6. Ratio 1 needs 5 correct. Answering all but 0.3 gives
         // 4 + 1 = 5 with one item forwarded (the wrong 0.6 is offset by 0.3 being forwarded);
         // stopping above 0.6 gives 3 + 2 = 5 with three forwarded.
-        let c = calibrate(&two_tiers(), Goal::MinAccuracyRatio(1.0)).unwrap();
+        let c = calibrate(&two_tiers(), Goal::MinAccuracyRatio(1.0), None).unwrap();
         assert!(c.feasible && c.exhaustive);
         assert_eq!(c.outcome.correct(), 5);
         assert_eq!(c.outcome.last_reached(), 1);
@@ -779,7 +911,7 @@ mod tests {
         assert_eq!(c.outcome.tiers[1].correct_alone, 5);
 
         // Ratio 0.8 needs 4 correct, which answering everything locally gives.
-        let c = calibrate(&two_tiers(), Goal::MinAccuracyRatio(0.8)).unwrap();
+        let c = calibrate(&two_tiers(), Goal::MinAccuracyRatio(0.8), None).unwrap();
         assert_eq!(c.outcome.last_reached(), 0);
         assert_eq!(c.outcome.correct(), 4);
         assert_eq!(c.outcome.taus(), [Some(0.0)]);
@@ -789,14 +921,14 @@ mod tests {
     fn two_tiers_max_last_tier() {
         // At most 2 of 6 forwarded: forwarding 0.3 gives 4 + 1 = 5 correct, forwarding 0.3
         // and 0.5 gives 3 + 1 = 4 (0.5 is right here, wrong above).
-        let c = calibrate(&two_tiers(), Goal::MaxLastTier(2.0 / 6.0)).unwrap();
+        let c = calibrate(&two_tiers(), Goal::MaxLastTier(2.0 / 6.0), None).unwrap();
         assert!(c.feasible);
         assert_eq!(c.outcome.correct(), 5);
         assert_eq!(c.outcome.last_reached(), 1);
         assert_eq!(c.outcome.taus(), [Some(0.4)]);
 
         // Nothing may reach the last tier: answer everything.
-        let c = calibrate(&two_tiers(), Goal::MaxLastTier(0.0)).unwrap();
+        let c = calibrate(&two_tiers(), Goal::MaxLastTier(0.0), None).unwrap();
         assert_eq!(c.outcome.taus(), [Some(0.0)]);
         assert_eq!(c.outcome.correct(), 4);
     }
@@ -808,7 +940,7 @@ mod tests {
             tier(&[(0.9, true), (0.4, false), (0.2, false)]),
             tier(&[(1.0, true), (1.0, false), (1.0, true)]),
         ];
-        let c = calibrate(&scores, Goal::MaxLastTier(1.0)).unwrap();
+        let c = calibrate(&scores, Goal::MaxLastTier(1.0), None).unwrap();
         assert_eq!(c.outcome.correct(), 2);
         assert_eq!(c.outcome.last_reached(), 1);
         assert_eq!(c.outcome.taus(), [Some(0.3)]);
@@ -824,7 +956,7 @@ mod tests {
         // Two of three may be forwarded, but forwarding the wrong 0.8 means forwarding the
         // right one too: the choices are 0.1 alone (1 + 1 correct) or all three (3 correct,
         // over the limit).
-        let c = calibrate(&scores, Goal::MaxLastTier(2.0 / 3.0)).unwrap();
+        let c = calibrate(&scores, Goal::MaxLastTier(2.0 / 3.0), None).unwrap();
         assert_eq!(c.outcome.correct(), 2);
         assert_eq!(c.outcome.last_reached(), 1);
     }
@@ -837,7 +969,7 @@ mod tests {
             tier(&[(1.0, false), (0.5, true)]),
             tier(&[(0.9, true), (0.9, true)]),
         ];
-        let c = calibrate(&scores, Goal::MinAccuracyRatio(1.0)).unwrap();
+        let c = calibrate(&scores, Goal::MinAccuracyRatio(1.0), None).unwrap();
         assert!(c.feasible);
         assert_eq!(c.outcome.taus(), [None]);
         assert_eq!(c.outcome.tiers[0].rule, Rule::ForwardAll);
@@ -847,14 +979,14 @@ mod tests {
             tier(&[(0.99, false), (0.5, true)]),
             tier(&[(0.9, true), (0.9, true)]),
         ];
-        let c = calibrate(&scores, Goal::MinAccuracyRatio(1.0)).unwrap();
+        let c = calibrate(&scores, Goal::MinAccuracyRatio(1.0), None).unwrap();
         assert_eq!(c.outcome.taus(), [Some(1.0)]);
     }
 
     #[test]
     fn an_unreachable_goal_reports_the_closest() {
         // No cascade beats the last tier by 50 %: the closest is the most accurate one.
-        let c = calibrate(&two_tiers(), Goal::MinAccuracyRatio(1.5)).unwrap();
+        let c = calibrate(&two_tiers(), Goal::MinAccuracyRatio(1.5), None).unwrap();
         assert!(!c.feasible);
         assert_eq!(c.outcome.correct(), 5);
         // Here a cascade beats its last tier: 3 tier-1 answers right plus 0.1 forwarded right.
@@ -862,10 +994,10 @@ mod tests {
             tier(&[(0.9, true), (0.8, true), (0.1, false)]),
             tier(&[(1.0, false), (1.0, false), (1.0, true)]),
         ];
-        let c = calibrate(&scores, Goal::MinAccuracyRatio(3.0)).unwrap();
+        let c = calibrate(&scores, Goal::MinAccuracyRatio(3.0), None).unwrap();
         assert!(c.feasible, "3 correct = 3 × the last tier's 1");
         assert_eq!(c.outcome.correct(), 3);
-        let c = calibrate(&scores, Goal::MinAccuracyRatio(3.5)).unwrap();
+        let c = calibrate(&scores, Goal::MinAccuracyRatio(3.5), None).unwrap();
         assert!(!c.feasible);
         assert_eq!(c.outcome.correct(), 3);
     }
@@ -890,7 +1022,7 @@ mod tests {
             ]),
             tier(&[(1.0, true); 5]),
         ];
-        let c = calibrate(&scores, Goal::MinAccuracyRatio(1.0)).unwrap();
+        let c = calibrate(&scores, Goal::MinAccuracyRatio(1.0), None).unwrap();
         assert!(c.feasible);
         assert_eq!(c.outcome.correct(), 5);
         assert_eq!(c.outcome.last_reached(), 1);
@@ -901,10 +1033,120 @@ mod tests {
         assert_eq!(answered, [2, 2, 1]);
 
         // Nothing to the last tier: best is tier 1 for 0.9/0.8, tier 2 for the rest (2 + 2).
-        let c = calibrate(&scores, Goal::MaxLastTier(0.0)).unwrap();
+        let c = calibrate(&scores, Goal::MaxLastTier(0.0), None).unwrap();
         assert_eq!(c.outcome.correct(), 4);
         assert_eq!(c.outcome.last_reached(), 0);
         assert_eq!(c.outcome.taus(), [Some(0.7), Some(0.0)]);
+    }
+
+    /// Four items, one error allowed (ratio 0.75 of the last tier's 4 correct). It can be spent
+    /// at tier 1, answering the wrong b so that only d goes on (reached 1, 1), or at tier 2,
+    /// answering the wrong d so that nothing reaches tier 3 (reached 3, 0).
+    fn spend_an_error() -> Vec<TierScores> {
+        vec![
+            tier(&[(0.9, true), (0.8, false), (0.7, true), (0.1, false)]),
+            tier(&[(0.95, true), (0.9, true), (0.8, true), (0.7, false)]),
+            tier(&[(1.0, true); 4]),
+        ]
+    }
+
+    fn reached(c: &Calibration) -> Vec<usize> {
+        c.outcome.tiers.iter().map(|t| t.reached).collect()
+    }
+
+    #[test]
+    fn link_latency_decides_where_requests_stop() {
+        let scores = spend_an_error();
+        let goal = Goal::MinAccuracyRatio(0.75);
+        // Fewest reaching the last tier: spend the error at tier 2.
+        let fewest_last = calibrate(&scores, goal, None).unwrap();
+        assert_eq!(reached(&fewest_last), [4, 3, 0]);
+        assert_eq!(fewest_last.outcome.taus(), [Some(0.9), Some(0.0)]);
+
+        // A cheap first link agrees: 3 × 5 = 15 ms against 1 × 5 + 1 × 40 = 45 ms.
+        let cheap_first = calibrate(&scores, goal, Some(&[5.0, 40.0])).unwrap();
+        assert!(cheap_first.feasible && cheap_first.exhaustive);
+        assert_eq!(cheap_first.outcome, fewest_last.outcome);
+        assert_eq!(cheap_first.outcome.link_latency(&[5.0, 40.0]), 15.0 / 4.0);
+
+        // A costly first link does not: 1 × 40 + 1 × 5 = 45 ms against 3 × 40 = 120 ms.
+        let links = [40.0, 5.0];
+        let costly_first = calibrate(&scores, goal, Some(&links)).unwrap();
+        assert!(costly_first.feasible);
+        assert_eq!(reached(&costly_first), [4, 1, 1]);
+        assert_eq!(costly_first.outcome.correct(), 3);
+        assert_eq!(costly_first.outcome.taus(), [Some(0.4), Some(1.0)]);
+        assert_eq!(costly_first.outcome.link_latency(&links), 45.0 / 4.0);
+        assert_eq!(costly_first.link_latency_ms.as_deref(), Some(&links[..]));
+        // Without the error budget (ratio 1) every answer must be right: tier 1 can answer only
+        // a (b is wrong and above c), tier 2 b and c, and d goes to tier 3.
+        let exact = calibrate(&scores, Goal::MinAccuracyRatio(1.0), Some(&links)).unwrap();
+        assert_eq!(exact.outcome.correct(), 4);
+        assert_eq!(reached(&exact), [4, 3, 1]);
+        assert_eq!(exact.outcome.link_latency(&links), (3.0 * 40.0 + 5.0) / 4.0);
+    }
+
+    #[test]
+    fn equal_link_latency_prefers_accuracy_then_fewer_reaching_the_last_tier() {
+        let scores = spend_an_error();
+        let goal = Goal::MinAccuracyRatio(0.75);
+        // Free links: every choice costs 0, so the most accurate wins (4 correct: only d, wrong
+        // at tiers 1 and 2, must reach tier 3), with the fewest at tier 3 and then the fewest
+        // forwards: tier 1 answers a, tier 2 b and c.
+        let free = calibrate(&scores, goal, Some(&[0.0, 0.0])).unwrap();
+        assert_eq!(free.outcome.correct(), 4);
+        assert_eq!(reached(&free), [4, 3, 1]);
+        assert_eq!(free.outcome.link_latency(&[0.0, 0.0]), 0.0);
+        // Only the first link costs: fewest reaching tier 2 (1, by answering a, b and c at tier
+        // 1), even though that spends the error there and sends d on to tier 3.
+        let first = calibrate(&scores, goal, Some(&[10.0, 0.0])).unwrap();
+        assert_eq!(reached(&first), [4, 1, 1]);
+        assert_eq!(first.outcome.correct(), 3);
+        // Two tiers: latency is proportional to the requests reaching the last tier, so the
+        // choice is the fewest-last one.
+        let two = two_tiers();
+        for ratio in [0.8, 1.0] {
+            let goal = Goal::MinAccuracyRatio(ratio);
+            let plain = calibrate(&two, goal, None).unwrap();
+            let timed = calibrate(&two, goal, Some(&[7.0])).unwrap();
+            assert_eq!(timed.outcome, plain.outcome);
+            let last = plain.outcome.last_reached() as f64;
+            assert_eq!(timed.outcome.link_latency(&[7.0]), last * 7.0 / 6.0);
+        }
+    }
+
+    #[test]
+    fn an_unreachable_goal_with_latency_reports_the_most_accurate_then_fastest() {
+        let scores = spend_an_error();
+        // 5 correct of 4 is impossible: the closest is 4 correct, the cheapest of those (as
+        // with ratio 1: 3 × 40 + 1 × 5 ms, not 4 × 40 + 1 × 5 by forwarding a too).
+        let c = calibrate(&scores, Goal::MinAccuracyRatio(1.25), Some(&[40.0, 5.0])).unwrap();
+        assert!(!c.feasible);
+        assert_eq!(c.outcome.correct(), 4);
+        assert_eq!(reached(&c), [4, 3, 1]);
+    }
+
+    #[test]
+    fn bad_link_latencies_are_refused() {
+        let scores = spend_an_error();
+        let goal = Goal::MinAccuracyRatio(0.9);
+        let error = |links: &[f64]| {
+            calibrate(&scores, goal, Some(links))
+                .unwrap_err()
+                .to_string()
+        };
+        assert_eq!(error(&[5.0]), "3 tiers have 2 links, got 1 link latencies");
+        assert_eq!(
+            error(&[5.0, 4.0, 3.0]),
+            "3 tiers have 2 links, got 3 link latencies"
+        );
+        assert_eq!(
+            error(&[5.0, -1.0]),
+            "link latency -1 ms must be a finite number ≥ 0"
+        );
+        assert!(error(&[f64::INFINITY, 1.0]).starts_with("link latency inf ms"));
+        assert!(error(&[f64::NAN, 1.0]).starts_with("link latency NaN ms"));
+        assert_eq!(validate_link_latency(&[0.0, 1.5], 3), Ok(()));
     }
 
     #[test]
@@ -918,6 +1160,9 @@ mod tests {
             state ^= state << 17;
             state % modulus
         };
+        // Cases where weighing the links changes the thresholds chosen: the cross-check must
+        // cover some, or it would only show that latency is ignored consistently.
+        let mut changed_by_latency = 0;
         for case in 0..90 {
             let tiers = 2 + case % 3;
             let steps = if tiers == 4 { 10 } else { 100 };
@@ -930,6 +1175,15 @@ mod tests {
                     correct: (0..items).map(|_| next(3) > 0).collect(),
                 })
                 .collect();
+            // Whole milliseconds, so that equal latencies are equal floats: sometimes a free
+            // link, sometimes equal links, otherwise anything up to 50 ms.
+            let links: Vec<f64> = (1..tiers)
+                .map(|_| match next(4) {
+                    0 => 0.0,
+                    1 => 10.0,
+                    _ => next(51) as f64,
+                })
+                .collect();
             for goal in [
                 Goal::MinAccuracyRatio(0.9),
                 Goal::MinAccuracyRatio(1.0),
@@ -938,16 +1192,28 @@ mod tests {
                 Goal::MaxLastTier(0.25),
                 Goal::MaxLastTier(0.5),
             ] {
-                let c = calibrate(&scores, goal).unwrap();
-                let expected = brute_force(&scores, goal, steps);
-                assert_eq!(c.feasible, expected.is_some(), "case {case} {goal:?}");
-                if let Some(expected) = expected {
-                    assert_eq!(counts(&c), expected, "case {case} {goal:?} {scores:?}");
+                for links in [None, Some(links.as_slice())] {
+                    let c = calibrate(&scores, goal, links).unwrap();
+                    let expected = brute_force(&scores, goal, links, steps);
+                    let at = format!("case {case} {goal:?} {links:?}");
+                    assert_eq!(c.feasible, expected.is_some(), "{at}");
+                    if let Some(expected) = expected {
+                        assert_eq!(counts(&c), expected, "{at} {scores:?}");
+                    }
+                    // The reported τs reproduce the reported outcome.
+                    assert_eq!(evaluate(&scores, &c.outcome.taus()), c.outcome, "{at}");
                 }
-                // The reported τs reproduce the reported outcome.
-                assert_eq!(evaluate(&scores, &c.outcome.taus()), c.outcome);
+                // Latencies change the choice only with a minimum accuracy ratio.
+                let timed = calibrate(&scores, goal, Some(&links)).unwrap().outcome;
+                let plain = calibrate(&scores, goal, None).unwrap().outcome;
+                if matches!(goal, Goal::MaxLastTier(_)) {
+                    assert_eq!(timed, plain, "case {case} {goal:?}");
+                } else if timed != plain {
+                    changed_by_latency += 1;
+                }
             }
         }
+        assert!(changed_by_latency >= 10, "{changed_by_latency}");
     }
 
     #[test]
@@ -961,7 +1227,7 @@ mod tests {
                 correct: (0..items).map(|i| (i + t) % 5 != 0).collect(),
             })
             .collect();
-        let c = calibrate_within(&scores, Goal::MaxLastTier(0.1), 1_000_000).unwrap();
+        let c = calibrate_within(&scores, Goal::MaxLastTier(0.1), None, 1_000_000).unwrap();
         assert!(!c.exhaustive);
         assert!(c.feasible);
         assert!(c.outcome.last_reached() <= items / 10);
@@ -1043,17 +1309,17 @@ mod tests {
             Goal::MaxLastTier(-0.1),
         ] {
             assert!(matches!(
-                calibrate(&scores, goal),
+                calibrate(&scores, goal, None),
                 Err(CalibrateError::Goal(_))
             ));
         }
         assert_eq!(
-            calibrate(&scores[..1], Goal::MaxLastTier(0.1)).unwrap_err(),
+            calibrate(&scores[..1], Goal::MaxLastTier(0.1), None).unwrap_err(),
             CalibrateError::TooFewTiers(1)
         );
         let empty = vec![tier(&[]), tier(&[])];
         assert_eq!(
-            calibrate(&empty, Goal::MaxLastTier(0.1)).unwrap_err(),
+            calibrate(&empty, Goal::MaxLastTier(0.1), None).unwrap_err(),
             CalibrateError::EmptySample
         );
     }

@@ -16,7 +16,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder};
-use kube::runtime::reflector::ObjectRef;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
@@ -65,6 +65,8 @@ pub struct Context {
     pub metrics: Arc<OperatorMetrics>,
     /// Consecutive failures per network, for the retry backoff.
     failures: Mutex<HashMap<String, u32>>,
+    /// The networks each running controller watches, to catch object name clashes.
+    networks: Mutex<Vec<Store<InferenceDeliveryNetwork>>>,
 }
 
 impl Context {
@@ -80,7 +82,18 @@ impl Context {
             recorder,
             metrics,
             failures: Mutex::default(),
+            networks: Mutex::default(),
         }
+    }
+
+    /// Every network the controllers know of.
+    fn known_networks(&self) -> Vec<InferenceDeliveryNetwork> {
+        let stores = self.networks.lock().expect("not poisoned");
+        stores
+            .iter()
+            .flat_map(|s| s.state())
+            .map(|n| (*n).clone())
+            .collect()
     }
 }
 
@@ -158,12 +171,13 @@ async fn reconcile_network(
         placements: &placements,
     };
     let rendered = render::render(&declared, &ctx.settings);
-    let missing = missing_secrets(client, &namespace, network).await?;
+    let mut conflicts = render::name_conflicts(network, &ctx.known_networks());
+    conflicts.extend(missing_secrets(client, &namespace, network).await?);
     let rendered = match rendered {
-        Ok(rendered) if missing.is_empty() => rendered,
+        Ok(rendered) if conflicts.is_empty() => rendered,
         result => {
             let mut problems = result.err().unwrap_or_default();
-            problems.extend(missing);
+            problems.extend(conflicts);
             let message = problems.join("; ");
             let observed = vec![
                 Observed::new(
@@ -505,6 +519,10 @@ pub async fn run(
         watcher::Config::default(),
     );
     let store = controller.store();
+    ctx.networks
+        .lock()
+        .expect("not poisoned")
+        .push(store.clone());
     // A change to a model, strategy or placement may affect any network of its namespace.
     let same_namespace = move |namespace: Option<String>| {
         store

@@ -106,6 +106,43 @@ pub fn object_name(network: &str, node: &str) -> String {
     format!("{network}-{node}")
 }
 
+/// Nodes of `network` whose objects would take the names of another network's objects
+/// (`<network>-<node>` can coincide: `edge` + `eu-west` and `edge-eu` + `west`). The older
+/// network keeps its names; the newer one is told which node to rename.
+pub fn name_conflicts(
+    network: &InferenceDeliveryNetwork,
+    others: &[InferenceDeliveryNetwork],
+) -> Vec<String> {
+    let name = network.name_any();
+    let age = |n: &InferenceDeliveryNetwork| {
+        (
+            n.metadata.creation_timestamp.clone().map(|t| t.0),
+            n.name_any(),
+        )
+    };
+    let mut problems = Vec::new();
+    for other in others.iter().filter(|o| {
+        o.namespace() == network.namespace() && o.name_any() != name && age(o) < age(network)
+    }) {
+        for (i, node) in network.spec.nodes.iter().enumerate() {
+            let object = object_name(&name, &node.name);
+            if let Some(taken) = other
+                .spec
+                .nodes
+                .iter()
+                .find(|n| object_name(&other.name_any(), &n.name) == object)
+            {
+                problems.push(format!(
+                    "spec.nodes[{i}].name: its objects would be named {object}, like those of node {:?} of InferenceDeliveryNetwork {:?}",
+                    taken.name,
+                    other.name_any()
+                ));
+            }
+        }
+    }
+    problems
+}
+
 /// Renders every node of the network, or returns every problem of the declared resources.
 pub fn render(declared: &Declared, settings: &Settings) -> Result<Rendered, Vec<String>> {
     let network = declared.network;

@@ -8,7 +8,7 @@ use idn_node_agent::confidence::Confidence;
 use idn_node_agent::config::{ForwardStrategy, StrategyConfig, Target, ThresholdStrategy};
 use serde::Serialize;
 
-use crate::calibrate::{Calibration, Goal, Rule};
+use crate::calibrate::{Calibration, Goal, Outcome, Rule};
 use crate::table::{self, Align};
 
 /// A calibrated cascade.
@@ -18,6 +18,8 @@ pub struct Report {
     /// The confidence the thresholds apply to (`metric`, `temperature`).
     #[serde(flatten)]
     pub confidence: Confidence,
+    /// What the thresholds achieve; with `linkLatency`, a `minAccuracyRatio` target minimises
+    /// the expected link latency rather than the requests reaching the last tier.
     // A one-key map (`minAccuracyRatio: 0.99`) in YAML as in JSON, rather than a YAML tag.
     #[serde(with = "serde_norway::with::singleton_map")]
     pub target: Goal,
@@ -35,8 +37,40 @@ pub struct Report {
     pub accuracy_ratio: Option<f64>,
     /// Fraction of requests reaching the last tier.
     pub reached_last_tier: f64,
+    /// What the links between tiers cost, when their latencies are given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub link_latency: Option<LinkLatencyReport>,
     /// The tiers in cascade order.
     pub tiers: Vec<TierReport>,
+}
+
+/// The latency requests pay on the links between tiers, in milliseconds.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LinkLatencyReport {
+    /// Latency of each link, in cascade order: the first from tier 1 to tier 2.
+    pub links_ms: Vec<f64>,
+    /// Expected per request: Σ over links of (fraction of requests reaching the tier the link
+    /// leads to) × its latency.
+    pub expected_ms: f64,
+    /// The same if every request went to the last tier: the sum of the links.
+    pub all_to_last_tier_ms: f64,
+    /// `expectedMs` / `allToLastTierMs` (absent when that is 0).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ratio: Option<f64>,
+}
+
+impl LinkLatencyReport {
+    fn new(outcome: &Outcome, links_ms: &[f64]) -> Self {
+        let expected_ms = outcome.link_latency(links_ms);
+        let all_to_last_tier_ms: f64 = links_ms.iter().sum();
+        LinkLatencyReport {
+            links_ms: links_ms.to_vec(),
+            expected_ms,
+            all_to_last_tier_ms,
+            ratio: (all_to_last_tier_ms > 0.0).then(|| expected_ms / all_to_last_tier_ms),
+        }
+    }
 }
 
 /// One tier of a calibrated cascade; fractions are of the whole sample.
@@ -140,6 +174,10 @@ impl Report {
             accuracy: outcome.accuracy(),
             accuracy_ratio: (last_alone > 0.0).then(|| outcome.accuracy() / last_alone),
             reached_last_tier: fraction(outcome.last_reached()),
+            link_latency: calibration
+                .link_latency_ms
+                .as_deref()
+                .map(|links| LinkLatencyReport::new(outcome, links)),
             tiers,
         }
     }
@@ -170,10 +208,15 @@ impl Report {
         );
         out += &match self.target {
             Goal::MinAccuracyRatio(ratio) => format!(
-                "target:  accuracy ≥ {ratio} × {} alone ({}) = {}, fewest requests reaching it\n",
+                "target:  accuracy ≥ {ratio} × {} alone ({}) = {}, {}\n",
                 last.model,
                 percent(last.accuracy_alone),
                 percent(ratio * last.accuracy_alone),
+                if self.link_latency.is_some() {
+                    "lowest expected link latency"
+                } else {
+                    "fewest requests reaching it"
+                },
             ),
             Goal::MaxLastTier(fraction) => format!(
                 "target:  at most {} of requests reaching {}, highest accuracy\n",
@@ -193,6 +236,20 @@ impl Report {
             percent(self.reached_last_tier),
             last.model,
         );
+        if let Some(latency) = &self.link_latency {
+            let links: Vec<String> = latency.links_ms.iter().map(|&l| ms(l)).collect();
+            out += &format!(
+                "latency: {} ms expected per request on the links ({} ms); {} ms if all reach \
+                 {}{}\n",
+                ms(latency.expected_ms),
+                links.join(" + "),
+                ms(latency.all_to_last_tier_ms),
+                last.model,
+                latency
+                    .ratio
+                    .map_or(String::new(), |ratio| format!(" (ratio {ratio:.4})")),
+            );
+        }
         if !self.exhaustive {
             out += "note:    a long cascade on a large sample: the first tiers' thresholds were \
                     searched on a grid, not every confidence value\n";
@@ -238,6 +295,12 @@ impl Report {
     }
 }
 
+/// Milliseconds for people: at most three decimals, no trailing zeros.
+fn ms(value: f64) -> String {
+    let text = format!("{value:.3}");
+    text.trim_end_matches('0').trim_end_matches('.').to_owned()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -245,8 +308,13 @@ mod tests {
     use idn_node_agent::confidence::ConfidenceMetric;
 
     fn report(rule: Rule) -> Report {
+        report_with_links(rule, None)
+    }
+
+    fn report_with_links(rule: Rule, link_latency_ms: Option<Vec<f64>>) -> Report {
         let calibration = Calibration {
             goal: Goal::MinAccuracyRatio(0.99),
+            link_latency_ms,
             feasible: true,
             exhaustive: true,
             outcome: Outcome {
@@ -363,5 +431,58 @@ tiers:
                 "   2  big      -   25.00%    25.00%            100.00%         100.00%",
             ]
         );
+    }
+
+    #[test]
+    fn link_latency_is_reported_when_given() {
+        assert!(
+            !report(Rule::Threshold(0.8))
+                .to_yaml()
+                .contains("linkLatency")
+        );
+        assert!(!report(Rule::Threshold(0.8)).to_table().contains("latency:"));
+        // One of four requests crosses the 40 ms link: 10 ms expected, a quarter of 40.
+        let report = report_with_links(Rule::Threshold(0.8), Some(vec![40.0]));
+        let yaml = report.to_yaml();
+        assert!(
+            yaml.contains(
+                "reachedLastTier: 0.25
+linkLatency:
+  linksMs:
+  - 40.0
+  expectedMs: 10.0
+  allToLastTierMs: 40.0
+  ratio: 0.25
+tiers:
+"
+            ),
+            "{yaml}"
+        );
+        let table = report.to_table();
+        assert!(
+            table.contains("= 99.00%, lowest expected link latency\n"),
+            "{table}"
+        );
+        assert!(
+            table.contains(
+                "latency: 10 ms expected per request on the links (40 ms); 40 ms if all reach \
+                 big (ratio 0.2500)\n"
+            ),
+            "{table}"
+        );
+        // Free links: no ratio.
+        let free = report_with_links(Rule::Threshold(0.8), Some(vec![0.0]));
+        assert_eq!(free.link_latency.as_ref().unwrap().ratio, None);
+        assert!(free.to_table().contains("(0 ms); 0 ms if all reach big\n"));
+    }
+
+    #[test]
+    fn milliseconds_are_short() {
+        assert_eq!(ms(4.52), "4.52");
+        assert_eq!(ms(45.0), "45");
+        assert_eq!(ms(100.0), "100");
+        assert_eq!(ms(0.0), "0");
+        assert_eq!(ms(0.1 + 0.2), "0.3");
+        assert_eq!(ms(4.523_456), "4.523");
     }
 }

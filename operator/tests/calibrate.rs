@@ -120,6 +120,7 @@ fn check_against_reference(report: &Value) {
         .collect();
     let replayed = replay(&reference, &confidence, &taus);
     let n = reference.labels.len() as f64;
+    check_link_latency(report, &replayed, n);
     let mut correct = 0;
     for ((tier, model), [reached, answered, right]) in tiers.iter().zip(MODELS).zip(replayed) {
         assert_eq!(tier["model"], model);
@@ -154,6 +155,33 @@ fn check_against_reference(report: &Value) {
     assert_eq!(alone, [0.885, 0.975, 0.994]);
 }
 
+/// Checks the reported link latency, when there is one, against the replayed cascade: Σ over
+/// links of (requests reaching the tier the link leads to) × its latency, per request.
+fn check_link_latency(report: &Value, replayed: &[[usize; 3]], n: f64) {
+    let Some(latency) = report.get("linkLatency") else {
+        return;
+    };
+    let links: Vec<f64> = latency["linksMs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l.as_f64().unwrap())
+        .collect();
+    assert_eq!(links.len() + 1, replayed.len());
+    let expected: f64 = links
+        .iter()
+        .zip(&replayed[1..])
+        .map(|(link, [reached, ..])| *reached as f64 / n * link)
+        .sum();
+    let all: f64 = links.iter().sum();
+    assert!(
+        (latency["expectedMs"].as_f64().unwrap() - expected).abs() < 1e-9,
+        "{latency} against {expected}"
+    );
+    assert!(close(latency["allToLastTierMs"].as_f64().unwrap(), all));
+    assert!(close(latency["ratio"].as_f64().unwrap(), expected / all));
+}
+
 /// Every non-last tier's strategy, dropped into a node-agent config of that tier, is valid.
 fn check_strategies_are_node_agent_config(report: &Value) {
     let tiers = report["tiers"].as_array().unwrap();
@@ -177,10 +205,10 @@ fn check_strategies_are_node_agent_config(report: &Value) {
     }
 }
 
-/// (correct, reaching the last tier) for every pair of thresholds on a 0.01 grid (plus
-/// "forward all"), from the reference outputs: a coarse, independent search the calibrated
-/// thresholds must not lose to.
-fn grid_outcomes() -> Vec<(usize, usize)> {
+/// (correct, reaching the second tier, reaching the last tier) for every pair of thresholds on
+/// a 0.01 grid (plus "forward all"), from the reference outputs: a coarse, independent search
+/// the calibrated thresholds must not lose to.
+fn grid_outcomes() -> Vec<(usize, usize, usize)> {
     let reference = reference();
     let confidence = Confidence::default();
     let rows = |tier: usize| reference.probs[tier].chunks_exact(CLASSES);
@@ -199,21 +227,23 @@ fn grid_outcomes() -> Vec<(usize, usize)> {
     let mut outcomes = Vec::new();
     for &tau1 in &grid {
         for &tau2 in &grid {
-            let (mut correct, mut last) = (0, 0);
+            let (mut correct, mut second, mut last) = (0, 0, 0);
             for ((&(c1, r1), &(c2, r2)), &(_, r3)) in
                 scores[0].iter().zip(&scores[1]).zip(&scores[2])
             {
                 let right = if c1 >= tau1 {
                     r1
                 } else if c2 >= tau2 {
+                    second += 1;
                     r2
                 } else {
+                    second += 1;
                     last += 1;
                     r3
                 };
                 correct += usize::from(right);
             }
-            outcomes.push((correct, last));
+            outcomes.push((correct, second, last));
         }
     }
     outcomes
@@ -237,11 +267,96 @@ fn min_accuracy_ratio_matches_the_reference_outputs() {
     let need = (0.99f64 * 994.0).ceil() as usize;
     let fewest = grid_outcomes()
         .into_iter()
-        .filter(|&(correct, _)| correct >= need)
-        .map(|(_, last)| last)
+        .filter(|&(correct, _, _)| correct >= need)
+        .map(|(_, _, last)| last)
         .min()
         .unwrap();
     assert!(last <= fewest, "calibrated {last}, grid {fewest}");
+}
+
+#[test]
+fn link_latency_matches_the_reference_outputs() {
+    let report = report(&["--min-accuracy-ratio", "0.99", "--link-latency-ms", "5,40"]);
+    assert_eq!(report["feasible"], true);
+    check_against_reference(&report);
+    check_strategies_are_node_agent_config(&report);
+    let latency = &report["linkLatency"];
+    assert_eq!(latency["linksMs"], serde_json::json!([5.0, 40.0]));
+    assert_eq!(latency["allToLastTierMs"], 45.0);
+    let expected = latency["expectedMs"].as_f64().unwrap();
+    assert!(report["accuracy"].as_f64().unwrap() >= 0.99 * 0.994);
+    // In whole request-milliseconds over the 1000 requests.
+    let total = (expected * 1000.0).round() as usize;
+    let cost = |second: usize, last: usize| 5 * second + 40 * last;
+    // No grid choice reaching 0.99 × 994 correct has a lower expected link latency.
+    let need = (0.99f64 * 994.0).ceil() as usize;
+    let cheapest = grid_outcomes()
+        .into_iter()
+        .filter(|&(correct, _, _)| correct >= need)
+        .map(|(_, second, last)| cost(second, last))
+        .min()
+        .unwrap();
+    assert!(total <= cheapest, "calibrated {total}, grid {cheapest}");
+    // Nor the choice with the fewest requests reaching the last tier, replayed.
+    let fewest_last = self::report(&["--min-accuracy-ratio", "0.99"]);
+    let taus: Vec<Option<f64>> = fewest_last["tiers"].as_array().unwrap()[..2]
+        .iter()
+        .map(|t| t["tau"].as_f64())
+        .collect();
+    let replayed = replay(&reference(), &Confidence::default(), &taus);
+    let fewest_last_cost = cost(replayed[1][0], replayed[2][0]);
+    assert!(
+        total <= fewest_last_cost,
+        "calibrated {total}, fewest last {fewest_last_cost}"
+    );
+    // The table says the same.
+    let table = stdout(&calibrate(&[
+        "--min-accuracy-ratio",
+        "0.99",
+        "--link-latency-ms",
+        "5,40",
+    ]));
+    assert!(table.contains("lowest expected link latency"), "{table}");
+    let line = format!(
+        "latency: {} ms expected per request on the links (5 + 40 ms); 45 ms if all reach \
+         mnist-cnn (ratio {:.4})",
+        format!("{expected:.3}")
+            .trim_end_matches('0')
+            .trim_end_matches('.'),
+        expected / 45.0
+    );
+    assert!(table.contains(&line), "{line}\n{table}");
+}
+
+#[test]
+fn link_latency_is_only_reported_with_max_last_tier() {
+    let plain = report(&["--max-last-tier", "0.10"]);
+    let timed = report(&["--max-last-tier", "0.10", "--link-latency-ms", "5,40"]);
+    check_against_reference(&timed);
+    assert_eq!(timed["tiers"], plain["tiers"]);
+    assert!(timed["linkLatency"]["expectedMs"].as_f64().unwrap() > 0.0);
+}
+
+#[test]
+fn link_latencies_must_match_the_links() {
+    for (links, message) in [
+        ("5", "3 tiers have 2 links, got 1 link latencies"),
+        ("5,40,1", "3 tiers have 2 links, got 3 link latencies"),
+        ("5,NaN", "link latency NaN ms must be a finite number ≥ 0"),
+    ] {
+        let output = calibrate(&["--min-accuracy-ratio", "0.99", "--link-latency-ms", links]);
+        assert!(!output.status.success());
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains("--link-latency-ms"), "{stderr}");
+        assert!(stderr.contains(message), "{stderr}");
+    }
+    let output = calibrate(&["--min-accuracy-ratio", "0.99", "--link-latency-ms=-5,40"]);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("link latency -5 ms must be a finite number ≥ 0"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -255,8 +370,8 @@ fn max_last_tier_matches_the_reference_outputs() {
     let correct = (report["accuracy"].as_f64().unwrap() * 1000.0).round() as usize;
     let most = grid_outcomes()
         .into_iter()
-        .filter(|&(_, last)| last <= 100)
-        .map(|(correct, _)| correct)
+        .filter(|&(_, _, last)| last <= 100)
+        .map(|(correct, _, _)| correct)
         .max()
         .unwrap();
     assert!(correct >= most, "calibrated {correct}, grid {most}");
@@ -333,13 +448,14 @@ fn upstreams_can_be_named_like_the_nodes() {
 #[test]
 fn yaml_and_json_say_the_same() {
     for target in [
-        ["--min-accuracy-ratio", "0.99"],
-        ["--max-last-tier", "0.10"],
+        &["--min-accuracy-ratio", "0.99"][..],
+        &["--max-last-tier", "0.10"],
+        &["--min-accuracy-ratio", "0.99", "--link-latency-ms", "5,40"],
     ] {
         let mut args = target.to_vec();
         args.extend(["--output", "json"]);
         let json: Value = serde_json::from_str(&stdout(&calibrate(&args))).unwrap();
-        assert_same(&report(&target), &json, "report");
+        assert_same(&report(target), &json, "report");
     }
 }
 

@@ -254,3 +254,30 @@ fn forwarding_cycles_between_nodes_are_rejected() {
         "{problems:?}"
     );
 }
+
+#[test]
+fn a_newer_network_may_not_take_an_older_ones_object_names() {
+    let manifests = example();
+    let older: idn_operator::resources::InferenceDeliveryNetwork = serde_json::from_value(json!({
+        "apiVersion": "idn.dev/v1alpha1", "kind": "InferenceDeliveryNetwork",
+        "metadata": {"name": "edge-eu", "namespace": "default", "creationTimestamp": "2026-01-01T00:00:00Z"},
+        "spec": {"nodes": [{"name": "west"}]}
+    }))
+    .unwrap();
+    let mut newer = manifests.networks[0].clone();
+    newer.metadata.name = Some("edge".into());
+    newer.spec.nodes[1].name = "eu-west".into();
+    newer.metadata.creation_timestamp =
+        serde_json::from_value(json!("2026-02-01T00:00:00Z")).unwrap();
+    let problems = render::name_conflicts(&newer, std::slice::from_ref(&older));
+    assert_eq!(
+        problems,
+        [
+            "spec.nodes[1].name: its objects would be named edge-eu-west, like those of node \"west\" of InferenceDeliveryNetwork \"edge-eu\""
+        ]
+    );
+    assert!(
+        render::name_conflicts(&older, &[newer]).is_empty(),
+        "the older network keeps its names"
+    );
+}

@@ -137,11 +137,7 @@ async fn a_node_that_fails_to_start_is_reported_and_the_others_are_stopped() {
         dir.join("mnist-mlp.onnx"),
     )
     .unwrap();
-    let free = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let free = free_ports(3);
     let mut options = options(free);
     options.model_dirs = vec![dir.clone()];
     let error = LocalNetwork::start(&manifests, &manifests.networks[0], &options)
@@ -158,6 +154,20 @@ async fn a_node_that_fails_to_start_is_reported_and_the_others_are_stopped() {
         "access was left running"
     );
     std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// The first of `n` consecutive free loopback ports (the nodes take consecutive ports).
+fn free_ports(n: u16) -> u16 {
+    (0..50)
+        .find_map(|_| {
+            let first = std::net::TcpListener::bind("127.0.0.1:0").ok()?;
+            let base = first.local_addr().ok()?.port();
+            let rest: Option<Vec<_>> = (1..n)
+                .map(|i| std::net::TcpListener::bind(("127.0.0.1", base.checked_add(i)?)).ok())
+                .collect();
+            rest.map(|_| base)
+        })
+        .expect("consecutive free ports")
 }
 
 #[test]
@@ -206,7 +216,7 @@ fn idn_up_starts_and_stops_cleanly() {
 fn a_malformed_manifest_names_the_file_and_the_field() {
     let dir = std::env::temp_dir().join(format!("idn-bad-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let text = std::fs::read_to_string(root().join("examples/mnist/network.yaml"))
+    let text = std::fs::read_to_string(root().join("examples/mnist/40-network.yaml"))
         .unwrap()
         .replace("tier: edge", "tier: fog");
     std::fs::write(dir.join("network.yaml"), text).unwrap();

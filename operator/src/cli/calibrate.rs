@@ -23,7 +23,7 @@ const METRICS: [&str; 3] = ["maxProbability", "margin", "entropy"];
 #[command(after_help = "Example (from the repository root):
   idn calibrate --model examples/models/mnist-linear.onnx \\
     --model examples/models/mnist-mlp.onnx --model examples/models/mnist-cnn.onnx \\
-    --min-accuracy-ratio 0.99")]
+    --min-accuracy-ratio 0.99 --link-latency-ms 5,40")]
 pub struct Args {
     /// An ONNX model of the cascade; repeat in cascade order, nearest the user first (the last
     /// answers everything it gets). Its file stem names it in the strategies.
@@ -43,6 +43,13 @@ pub struct Args {
     pub temperature: f64,
     #[command(flatten)]
     pub target: TargetArgs,
+    /// Latency of each link between consecutive tiers in milliseconds, comma-separated in
+    /// cascade order (e.g. 5,40: 5 ms from the first tier to the second, 40 ms from the second
+    /// to the third). With --min-accuracy-ratio the thresholds then minimise the expected link
+    /// latency per request instead of the requests reaching the last tier; with
+    /// --max-last-tier it is only reported.
+    #[arg(long, value_name = "MS,...", value_delimiter = ',')]
+    pub link_latency_ms: Vec<f64>,
     /// Output format.
     #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
     pub output: OutputFormat,
@@ -110,6 +117,10 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     }
     let goal = args.target.goal();
     goal.validate()?;
+    let link_latency_ms = (!args.link_latency_ms.is_empty()).then_some(&args.link_latency_ms[..]);
+    if let Some(links) = link_latency_ms {
+        calibrate::validate_link_latency(links, args.models.len()).context("--link-latency-ms")?;
+    }
     if !(args.temperature.is_finite() && args.temperature > 0.0) {
         bail!(
             "--temperature {} must be a finite number > 0",
@@ -161,7 +172,8 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         })
         .collect();
     let scores = calibrate::score(&tiers, classes, &dataset.labels, &confidence)?;
-    let calibration = calibrate::calibrate(&scores, goal).context("calibrating")?;
+    let calibration =
+        calibrate::calibrate(&scores, goal, link_latency_ms).context("calibrating")?;
     let names: Vec<String> = models.iter().map(|m| m.name.clone()).collect();
     let upstreams = if args.upstreams.is_empty() {
         names[1..].to_vec()
@@ -214,5 +226,22 @@ mod tests {
         assert_eq!(args.metric, ConfidenceMetric::Entropy);
         assert_eq!(args.output, OutputFormat::Table);
         assert!(parse(&["--max-last-tier", "0.1", "--metric", "max"]).is_err());
+    }
+
+    #[test]
+    fn link_latencies_are_comma_separated() {
+        let parse = |extra: &[&str]| {
+            let mut argv = vec!["idn", "calibrate", "--model", "a.onnx", "--model", "b.onnx"];
+            argv.extend(["--min-accuracy-ratio", "0.99"]);
+            argv.extend(extra);
+            match crate::cli::Cli::try_parse_from(argv)?.command {
+                crate::cli::Command::Calibrate(args) => Ok::<_, clap::Error>(args.link_latency_ms),
+                _ => panic!("parsed as another subcommand"),
+            }
+        };
+        assert_eq!(parse(&[]).unwrap(), Vec::<f64>::new());
+        assert_eq!(parse(&["--link-latency-ms", "5,40"]).unwrap(), [5.0, 40.0]);
+        assert_eq!(parse(&["--link-latency-ms", "0.5"]).unwrap(), [0.5]);
+        assert!(parse(&["--link-latency-ms", "5ms"]).is_err());
     }
 }

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
     version = "v1alpha1",
     kind = "InferenceDeliveryNetwork",
     namespaced,
-    shortname = "idn",
+    shortname = "infnet",
     category = "idn",
     status = "InferenceDeliveryNetworkStatus",
     doc = "An inference delivery network: nodes across tiers, linked, each offering services",

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
     version = "v1alpha1",
     kind = "DeliveryStrategy",
     namespaced,
-    shortname = "ds",
+    shortname = "dstrat",
     category = "idn",
     doc = "A reusable rule a node applies to each request of a service",
     printcolumn = r#"{"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}"#
