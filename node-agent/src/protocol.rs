@@ -88,16 +88,92 @@ pub struct InferResponse {
     pub outputs: Vec<Tensor>,
 }
 
-/// A tensor as it arrives on the wire, its data still undecoded.
-#[derive(Deserialize)]
+/// A tensor as it arrives on the wire.
 struct WireTensor<'a> {
     name: String,
     shape: Vec<i64>,
     datatype: String,
-    #[serde(default)]
     parameters: Parameters,
-    #[serde(borrow, default)]
-    data: Option<&'a RawValue>,
+    data: Option<WireData<'a>>,
+}
+
+/// JSON tensor data: decoded while parsing when `datatype` comes before `data` (the usual
+/// order, and one pass over the numbers), else kept raw until the datatype is known.
+enum WireData<'a> {
+    Decoded(TensorData),
+    Raw(&'a RawValue),
+}
+
+#[derive(Deserialize)]
+#[serde(field_identifier, rename_all = "lowercase")]
+enum WireTensorField {
+    Name,
+    Shape,
+    Datatype,
+    Parameters,
+    Data,
+    #[serde(other)]
+    Other,
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for WireTensor<'a> {
+    fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_map(WireTensorVisitor(std::marker::PhantomData))
+    }
+}
+
+struct WireTensorVisitor<'a>(std::marker::PhantomData<&'a ()>);
+
+impl<'de: 'a, 'a> Visitor<'de> for WireTensorVisitor<'a> {
+    type Value = WireTensor<'a>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a tensor object with name, shape, datatype and data")
+    }
+
+    fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let (mut name, mut shape, mut datatype, mut parameters, mut data) =
+            (None, None::<Vec<i64>>, None::<String>, None, None);
+        while let Some(field) = map.next_key()? {
+            match field {
+                WireTensorField::Name => name = Some(map.next_value()?),
+                WireTensorField::Shape => shape = Some(map.next_value()?),
+                WireTensorField::Datatype => datatype = Some(map.next_value()?),
+                WireTensorField::Parameters => parameters = Some(map.next_value()?),
+                WireTensorField::Data => {
+                    data = Some(match datatype.as_deref().and_then(DataType::parse) {
+                        Some(datatype) => {
+                            let capacity = shape.as_deref().map_or(0, capacity_hint);
+                            WireData::Decoded(
+                                map.next_value_seed(TypedData { datatype, capacity })?,
+                            )
+                        }
+                        None => WireData::Raw(map.next_value()?),
+                    })
+                }
+                WireTensorField::Other => {
+                    map.next_value::<de::IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(WireTensor {
+            name: name.ok_or_else(|| de::Error::missing_field("name"))?,
+            shape: shape.ok_or_else(|| de::Error::missing_field("shape"))?,
+            datatype: datatype.ok_or_else(|| de::Error::missing_field("datatype"))?,
+            parameters: parameters.unwrap_or_default(),
+            data,
+        })
+    }
+}
+
+/// Elements to reserve for a declared shape; bounded, because the shape is the client's word
+/// and the body limit, not the shape, bounds what arrives.
+fn capacity_hint(shape: &[i64]) -> usize {
+    shape
+        .iter()
+        .try_fold(1usize, |n, &d| n.checked_mul(usize::try_from(d).ok()?))
+        .unwrap_or(0)
+        .min(1 << 20)
 }
 
 #[derive(Deserialize)]
@@ -268,8 +344,16 @@ fn decode_tensors(
                     ))
                 })?
             }
-            (None, Some(raw)) => decode_json_data(datatype, raw, expected)
-                .map_err(|e| ApiError::bad_request(format!("{at}: data: {e}")))?,
+            (None, Some(WireData::Decoded(data))) => data,
+            (None, Some(WireData::Raw(raw))) => {
+                let typed = TypedData {
+                    datatype,
+                    capacity: expected.min(1 << 20),
+                };
+                typed
+                    .deserialize(&mut serde_json::Deserializer::from_str(raw.get()))
+                    .map_err(|e| ApiError::bad_request(format!("{at}: {e}")))?
+            }
             (None, None) => {
                 return Err(ApiError::bad_request(format!(
                     "{at}: has neither data nor parameters.binary_data_size"
@@ -312,23 +396,30 @@ fn binary_size(parameters: &Parameters, at: &str) -> Result<Option<usize>, ApiEr
     }
 }
 
-/// Parses JSON `data`, flat or nested to any depth, into typed elements.
-fn decode_json_data(
+/// Typed data of one tensor, flat or nested to any depth.
+struct TypedData {
     datatype: DataType,
-    raw: &RawValue,
-    expected: usize,
-) -> Result<TensorData, serde_json::Error> {
-    let mut data = TensorData::with_capacity(datatype, expected);
-    let mut de = serde_json::Deserializer::from_str(raw.get());
-    macro_rules! flatten {
-        ($($variant:ident),+) => {
-            match &mut data {
-                $(TensorData::$variant(v) => FlattenInto(v).deserialize(&mut de)?),+
-            }
-        };
+    capacity: usize,
+}
+
+impl<'de> DeserializeSeed<'de> for TypedData {
+    type Value = TensorData;
+    fn deserialize<D: de::Deserializer<'de>>(
+        self,
+        deserializer: D,
+    ) -> Result<TensorData, D::Error> {
+        let mut data = TensorData::with_capacity(self.datatype, self.capacity);
+        macro_rules! flatten {
+            ($($variant:ident),+) => {
+                match &mut data {
+                    $(TensorData::$variant(v) => FlattenInto(v).deserialize(deserializer),)+
+                }
+            };
+        }
+        flatten!(Bool, Uint8, Int8, Int32, Int64, Fp32, Fp64)
+            .map_err(|e| de::Error::custom(format_args!("data: {e}")))?;
+        Ok(data)
     }
-    flatten!(Bool, Uint8, Int8, Int32, Int64, Fp32, Fp64);
-    Ok(data)
 }
 
 /// Pushes every scalar of a (possibly nested) JSON array into a vector, checking each against
@@ -526,6 +617,22 @@ mod tests {
             flat.inputs[0].data,
             TensorData::Fp32(vec![1.0, 2.0, 3.5, 4.0])
         );
+    }
+
+    #[test]
+    fn data_before_datatype_decodes_alike() {
+        let usual =
+            decode(r#"{"inputs":[{"name":"x","shape":[2],"datatype":"INT32","data":[1,2]}]}"#)
+                .unwrap();
+        let data_first =
+            decode(r#"{"inputs":[{"data":[1,2],"shape":[2],"name":"x","datatype":"INT32"}]}"#)
+                .unwrap();
+        assert_eq!(usual.inputs, data_first.inputs);
+        let msg =
+            message(r#"{"inputs":[{"data":[1.5],"shape":[1],"name":"x","datatype":"INT32"}]}"#);
+        assert!(msg.contains("data: invalid type: floating point"), "{msg}");
+        let msg = message(r#"{"inputs":[{"shape":[1],"datatype":"INT32","data":[1]}]}"#);
+        assert!(msg.contains("missing field `name`"), "{msg}");
     }
 
     #[test]

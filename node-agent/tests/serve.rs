@@ -437,3 +437,40 @@ async fn shutdown_drains_in_flight_requests() {
         "listener still open"
     );
 }
+
+#[tokio::test]
+async fn a_full_inference_queue_refuses_at_once_with_503() {
+    use idn_node_agent::pool::InferencePool;
+    use idn_node_agent::runtime::Model;
+    use idn_node_agent::tensor::{Tensor, TensorData};
+
+    let models: Vec<Model> = example_config()
+        .models
+        .into_iter()
+        .map(Model::load)
+        .collect();
+    let cnn = models
+        .iter()
+        .position(|m| m.config.name == "mnist-cnn")
+        .unwrap();
+    // One worker and room for one waiting job: a large CNN batch keeps the worker busy while
+    // the other requests arrive.
+    let pool = InferencePool::start(&models, 1, 1);
+    let batch = Tensor {
+        name: "input".into(),
+        shape: vec![1024, PIXELS],
+        data: TensorData::Fp32(vec![0.0; 1024 * PIXELS]),
+    };
+    let calls = (0..4).map(|_| pool.infer(cnn, vec![batch.clone()], vec!["probs".into()]));
+    let results = futures_util::future::join_all(calls).await;
+    let refused: Vec<_> = results.iter().filter_map(|r| r.as_ref().err()).collect();
+    assert_eq!(results.len() - refused.len(), 2, "one ran and one waited");
+    for error in refused {
+        assert_eq!(error.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(
+            error.message.contains("the inference queue is full"),
+            "{}",
+            error.message
+        );
+    }
+}
