@@ -67,8 +67,13 @@ pub struct AuthConfig {
 pub struct UpstreamConfig {
     /// Name strategies use to refer to this upstream.
     pub name: String,
-    /// Base URL of its OIP v2 API, e.g. `http://cloud-0.idn.svc:8000`.
+    /// Base URL of its OIP v2 API, e.g. `http://cloud-0.idn.svc:8000`, or `https://...` for an
+    /// upstream reached over TLS (another cluster).
     pub url: String,
+    /// PEM bundle of the CAs that sign an `https` upstream's certificate; default: the
+    /// system's roots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
     /// Longest wait for one call, in milliseconds; the request deadline may cut it shorter.
     #[serde(default = "default_upstream_timeout_ms")]
     pub timeout_ms: u64,
@@ -409,15 +414,20 @@ impl NodeAgentConfig {
                     upstream.name
                 ));
             }
-            if !upstream.url.starts_with("http://") || upstream.url.len() <= "http://".len() {
+            let uri = upstream.url.parse::<http::Uri>().ok();
+            let scheme = uri.as_ref().and_then(|u| u.scheme_str());
+            let has_host = uri
+                .as_ref()
+                .and_then(|u| u.host())
+                .is_some_and(|h| !h.is_empty());
+            if !matches!(scheme, Some("http" | "https")) || !has_host {
                 problems.push(format!(
-                    "{field}.url: {:?} must be an http:// URL (TLS terminates in the mesh or ingress)",
+                    "{field}.url: {:?} must be an http:// or https:// URL with a host",
                     upstream.url
                 ));
-            } else if upstream.url.parse::<http::Uri>().is_err() {
+            } else if upstream.ca_file.is_some() && scheme != Some("https") {
                 problems.push(format!(
-                    "{field}.url: {:?} is not a valid URL",
-                    upstream.url
+                    "{field}.caFile: only an https:// upstream uses a CA"
                 ));
             }
             if upstream.timeout_ms == 0 {
@@ -805,8 +815,13 @@ services:
             ),
             (
                 "url: http://127.0.0.1:9000",
-                "url: https://cloud",
-                "upstreams[0].url: \"https://cloud\" must be an http:// URL",
+                "url: ftp://cloud",
+                "upstreams[0].url: \"ftp://cloud\" must be an http:// or https:// URL",
+            ),
+            (
+                "url: http://127.0.0.1:9000",
+                "url: http://127.0.0.1:9000\n    caFile: ca.pem",
+                "upstreams[0].caFile: only an https:// upstream uses a CA",
             ),
             (
                 "name: vote",

@@ -46,6 +46,8 @@ pub enum Error {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("cannot use CA file {path}: {message}")]
+    CaFile { path: PathBuf, message: String },
     #[error("{0}")]
     OrtLibrary(String),
     #[error("ONNX Runtime: {0}")]

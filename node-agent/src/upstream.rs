@@ -1,6 +1,6 @@
-//! Calls to upstream nodes over OIP v2: one pooled keep-alive HTTP client, per-upstream
-//! timeouts bounded by the request deadline, an optional bearer token, the request context
-//! headers, and an optional emulated link delay.
+//! Calls to upstream nodes over OIP v2: a pooled keep-alive HTTP(S) client per upstream,
+//! timeouts bounded by the request deadline, an optional bearer token and CA, the request
+//! context headers, and an optional emulated link delay.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -9,9 +9,12 @@ use bytes::Bytes;
 use http::header::{AUTHORIZATION, CONTENT_TYPE};
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
 
 use crate::config::UpstreamConfig;
 use crate::context::{LOOP_DETECTED, RequestContext};
@@ -76,30 +79,27 @@ struct Upstream {
     config: UpstreamConfig,
     base: String,
     token: Option<String>,
+    /// Keep-alive connections to this upstream (TLS for https, with its own trusted CAs).
+    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
 }
 
-/// The upstreams of this node and the shared connection pool.
+/// The upstreams of this node.
 pub struct Upstreams {
-    client: Client<HttpConnector, Full<Bytes>>,
     upstreams: HashMap<String, Upstream>,
     max_body_bytes: usize,
 }
 
 impl Upstreams {
-    /// Reads each upstream's token file; a missing token file is a start-up error.
+    /// Reads each upstream's token and CA files; a missing or unreadable one is a start-up
+    /// error.
     pub fn new(configs: &[UpstreamConfig], max_body_bytes: usize) -> Result<Self> {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_keepalive(Some(Duration::from_secs(60)));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .build(connector);
         let upstreams = configs
             .iter()
             .map(|config| {
                 let token = config.token_file.as_deref().map(read_token).transpose()?;
                 let upstream = Upstream {
                     base: config.url.trim_end_matches('/').to_owned(),
+                    client: client(config.ca_file.as_deref())?,
                     config: config.clone(),
                     token,
                 };
@@ -107,7 +107,6 @@ impl Upstreams {
             })
             .collect::<Result<_>>()?;
         Ok(Upstreams {
-            client,
             upstreams,
             max_body_bytes,
         })
@@ -163,7 +162,7 @@ impl Upstreams {
             })?;
         let call = async {
             let response =
-                self.client
+                up.client
                     .request(request)
                     .await
                     .map_err(|e| UpstreamError::Unreachable {
@@ -207,6 +206,52 @@ impl Upstreams {
         })?;
         Ok((response, start.elapsed()))
     }
+}
+
+/// A pooled client speaking http, and https trusting the CAs of `ca_file` (else the system's).
+fn client(
+    ca_file: Option<&std::path::Path>,
+) -> Result<Client<HttpsConnector<HttpConnector>, Full<Bytes>>> {
+    let mut roots = rustls::RootCertStore::empty();
+    match ca_file {
+        Some(path) => {
+            let invalid = |e: &dyn std::fmt::Display| Error::CaFile {
+                path: path.to_owned(),
+                message: e.to_string(),
+            };
+            for cert in CertificateDer::pem_file_iter(path).map_err(|e| invalid(&e))? {
+                roots
+                    .add(cert.map_err(|e| invalid(&e))?)
+                    .map_err(|e| invalid(&e))?;
+            }
+            if roots.is_empty() {
+                return Err(invalid(&"no certificate in the file"));
+            }
+        }
+        // An unreadable system certificate is skipped: the others still verify.
+        None => {
+            roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+        }
+    }
+    let tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("the ring provider supports the default TLS versions")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let mut http = HttpConnector::new();
+    http.set_nodelay(true);
+    http.set_keepalive(Some(Duration::from_secs(60)));
+    http.enforce_http(false);
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http);
+    Ok(Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(90))
+        .build(connector))
 }
 
 /// Reads a bearer token file, trimming the trailing newline editors and `kubectl create secret`

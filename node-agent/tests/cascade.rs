@@ -543,3 +543,46 @@ services:
     }
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[tokio::test]
+async fn https_upstreams_are_verified_against_the_configured_ca() {
+    let (upstream, ca_pem) = FakeUpstream::start_tls(Fake::Uniform).await;
+    let dir = std::env::temp_dir().join(format!("idn-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ca = dir.join("ca.pem");
+    std::fs::write(&ca, ca_pem).unwrap();
+    let (images, _) = sample();
+    let edge = |ca_line: String| {
+        with_yaml(
+            tier_config("edge", "mnist-mlp"),
+            &format!(
+                "upstreams: [{{name: cloud, url: 'https://{}'{ca_line}}}]
+services:
+  - name: mnist
+    strategy: {{threshold: {{local: {{model: mnist-mlp}}, forward: {{upstream: cloud}}, tau: 1.0}}}}",
+                upstream.addr
+            ),
+        )
+    };
+    let trusted = TestAgent::start(edge(format!(", caFile: {}", ca.display()))).await;
+    let reply = trusted
+        .post_json("/v2/models/mnist/infer", &infer_body(&images[..2]))
+        .await;
+    assert_eq!(reply.json()["parameters"]["idn_decision"], "forwarded");
+    assert!(probs(&reply).iter().all(|&p| (p - 0.1).abs() < 1e-6));
+    trusted.stop().await;
+
+    // Without the CA, the system roots do not trust the certificate: the local answer stands.
+    let untrusted = TestAgent::start(edge(String::new())).await;
+    let reply = untrusted
+        .post_json("/v2/models/mnist/infer", &infer_body(&images[..2]))
+        .await;
+    assert_eq!(reply.json()["parameters"]["idn_decision"], "fallback");
+    let metrics = String::from_utf8(untrusted.get("/metrics").await.body.to_vec()).unwrap();
+    assert!(
+        metrics.contains("idn_upstream_errors_total{upstream=\"cloud\",kind=\"unreachable\"} 1"),
+        "{metrics}"
+    );
+    untrusted.stop().await;
+    std::fs::remove_dir_all(dir).unwrap();
+}

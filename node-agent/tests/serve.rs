@@ -464,7 +464,12 @@ async fn a_full_inference_queue_refuses_at_once_with_503() {
     let calls = (0..4).map(|_| pool.infer(cnn, vec![batch.clone()], vec!["probs".into()]));
     let results = futures_util::future::join_all(calls).await;
     let refused: Vec<_> = results.iter().filter_map(|r| r.as_ref().err()).collect();
-    assert_eq!(results.len() - refused.len(), 2, "one ran and one waited");
+    // At most one job runs and one waits (fewer when the worker had not yet taken the first).
+    assert!(
+        refused.len() >= 2 && refused.len() < results.len(),
+        "{} refused",
+        refused.len()
+    );
     for error in refused {
         assert_eq!(error.status, StatusCode::SERVICE_UNAVAILABLE);
         assert!(

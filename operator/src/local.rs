@@ -62,6 +62,9 @@ impl Addressing for LocalAddressing<'_> {
     fn model_path(&self, model: &InferenceModel) -> PathBuf {
         self.models[&model.name_any()].clone()
     }
+    fn ca_file(&self, link: &str) -> PathBuf {
+        PathBuf::from(format!("{link}.ca.crt"))
+    }
     fn token_file(&self, link: &str) -> PathBuf {
         PathBuf::from(format!("{link}.token"))
     }

@@ -38,6 +38,8 @@ pub trait Addressing {
     fn model_path(&self, model: &InferenceModel) -> PathBuf;
     /// Path of a link's bearer token file as the node-agent sees it.
     fn token_file(&self, link: &str) -> PathBuf;
+    /// Path of a link's CA bundle as the node-agent sees it.
+    fn ca_file(&self, link: &str) -> PathBuf;
     /// Listen address of a node.
     fn listen(&self, node: &str) -> std::net::SocketAddr;
     /// Emulated latency of `node`'s `link` (0: none; a real network provides it).
@@ -165,15 +167,15 @@ fn plan_node<'a>(
                     return None;
                 }
             };
-            let has_token = link
-                .endpoint
-                .as_ref()
-                .is_some_and(|e| e.token_secret.is_some());
+            let endpoint = link.endpoint.as_ref();
+            let has_token = endpoint.is_some_and(|e| e.token_secret.is_some());
+            let has_ca = endpoint.is_some_and(|e| e.ca_secret.is_some());
             Some(UpstreamConfig {
                 name: link.name.clone(),
                 url,
                 timeout_ms: link.timeout_ms.unwrap_or(1000),
                 token_file: has_token.then(|| addressing.token_file(&link.name)),
+                ca_file: has_ca.then(|| addressing.ca_file(&link.name)),
                 delay_ms: addressing.delay_ms(&node.name, link),
             })
         })

@@ -9,8 +9,9 @@ use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource,
     HTTPGetAction, ImageVolumeSource, KeyToPath, PersistentVolumeClaimVolumeSource,
-    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile,
-    SecretVolumeSource, SecurityContext, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
+    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ProjectedVolumeSource,
+    ResourceRequirements, SeccompProfile, SecretProjection, SecurityContext, Service, ServicePort,
+    ServiceSpec, Volume, VolumeMount, VolumeProjection,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
@@ -89,6 +90,9 @@ impl Addressing for ClusterAddressing<'_> {
                 .join(image.path.trim_start_matches('/')),
             (None, None) => PathBuf::from(format!("{MODELS_DIR}/{name}.onnx")),
         }
+    }
+    fn ca_file(&self, link: &str) -> PathBuf {
+        PathBuf::from(format!("{LINKS_DIR}/{link}/ca.crt"))
     }
     fn token_file(&self, link: &str) -> PathBuf {
         PathBuf::from(format!("{LINKS_DIR}/{link}/token"))
@@ -466,21 +470,41 @@ fn volumes(
             ..Container::default()
         }
     });
+    // A link's token and CA may live in different secrets: one projected volume holds both.
     for link in &node.spec.links {
-        let Some(secret) = link.endpoint.as_ref().and_then(|e| e.token_secret.as_ref()) else {
+        let Some(endpoint) = &link.endpoint else {
             continue;
         };
+        let sources: Vec<VolumeProjection> = [
+            (&endpoint.token_secret, "token"),
+            (&endpoint.ca_secret, "ca.crt"),
+        ]
+        .into_iter()
+        .filter_map(|(secret, path)| {
+            let secret = secret.as_ref()?;
+            Some(VolumeProjection {
+                secret: Some(SecretProjection {
+                    name: secret.name.clone(),
+                    items: Some(vec![KeyToPath {
+                        key: secret.key.clone(),
+                        path: path.to_owned(),
+                        ..KeyToPath::default()
+                    }]),
+                    ..SecretProjection::default()
+                }),
+                ..VolumeProjection::default()
+            })
+        })
+        .collect();
+        if sources.is_empty() {
+            continue;
+        }
         let volume = format!("link-{}", link.name);
         volumes.push(Volume {
             name: volume.clone(),
-            secret: Some(SecretVolumeSource {
-                secret_name: Some(secret.name.clone()),
-                items: Some(vec![KeyToPath {
-                    key: secret.key.clone(),
-                    path: "token".to_owned(),
-                    ..KeyToPath::default()
-                }]),
-                ..SecretVolumeSource::default()
+            projected: Some(ProjectedVolumeSource {
+                sources: Some(sources),
+                ..ProjectedVolumeSource::default()
             }),
             ..Volume::default()
         });

@@ -281,3 +281,63 @@ fn a_newer_network_may_not_take_an_older_ones_object_names() {
         "the older network keeps its names"
     );
 }
+
+#[test]
+fn a_remote_link_mounts_its_token_and_ca() {
+    let mut manifests = example();
+    let cloud = &mut manifests.networks[0].spec.nodes[2];
+    cloud.links.push(
+        serde_json::from_value(json!({
+            "name": "other-cluster",
+            "endpoint": {
+                "url": "https://idn.other.example",
+                "tokenSecret": {"name": "other", "key": "token"},
+                "caSecret": {"name": "other-ca", "key": "ca.crt"}
+            }
+        }))
+        .unwrap(),
+    );
+    let rendered = render(&manifests).unwrap();
+    let config = &rendered.config_maps[2].data.as_ref().unwrap()["agent.yaml"];
+    assert!(
+        config.contains("url: https://idn.other.example"),
+        "{config}"
+    );
+    assert!(
+        config.contains("tokenFile: /var/run/idn/links/other-cluster/token"),
+        "{config}"
+    );
+    assert!(
+        config.contains("caFile: /var/run/idn/links/other-cluster/ca.crt"),
+        "{config}"
+    );
+    let pod = rendered.deployments[2]
+        .spec
+        .clone()
+        .unwrap()
+        .template
+        .spec
+        .unwrap();
+    let volume = pod
+        .volumes
+        .unwrap()
+        .into_iter()
+        .find(|v| v.name == "link-other-cluster")
+        .unwrap();
+    let sources = volume.projected.unwrap().sources.unwrap();
+    let files: Vec<(String, String, String)> = sources
+        .iter()
+        .map(|s| {
+            let secret = s.secret.as_ref().unwrap();
+            let item = &secret.items.as_ref().unwrap()[0];
+            (secret.name.clone(), item.key.clone(), item.path.clone())
+        })
+        .collect();
+    assert_eq!(
+        files,
+        [
+            ("other".into(), "token".into(), "token".into()),
+            ("other-ca".into(), "ca.crt".into(), "ca.crt".into())
+        ]
+    );
+}
