@@ -80,6 +80,10 @@ pub struct UpstreamConfig {
     /// File holding the bearer token sent to this upstream; never logged.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_file: Option<PathBuf>,
+    /// Send tensors and receive outputs in the binary tensor data extension (idn and Triton
+    /// servers support it) instead of JSON numbers: less CPU on both sides of the link.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub binary_data: bool,
     /// Emulated link latency added to every call, in milliseconds (for local runs and tests,
     /// where there is no real network between tiers).
     #[serde(default, skip_serializing_if = "is_zero")]

@@ -514,34 +514,72 @@ struct WireRequestOut<'a> {
 #[derive(Serialize)]
 struct WireRequestedOutputOut<'a> {
     name: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    parameters: Option<Value>,
 }
 
-/// Encodes a JSON inference request asking for `outputs` (for calls to upstreams).
+/// Wire form of `tensors`; those for which `binary(name)` holds go as binary data appended
+/// to `tail`.
+fn wire_tensors<'t>(
+    tensors: &'t [Tensor],
+    binary: impl Fn(&str) -> bool,
+    tail: &mut Vec<u8>,
+) -> Vec<WireOutput<'t>> {
+    tensors
+        .iter()
+        .map(|t| {
+            let as_binary = binary(&t.name);
+            let parameters = as_binary.then(|| {
+                let start = tail.len();
+                t.data.write_le_bytes(tail);
+                serde_json::json!({ "binary_data_size": tail.len() - start })
+            });
+            WireOutput {
+                name: &t.name,
+                datatype: t.data.datatype().as_str(),
+                shape: &t.shape,
+                parameters,
+                data: (!as_binary).then_some(&t.data),
+            }
+        })
+        .collect()
+}
+
+/// The JSON header followed by the binary tail, if any.
+fn body(wire: &impl Serialize, tail: Vec<u8>) -> EncodedBody {
+    let mut bytes = serde_json::to_vec(wire).expect("OIP messages serialize");
+    let header_length = (!tail.is_empty()).then_some(bytes.len());
+    bytes.extend_from_slice(&tail);
+    EncodedBody {
+        bytes: Bytes::from(bytes),
+        header_length,
+    }
+}
+
+/// Encodes an inference request asking for `outputs` (for calls to upstreams); with `binary`,
+/// tensors travel in the binary tensor data extension both ways, sparing the JSON encoding and
+/// parsing of every number.
 pub fn encode_request(
     id: Option<&str>,
     parameters: &Parameters,
     inputs: &[Tensor],
     outputs: &[&str],
-) -> Bytes {
+    binary: bool,
+) -> EncodedBody {
+    let mut tail = Vec::new();
     let wire = WireRequestOut {
         id,
         parameters,
-        inputs: inputs
-            .iter()
-            .map(|t| WireOutput {
-                name: &t.name,
-                datatype: t.data.datatype().as_str(),
-                shape: &t.shape,
-                parameters: None,
-                data: Some(&t.data),
-            })
-            .collect(),
+        inputs: wire_tensors(inputs, |_| binary, &mut tail),
         outputs: outputs
             .iter()
-            .map(|&name| WireRequestedOutputOut { name })
+            .map(|&name| WireRequestedOutputOut {
+                name,
+                parameters: binary.then(|| serde_json::json!({ "binary_data": true })),
+            })
             .collect(),
     };
-    Bytes::from(serde_json::to_vec(&wire).expect("requests serialize"))
+    body(&wire, tail)
 }
 
 /// An encoded body: the bytes, and the JSON header length when binary data follows it.
@@ -553,39 +591,14 @@ pub struct EncodedBody {
 /// Encodes a response; `binary(name)` says whether an output goes as binary data.
 pub fn encode_response(response: &InferResponse, binary: impl Fn(&str) -> bool) -> EncodedBody {
     let mut tail = Vec::new();
-    let outputs = response
-        .outputs
-        .iter()
-        .map(|t| {
-            let as_binary = binary(&t.name);
-            let parameters = as_binary.then(|| {
-                let start = tail.len();
-                t.data.write_le_bytes(&mut tail);
-                serde_json::json!({ "binary_data_size": tail.len() - start })
-            });
-            WireOutput {
-                name: &t.name,
-                datatype: t.data.datatype().as_str(),
-                shape: &t.shape,
-                parameters,
-                data: (!as_binary).then_some(&t.data),
-            }
-        })
-        .collect();
     let wire = WireResponse {
         model_name: &response.model_name,
         model_version: &response.model_version,
         id: response.id.as_deref(),
         parameters: &response.parameters,
-        outputs,
+        outputs: wire_tensors(&response.outputs, binary, &mut tail),
     };
-    let mut bytes = serde_json::to_vec(&wire).expect("responses serialize");
-    let header_length = (!tail.is_empty()).then_some(bytes.len());
-    bytes.extend_from_slice(&tail);
-    EncodedBody {
-        bytes: Bytes::from(bytes),
-        header_length,
-    }
+    body(&wire, tail)
 }
 
 #[cfg(test)]
@@ -768,17 +781,19 @@ mod tests {
             shape: vec![2, 2],
             data: TensorData::Fp32(vec![0.0, 0.5, 1.0, 1.5]),
         }];
-        let body = encode_request(Some("r"), &Parameters::new(), &inputs, &["probs"]);
-        let decoded = decode_request(&body, None).unwrap();
-        assert_eq!(decoded.inputs, inputs);
-        assert_eq!(decoded.id.as_deref(), Some("r"));
-        assert_eq!(
-            decoded.outputs,
-            [RequestedOutput {
+        for binary in [false, true] {
+            let body = encode_request(Some("r"), &Parameters::new(), &inputs, &["probs"], binary);
+            assert_eq!(body.header_length.is_some(), binary);
+            let length = body.header_length.map(|n| n.to_string());
+            let decoded = decode_request(&body.bytes, length.as_deref()).unwrap();
+            assert_eq!(decoded.inputs, inputs);
+            assert_eq!(decoded.id.as_deref(), Some("r"));
+            let requested = RequestedOutput {
                 name: "probs".into(),
-                binary: false
-            }]
-        );
+                binary,
+            };
+            assert_eq!(decoded.outputs, [requested]);
+        }
     }
 
     #[test]

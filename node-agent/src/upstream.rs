@@ -145,9 +145,13 @@ impl Upstreams {
             &Parameters::new(),
             inputs,
             &[output],
+            up.config.binary_data,
         );
         let mut request = Request::post(format!("{}/v2/models/{service}/infer", up.base))
             .header(CONTENT_TYPE, "application/json");
+        if let Some(length) = body.header_length {
+            request = request.header(protocol::HEADER_LENGTH, length);
+        }
         for (header, value) in context.forward_headers(node) {
             request = request.header(header, value);
         }
@@ -155,7 +159,7 @@ impl Upstreams {
             request = request.header(AUTHORIZATION, format!("Bearer {token}"));
         }
         let request = request
-            .body(Full::new(body))
+            .body(Full::new(body.bytes))
             .map_err(|e| UpstreamError::Invalid {
                 upstream: name(),
                 message: format!("cannot build the request: {e}"),

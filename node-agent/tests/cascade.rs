@@ -14,7 +14,8 @@ use serde_json::{Value, json};
 const TAU_ACCESS: f64 = 0.9;
 const TAU_EDGE: f64 = 0.8;
 
-/// Starts cloud, then edge (threshold → cloud), then access (threshold → edge).
+/// Starts cloud, then edge (threshold → cloud, binary tensor data), then access (threshold →
+/// edge, JSON).
 async fn three_tiers(cloud_extra: &str) -> (TestAgent, TestAgent, TestAgent) {
     let cloud = TestAgent::start(with_yaml(
         tier_config("cloud", "mnist-cnn"),
@@ -24,7 +25,7 @@ async fn three_tiers(cloud_extra: &str) -> (TestAgent, TestAgent, TestAgent) {
     let edge = TestAgent::start(with_yaml(
         tier_config("edge", "mnist-mlp"),
         &format!(
-            "upstreams: [{{name: cloud, url: 'http://{}'}}]
+            "upstreams: [{{name: cloud, url: 'http://{}', binaryData: true}}]
 services:
   - name: mnist
     strategy: {{threshold: {{local: {{model: mnist-mlp}}, forward: {{upstream: cloud}}, tau: {TAU_EDGE}}}}}",

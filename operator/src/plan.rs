@@ -176,6 +176,9 @@ fn plan_node<'a>(
                 timeout_ms: link.timeout_ms.unwrap_or(1000),
                 token_file: has_token.then(|| addressing.token_file(&link.name)),
                 ca_file: has_ca.then(|| addressing.ca_file(&link.name)),
+                // Nodes of the network are idn node-agents, which speak the binary extension;
+                // a remote endpoint may be any OIP server, so it gets JSON.
+                binary_data: link.node.is_some(),
                 delay_ms: addressing.delay_ms(&node.name, link),
             })
         })
