@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender, TryRecvError, TrySendError};
+use crossbeam_channel::{Receiver, Sender, TrySendError};
 use ort::session::Session;
 use tokio::sync::oneshot;
 
@@ -86,24 +86,6 @@ impl InferencePool {
     }
 }
 
-/// How long an idle worker polls for the next job before it sleeps. Waking a sleeping thread
-/// costs tens of microseconds on a VM, more than running a small model: a client sending
-/// requests back to back finds the worker still awake.
-const POLL_BEFORE_SLEEP: Duration = Duration::from_micros(100);
-
-/// The next job, polling briefly before blocking; `None` once every sender is gone.
-fn next_job(jobs: &Receiver<Job>) -> Option<Job> {
-    let start = Instant::now();
-    loop {
-        match jobs.try_recv() {
-            Ok(job) => return Some(job),
-            Err(TryRecvError::Disconnected) => return None,
-            Err(TryRecvError::Empty) if start.elapsed() < POLL_BEFORE_SLEEP => thread::yield_now(),
-            Err(TryRecvError::Empty) => return jobs.recv().ok(),
-        }
-    }
-}
-
 /// A worker: opens its sessions, then serves jobs until every sender is gone.
 fn work(models: &[Model], jobs: &Receiver<Job>) {
     let mut sessions: Vec<Option<(Session, &Signature)>> = models
@@ -119,7 +101,7 @@ fn work(models: &[Model], jobs: &Receiver<Job>) {
             ModelState::Unavailable { .. } => None,
         })
         .collect();
-    while let Some(job) = next_job(jobs) {
+    for job in jobs {
         let result = match sessions.get_mut(job.model).and_then(Option::as_mut) {
             Some((session, signature)) => {
                 let start = Instant::now();

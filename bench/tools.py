@@ -1,0 +1,624 @@
+#!/usr/bin/env python3
+"""Helpers for bench/run.sh: the request body, a correctness check, CPU accounting, parsing wrk's
+output into result records, and the final report. Standard library only (runs on the system
+python3, outside the MLServer venv).
+
+    tools.py body IMAGES OUT                 write the OIP v2 JSON body (first image, pixel/255)
+    tools.py check URL MODEL BODY [record=RECORDS label=NAME] [idn_x=VALUE...]
+                                             POST BODY once; fail unless 200 and MODEL's reference
+                                             probs (and, for services, the provenance parameters
+                                             given; lists comma-separated); record= appends what
+                                             the answer said to RECORDS (mode "check")
+    tools.py cpu PID                         CPU snapshot (JSON): machine totals, PID's process tree
+    tools.py record RECORDS WRK_OUT BEFORE AFTER key=value...
+                                             parse one wrk run, append a record; fail on any error;
+                                             exit 3 (retry) when other processes took more than
+                                             BENCH_MAX_OTHER cores, unless BENCH_FINAL_ATTEMPT=1
+    tools.py quiet MAX_OTHER TIMEOUT         wait until the machine is idle (busy <= MAX_OTHER cores)
+    tools.py report RECORDS OUT_JSON OUT_MD  machine info + records -> JSON, markdown table -> stdout
+"""
+
+import json
+import os
+import platform
+import re
+import struct
+import subprocess
+import sys
+import time
+import urllib.request
+
+TICK = os.sysconf("SC_CLK_TCK")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def body(images, out):
+    with open(images, "rb") as f:
+        image = f.read(784)
+    # The same values the in-process bench feeds (f32 pixel/255); written as Python floats, the
+    # way tritonclient or requests would send a numpy FP32 array converted with tolist().
+    data = [struct.unpack("<f", struct.pack("<f", p / 255.0))[0] for p in image]
+    request = {"inputs": [{"name": "input", "shape": [1, 784], "datatype": "FP32", "data": data}]}
+    with open(out, "w") as f:
+        json.dump(request, f, separators=(",", ":"))
+
+
+def check(url, model, body_path, *pairs):
+    """One request before the load: the server answers 200 with the reference probabilities and,
+    for a service, the provenance (idn_* parameters) expected of it."""
+    options = dict(p.split("=", 1) for p in pairs)
+    records, label = options.pop("record", None), options.pop("label", None)
+    with open(body_path, "rb") as f:
+        payload = f.read()
+    request = urllib.request.Request(url, data=payload, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        status, answer = response.status, json.load(response)
+    probs = next(o for o in answer["outputs"] if o["name"] == "probs")["data"]
+    with open(os.path.join(ROOT, "examples/data/reference", f"{model}.probs.f32"), "rb") as f:
+        reference = struct.unpack("<10f", f.read(40))
+    worst = max(abs(a - b) for a, b in zip(probs, reference))
+    if status != 200 or len(probs) != 10 or worst > 1e-4:
+        sys.exit(f"check {url}: status {status}, probs {probs[:10]} differ from the reference by {worst}")
+    params = answer.get("parameters") or {}
+    for key, want in options.items():
+        got = params.get(key)
+        got_text = ",".join(map(str, got)) if isinstance(got, list) else str(got)
+        if got_text.lower() != want.lower():
+            sys.exit(f"check {url}: parameter {key} is {got!r}, expected {want}")
+    provenance = {k: v for k, v in params.items() if k.startswith("idn_")}
+    print(
+        f"check {url}: 200, probs match the reference (max diff {worst:.1e})"
+        + (f"; {json.dumps(provenance)}" if provenance else "")
+    )
+    if records:
+        rec = {"system": "check", "mode": "check", "label": label, "url": url, "model": model,
+               "max_diff": worst, "parameters": provenance}
+        with open(records, "a") as f:
+            f.write(json.dumps(rec) + "\n")
+
+
+def descendants(pid):
+    """PID and every process below it (MLServer's parallel workers are child processes)."""
+    children = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+                children.setdefault(ppid, []).append(int(entry))
+            except (OSError, IndexError, ValueError):
+                pass
+    todo, found = [pid], []
+    while todo:
+        p = todo.pop()
+        found.append(p)
+        todo.extend(children.get(p, []))
+    return found
+
+
+def process_label(pid):
+    """A name for one server process: the config file's name for a node-agent (`-c X.yaml`),
+    else the command name."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            argv = f.read().decode(errors="replace").split("\0")
+        with open(f"/proc/{pid}/comm") as f:
+            comm = f.read().strip()
+    except OSError:
+        return None
+    for flag, value in zip(argv, argv[1:]):
+        if flag in ("-c", "--config"):
+            return os.path.splitext(os.path.basename(value))[0]
+    return comm
+
+
+def cpu(pid):
+    """CPU seconds so far: the machine's busy and steal time (/proc/stat) and the server's, by
+    thread name with digits folded (idn-infer-0, idn-infer-1 -> idn-infer-N) and by process
+    (process_label: the cooperation bench runs several agents under one process group)."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    user, nice, system, idle, iowait, irq, softirq, steal = fields[:8]
+    threads, processes = {}, {}
+    for p in descendants(pid):
+        try:
+            tasks = os.listdir(f"/proc/{p}/task")
+        except OSError:
+            continue
+        label = process_label(p)
+        for t in tasks:
+            try:
+                with open(f"/proc/{p}/task/{t}/stat") as f:
+                    stat = f.read()
+            except OSError:
+                continue
+            name = re.sub(r"-\d+$", "-N", stat[stat.index("(") + 1 : stat.rindex(")")])
+            rest = stat[stat.rindex(")") + 2 :].split()
+            seconds = (int(rest[11]) + int(rest[12])) / TICK
+            threads[name] = threads.get(name, 0) + seconds
+            if label:
+                processes[label] = processes.get(label, 0) + seconds
+    snapshot = {
+        "time": time.monotonic(),
+        "busy": (user + nice + system + irq + softirq) / TICK,
+        "steal": steal / TICK,
+        "threads": threads,
+        "processes": processes,
+    }
+    print(json.dumps(snapshot))
+
+
+def record(records, wrk_out, before, after, *pairs):
+    """Turns one wrk run (its WRK_RESULT line and /usr/bin/time's WRK_CPU line) into a record."""
+    with open(wrk_out) as f:
+        text = f.read()
+    result = re.search(r"^WRK_RESULT (\{.*\})$", text, re.M)
+    times = re.search(r"^WRK_CPU ([\d.]+) ([\d.]+)$", text, re.M)
+    if not result:
+        sys.exit(f"no WRK_RESULT in wrk's output:\n{text}")
+    w = json.loads(result.group(1))
+    fields = dict(p.split("=", 1) for p in pairs)
+    for key in ("concurrency", "threads", "connections", "parallel_workers", "hops", "round"):
+        if key in fields:
+            fields[key] = int(fields[key])
+    rec = {
+        **fields,
+        "requests": w["requests"],
+        "errors": sum(w[k] for k in ("status_errors", "connect_errors", "read_errors", "write_errors", "timeouts")),
+        "error_detail": {k: w[k] for k in w if k.endswith("errors") or k == "timeouts"},
+        "seconds": w["duration_us"] / 1e6,
+        "rps": w["requests"] / (w["duration_us"] / 1e6),
+        "p50_us": w["p50_us"],
+        "p99_us": w["p99_us"],
+        "mean_us": w["mean_us"],
+        "max_us": w["max_us"],
+    }
+    # Where the machine's CPU went during the run: the server (by thread), wrk, and anything
+    # else (another user's compile on a shared machine shows up here), in cores.
+    b, a = json.loads(before), json.loads(after)
+    wall = a["time"] - b["time"]
+    server = {k: round((v - b["threads"].get(k, 0)) / wall, 3) for k, v in a["threads"].items()}
+    server = {k: v for k, v in server.items() if v > 0}
+    wrk_cpu = (float(times.group(1)) + float(times.group(2))) / wall if times else None
+    busy = (a["busy"] - b["busy"]) / wall
+    processes = {
+        k: round((v - b.get("processes", {}).get(k, 0)) / wall, 3) for k, v in a.get("processes", {}).items()
+    }
+    rec["cpu_cores"] = {
+        "server": round(sum(server.values()), 3),
+        "server_threads": server,
+        "server_processes": {k: v for k, v in processes.items() if v > 0},
+        "wrk": round(wrk_cpu, 3) if wrk_cpu is not None else None,
+        "machine_busy": round(busy, 3),
+        "other": round(busy - sum(server.values()) - (wrk_cpu or 0), 3),
+        "steal": round((a["steal"] - b["steal"]) / wall, 3),
+    }
+    max_other = float(os.environ.get("BENCH_MAX_OTHER", "0.3"))
+    final = os.environ.get("BENCH_FINAL_ATTEMPT", "1") == "1"
+    rec["attempts"] = int(os.environ.get("BENCH_ATTEMPT", "1"))
+    rec["disturbed"] = rec["cpu_cores"]["other"] > max_other
+    if rec["errors"]:
+        print(json.dumps(rec))
+        sys.exit(f"wrk reported errors (non-2xx answers or socket errors): {rec['error_detail']}")
+    if rec["disturbed"] and not final:
+        print(f"  other processes used {rec['cpu_cores']['other']:.2f} cores meanwhile; measuring again")
+        sys.exit(3)
+    with open(records, "a") as f:
+        f.write(json.dumps(rec) + "\n")
+    print(
+        f"  {rec['system']:9} {rec['model']:10}{' @' + rec['node'] if 'node' in rec else ''} {rec['mode']:10} t{fields.get('threads')}/c{fields.get('connections')}"
+        f"{'' if 'parallel_workers' not in fields else ' workers=%d' % fields['parallel_workers']}:"
+        f" {rec['rps']:9.0f} req/s  p50 {rec['p50_us']} us  p99 {rec['p99_us']} us"
+        f"  (cpu: server {rec['cpu_cores']['server']}, wrk {rec['cpu_cores']['wrk']}, other {rec['cpu_cores']['other']})"
+        + (" DISTURBED" if rec["disturbed"] else "")
+    )
+
+
+def machine_busy():
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    return (sum(fields[:7]) - fields[3] - fields[4]) / TICK
+
+
+def quiet(max_other, timeout):
+    """Waits (at most TIMEOUT s) for 3 s in a row during which the machine was nearly idle."""
+    deadline = time.monotonic() + float(timeout)
+    while True:
+        before, start = machine_busy(), time.monotonic()
+        time.sleep(3)
+        busy = (machine_busy() - before) / (time.monotonic() - start)
+        if busy <= float(max_other):
+            return
+        if time.monotonic() > deadline:
+            print(f"  the machine is still busy ({busy:.2f} cores used by other processes); going on", file=sys.stderr)
+            return
+        print(f"  waiting for other processes to finish ({busy:.2f} cores busy)", file=sys.stderr)
+
+
+def run(*cmd):
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=30).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def machine():
+    info = {}
+    with open("/proc/cpuinfo") as f:
+        models = re.findall(r"^model name\s*:\s*(.*)$", f.read(), re.M)
+    info["cpu"] = models[0] if models else platform.processor()
+    info["cores"] = os.cpu_count()
+    with open("/proc/meminfo") as f:
+        info["memory_gib"] = round(int(re.search(r"MemTotal:\s+(\d+)", f.read()).group(1)) / 2**20, 1)
+    with open("/etc/os-release") as f:
+        info["os"] = re.search(r'^PRETTY_NAME="?([^"\n]*)', f.read(), re.M).group(1)
+    info["kernel"] = platform.release()
+    info["rustc"] = run("rustc", "--version")
+    info["wrk"] = (run("sh", "-c", "wrk -v 2>&1 | head -1") or "").split(" Copyright")[0]
+    venv = os.path.join(ROOT, ".venv-bench/bin/python")
+    info["mlserver"] = run(venv, "-c", "import mlserver; print(mlserver.__version__)")
+    info["onnxruntime_python"] = run(venv, "-c", "import onnxruntime; print(onnxruntime.__version__)")
+    info["python"] = run(venv, "--version")
+    info["onnxruntime_library"] = "libonnxruntime.so.1.32.0 (.ort/, make ort)"
+    # The agent is built from the working tree: say which commit, and what differed from it.
+    # As of run.sh's build (BENCH_IDN_*), else now.
+    info["idn_commit"] = os.environ.get("BENCH_IDN_COMMIT") or run("git", "-C", ROOT, "rev-parse", "--short", "HEAD")
+    changed = os.environ.get("BENCH_IDN_CHANGES")
+    if changed is None:
+        changed = run("git", "-C", ROOT, "status", "--porcelain", "--", "node-agent", "Cargo.lock", "Cargo.toml")
+    info["idn_uncommitted_changes"] = changed.splitlines() if changed else []
+    with open("/proc/loadavg") as f:
+        info["loadavg_at_report"] = f.read().split()[:3]
+    return info
+
+
+SYSTEMS = [("inprocess", "in-process ORT"), ("idn", "idn node-agent"), ("mlserver", "MLServer 1.7.1")]
+
+
+def us(value):
+    """Microseconds for a table: one decimal below 100 (the in-process numbers), else whole."""
+    return f"{value:.1f}" if value < 100 else f"{value:,.0f}"
+
+
+def best(records, **match):
+    """The record with the highest throughput among those matching."""
+    rows = [r for r in records if all(r.get(k) == v for k, v in match.items())]
+    return max(rows, key=lambda r: r["rps"]) if rows else None
+
+
+def median(values):
+    values = sorted(values)
+    n = len(values)
+    return None if n == 0 else (values[n // 2] if n % 2 else (values[n // 2 - 1] + values[n // 2]) / 2)
+
+
+def signed(value):
+    return "-" if value is None else f"{value:+,.0f}"
+
+
+def cooperation(records):
+    """The "Cost of cooperation" tables: the forward chain (system "chain", by node) and the
+    threshold services against the plain model (system "strategy", by model), each at
+    concurrency 1 (median of the interleaved rounds) and at saturation (best setting)."""
+    if not any(r["system"] in ("chain", "strategy") for r in records):
+        return [], {}
+    checks = {r["label"]: r["parameters"] for r in records if r["system"] == "check"}
+
+    def c1(system, key, value):
+        rows = sorted(
+            (r for r in records if r["system"] == system and r.get(key) == value and r["mode"] == "c1"),
+            key=lambda r: r.get("round", 0),
+        )
+        if not rows:
+            return None
+        return {
+            "p50_us": median([r["p50_us"] for r in rows]),
+            "p99_us": median([r["p99_us"] for r in rows]),
+            "rps": median([r["rps"] for r in rows]),
+            "rounds_p50_us": [r["p50_us"] for r in rows],
+            "rounds_p99_us": [r["p99_us"] for r in rows],
+            "disturbed": any(r.get("disturbed") for r in rows),
+        }
+
+    def saturation(system, key, value):
+        r = best(records, system=system, mode="saturation", **{key: value})
+        if r is None:
+            return None
+        c = r.get("cpu_cores") or {}
+        return {
+            "rps": r["rps"],
+            "p50_us": r["p50_us"],
+            "p99_us": r["p99_us"],
+            "load": f"wrk -t{r['threads']} -c{r['connections']}",
+            "cpu_cores": c.get("server"),
+            "cpu_us_per_request": c["server"] / r["rps"] * 1e6 if c.get("server") and r["rps"] else None,
+            "cpu_by_agent": {k: v for k, v in (c.get("server_processes") or {}).items() if k != "bash"},
+            "wrk_cores": c.get("wrk"),
+            "disturbed": bool(r.get("disturbed")),
+        }
+
+    def mark(x):
+        return " ⚠" if x and x["disturbed"] else ""
+
+    def lat(x):
+        return "-" if x is None else f"{us(x['p50_us'])} / {us(x['p99_us'])}{mark(x)}"
+
+    def rounds(x):
+        return "-" if x is None else ", ".join(str(v) for v in x["rounds_p50_us"])
+
+    def sat_cell(x):
+        return "-" if x is None else f"{x['rps']:,.0f}{mark(x)}"
+
+    def cpu_cell(x):
+        return "-" if x is None or x["cpu_us_per_request"] is None else f"{x['cpu_us_per_request']:.0f}"
+
+    def agents(x):
+        if x is None:
+            return "-"
+        active = {k: v for k, v in x["cpu_by_agent"].items() if v >= 0.01}
+        return ", ".join(f"{k} {v:.2f}" for k, v in sorted(active.items(), key=lambda kv: -kv[1])) or "-"
+
+    summary, lines = {"chain": {}, "strategy": {}}, []
+    nodes = [("upstream", 0), ("relay", 1), ("entry", 2)]
+    chain = {n: (c1("chain", "node", n), saturation("chain", "node", n)) for n, _ in nodes}
+    if any(a or b for a, b in chain.values()):
+        lines += [
+            "Cost of cooperation: a forward chain entry -> relay -> upstream on loopback (delayMs 0), "
+            "service `mnist`, answered by mnist-mlp at upstream. Concurrency 1: median of the rounds; "
+            "saturation: the best setting.",
+            "",
+            "| POST /v2/models/mnist/infer at | hops | c=1 p50 / p99 µs | c=1 p50 per round µs | saturation req/s "
+            "| sat. p50 / p99 µs | load | agents' CPU µs per request | CPU by agent (cores) |",
+            "|---|--:|--:|--:|--:|--:|---|--:|---|",
+        ]
+        for n, hops in nodes:
+            a, b = chain[n]
+            summary["chain"][n] = {"hops": hops, "c1": a, "saturation": b}
+            lines.append(
+                f"| {n} | {hops} | {lat(a)} | {rounds(a)} | {sat_cell(b)} | {lat(b)} | {'-' if b is None else b['load']}"
+                f" | {cpu_cell(b)} | {agents(b)} |"
+            )
+        (u1, us_), (r1, rs), (e1, es) = chain["upstream"], chain["relay"], chain["entry"]
+
+        def diff(x, y, key, n=1):
+            return None if x is None or y is None or x.get(key) is None or y.get(key) is None else (x[key] - y[key]) / n
+
+        per_round = []
+        if u1 and r1 and len(u1["rounds_p50_us"]) == len(r1["rounds_p50_us"]):
+            per_round = [r - u for r, u in zip(r1["rounds_p50_us"], u1["rounds_p50_us"])]
+        per_round2 = []
+        if u1 and e1 and len(u1["rounds_p50_us"]) == len(e1["rounds_p50_us"]):
+            per_round2 = [(e - u) / 2 for e, u in zip(e1["rounds_p50_us"], u1["rounds_p50_us"])]
+        def own_cpu(x, agents):
+            """CPU µs per request of the forwarding agents themselves, per agent."""
+            if x is None or not x["rps"] or not all(a in x["cpu_by_agent"] for a in agents):
+                return None
+            return sum(x["cpu_by_agent"][a] for a in agents) / len(agents) / x["rps"] * 1e6
+
+        hop1 = {
+            "forwarder_cpu_us_per_request": own_cpu(rs, ["relay"]),
+            "c1_p50_us": diff(r1, u1, "p50_us"),
+            "c1_p99_us": diff(r1, u1, "p99_us"),
+            "c1_p50_us_per_round": per_round,
+            "cpu_us_per_request": diff(rs, us_, "cpu_us_per_request"),
+            "saturation_rps_ratio": rs["rps"] / us_["rps"] if rs and us_ else None,
+        }
+        hop2 = {
+            "forwarder_cpu_us_per_request": own_cpu(es, ["entry", "relay"]),
+            "c1_p50_us": diff(e1, u1, "p50_us", 2),
+            "c1_p99_us": diff(e1, u1, "p99_us", 2),
+            "c1_p50_us_per_round": per_round2,
+            "cpu_us_per_request": diff(es, us_, "cpu_us_per_request", 2),
+            "saturation_rps_ratio": es["rps"] / us_["rps"] if es and us_ else None,
+        }
+        summary["per_hop"] = {"relay_minus_upstream": hop1, "entry_minus_upstream_over_2": hop2}
+
+        def verdict(v):
+            return "" if v is None else (" (met)" if v <= 100 else " (missed)")
+
+        def ratio(v):
+            return "-" if v is None else f"{v:.2f}×"
+
+        lines += [
+            "",
+            "| added per forward hop | c=1 p50 µs (target ≤ 100) | per round | c=1 p99 µs "
+            "| agents' CPU µs per request at saturation | of which the forwarding agent's own | saturation req/s vs upstream |",
+            "|---|--:|--:|--:|--:|--:|--:|",
+            f"| 1 hop: relay − upstream | {signed(hop1['c1_p50_us'])}{verdict(hop1['c1_p50_us'])} | "
+            f"{', '.join(signed(v) for v in per_round) or '-'} | {signed(hop1['c1_p99_us'])} | "
+            f"{signed(hop1['cpu_us_per_request'])} | {signed(hop1['forwarder_cpu_us_per_request'])} (relay) | "
+            f"{ratio(hop1['saturation_rps_ratio'])} |",
+            f"| per hop of 2: (entry − upstream) / 2 | {signed(hop2['c1_p50_us'])}{verdict(hop2['c1_p50_us'])} | "
+            f"{', '.join(signed(v) for v in per_round2) or '-'} | {signed(hop2['c1_p99_us'])} | "
+            f"{signed(hop2['cpu_us_per_request'])} | {signed(hop2['forwarder_cpu_us_per_request'])} (entry, relay: mean) | "
+            f"{ratio(hop2['saturation_rps_ratio'])} (2 hops) |",
+        ]
+
+    services = [
+        ("mnist-mlp", "the plain model (no strategy)"),
+        ("threshold-local", "tau 0: served locally, the strategy's own cost"),
+        ("threshold-forward", "tau 1: local run, then forwarded to upstream"),
+    ]
+    strat = {m: (c1("strategy", "model", m), saturation("strategy", "model", m)) for m, _ in services}
+    if any(a or b for a, b in strat.values()):
+        base1, bases = strat["mnist-mlp"]
+        lines += [
+            "",
+            "Cost of cooperation: threshold services against the plain model on one agent (edge, "
+            "mnist-mlp; upstream on loopback, delayMs 0).",
+            "",
+            "| POST /v2/models/{name}/infer at edge | what it measures | answer (check) | c=1 p50 / p99 µs "
+            "| c=1 p50 per round µs | p50 − plain µs | saturation req/s | vs plain | agents' CPU µs per request |",
+            "|---|---|---|--:|--:|--:|--:|--:|--:|",
+        ]
+        for m, what in services:
+            a, b = strat[m]
+            p = checks.get(m) or {}
+            if not p.get("idn_decision"):
+                answer = "the model's output (no provenance)"
+            else:
+                answer = f"{p['idn_decision']}: answered by {p.get('idn_node')}, {p.get('idn_hops')} hop" + (
+                    "" if p.get("idn_hops") == 1 else "s")
+            d = None if a is None or base1 is None else a["p50_us"] - base1["p50_us"]
+            r = None if b is None or bases is None else b["rps"] / bases["rps"]
+            summary["strategy"][m] = {"c1": a, "saturation": b, "check": p, "c1_p50_minus_plain_us": d,
+                                      "saturation_rps_vs_plain": r}
+            lines.append(
+                f"| {m} | {what} | {answer} | {lat(a)} | {rounds(a)} | {'-' if m == 'mnist-mlp' else signed(d)} | "
+                f"{sat_cell(b)} | {'-' if m == 'mnist-mlp' or r is None else f'{r:.2f}×'} | {cpu_cell(b)} |"
+            )
+    return lines, summary
+
+
+def report(records_path, out_json, out_md):
+    with open(records_path) as f:
+        records = [json.loads(line) for line in f if line.strip()]
+    models = list(dict.fromkeys(r["model"] for r in records if r["system"] == "idn" and r["model"] != "-"))
+    # MLServer: the parallel_workers setting with the best saturation throughput, per model; its
+    # concurrency-1 numbers are taken with the same setting.
+    mls_workers = {}
+    for m in models:
+        b = best(records, system="mlserver", model=m, mode="saturation")
+        if b:
+            mls_workers[m] = b["parallel_workers"]
+    table = {}
+    for m in models:
+        for mode in ("c1", "saturation"):
+            for system, _ in SYSTEMS:
+                match = {"system": system, "model": m, "mode": mode}
+                if system == "mlserver" and m in mls_workers:
+                    match["parallel_workers"] = mls_workers[m]
+                table[(m, mode, system)] = best(records, **match)
+
+    def setup(r):
+        if r is None:
+            return "-"
+        if r["system"] == "inprocess":
+            return f"{r['threads']} thread{'s' if r['threads'] > 1 else ''}"
+        s = f"wrk -t{r['threads']} -c{r['connections']}"
+        return s + (f", workers={r['parallel_workers']}" if "parallel_workers" in r else "")
+
+    def cell(r):
+        if r is None:
+            return "- | - | -"
+        mark = " ⚠" if r.get("disturbed") else ""
+        return f"{r['rps']:,.0f}{mark} | {us(r['p50_us'])} | {us(r['p99_us'])}"
+
+    lines = [
+        "| model | concurrency | in-process ORT req/s | p50 µs | p99 µs | idn req/s | p50 µs | p99 µs | MLServer req/s | p50 µs | p99 µs |",
+        "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+    ]
+    for m in models:
+        for mode in ("c1", "saturation"):
+            row = [table[(m, mode, s)] for s, _ in SYSTEMS]
+            label = "1" if mode == "c1" else "saturation"
+            lines.append(f"| {m} | {label} | " + " | ".join(cell(r) for r in row) + " |")
+    lines += ["", "Load per cell (saturation: the best of the connection counts tried):", ""]
+    lines += ["| model | concurrency | in-process ORT | idn | MLServer |", "|---|---|---|---|---|"]
+    for m in models:
+        for mode in ("c1", "saturation"):
+            label = "1" if mode == "c1" else "saturation"
+            lines.append(f"| {m} | {label} | " + " | ".join(setup(table[(m, mode, s)]) for s, _ in SYSTEMS) + " |")
+
+    lines += ["", "| model | idn / MLServer req/s at saturation (target ≥ 10×) | idn p50 − in-process p50 at concurrency 1 (target ≤ 50 µs, tier-2) |", "|---|--:|--:|"]
+    summary = {}
+    for m in models:
+        idn_s, mls_s = table[(m, "saturation", "idn")], table[(m, "saturation", "mlserver")]
+        idn_1, ort_1 = table[(m, "c1", "idn")], table[(m, "c1", "inprocess")]
+        ratio = idn_s["rps"] / mls_s["rps"] if idn_s and mls_s else None
+        delta = idn_1["p50_us"] - ort_1["p50_us"] if idn_1 and ort_1 else None
+        summary[m] = {"throughput_ratio_vs_mlserver": ratio, "p50_minus_inprocess_us": delta}
+        verdict_r = "" if ratio is None else (" (met)" if ratio >= 10 else " (missed)")
+        verdict_d = "" if delta is None or m != "mnist-mlp" else (" (met)" if delta <= 50 else " (missed)")
+        lines.append(
+            f"| {m} | {'-' if ratio is None else f'{ratio:.1f}×'}{verdict_r} | {'-' if delta is None else f'{delta:.1f} µs'}{verdict_d} |"
+        )
+
+    # Concurrency-1 breakdown of the idn request path (p50): the model alone, plus JSON codec,
+    # plus the pool hand-off, then over HTTP; the HTTP floor is GET /v2/health/live.
+    breakdown = [
+        ("inprocess", "runtime::run alone (in-process)"),
+        ("inprocess-codec", "decode JSON + check + run + encode JSON, one thread (in-process)"),
+        ("inprocess-pool", "run through the agent's InferencePool: hand-off to a worker thread and back (in-process)"),
+        ("idn-floor", "idn GET /v2/health/live over HTTP (no inference: the HTTP floor)"),
+        ("idn", "idn POST /v2/models/{m}/infer over HTTP"),
+        ("mlserver-floor", "MLServer GET /v2/health/live over HTTP"),
+        ("mlserver", "MLServer POST /v2/models/{m}/infer over HTTP"),
+    ]
+    lines += ["", "Concurrency-1 breakdown (p50 / p99 µs):", "", "| step | " + " | ".join(models) + " |", "|---|" + "--:|" * len(models)]
+    for system, label in breakdown:
+        cells = []
+        for m in models:
+            match = {"system": system, "mode": "c1"}
+            if not system.endswith("floor"):
+                match["model"] = m
+            if system.startswith("mlserver") and m in mls_workers:
+                match["parallel_workers"] = mls_workers[m]
+            r = best(records, **match)
+            cells.append("-" if r is None else f"{us(r['p50_us'])} / {us(r['p99_us'])}")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+
+    cpu_rows = [r for r in records if r.get("cpu_cores") and r["mode"] == "saturation"]
+    if cpu_rows:
+        lines += ["", "CPU during the reported saturation runs (cores busy, of %d):" % os.cpu_count(), ""]
+        lines += ["| system | model | server | server threads | wrk | other processes | steal |", "|---|---|--:|---|--:|--:|--:|"]
+        for m in models:
+            for system in ("idn", "mlserver"):
+                r = table[(m, "saturation", system)]
+                if r and r.get("cpu_cores"):
+                    c = r["cpu_cores"]
+                    threads = ", ".join(f"{k} {v:.2f}" for k, v in sorted(c["server_threads"].items(), key=lambda kv: -kv[1]) if v >= 0.01)
+                    lines.append(f"| {system} | {m} | {c['server']:.2f} | {threads} | {c['wrk']:.2f} | {c['other']:.2f} | {c['steal']:.2f} |")
+
+    disturbed = [r for r in records if r.get("disturbed")]
+    lines += [""]
+    if disturbed:
+        lines.append(
+            f"⚠ {len(disturbed)} run(s) stayed disturbed by other processes after retries (more than "
+            f"{os.environ.get('BENCH_MAX_OTHER', '0.3')} cores busy outside the bench): "
+            + ", ".join(
+                f"{r['system']} {r['model']} "
+                + (f"at {r['node']} " if "node" in r else "")
+                + (f"round {r['round']} " if "round" in r else "")
+                + ("c1" if r["mode"] == "c1" else f"{r['mode']} ({setup(r)})")
+                for r in disturbed
+            )
+        )
+    else:
+        lines.append("No run was disturbed by other processes (each used the machine alone, within the retry threshold).")
+    retried = sum(1 for r in records if r.get("attempts", 1) > 1)
+    if retried:
+        lines.append(f"{retried} run(s) were repeated because other processes were busy during the first try.")
+
+    coop_lines, coop_summary = cooperation(records)
+    if coop_lines:
+        lines += [""] + coop_lines
+        summary["cooperation"] = coop_summary
+
+    markdown = "\n".join(lines)
+    doc = {
+        "machine": machine(),
+        "mlserver_parallel_workers": mls_workers,
+        "summary": summary,
+        "records": records,
+    }
+    with open(out_json, "w") as f:
+        json.dump(doc, f, indent=1)
+        f.write("\n")
+    with open(out_md, "w") as f:
+        f.write(markdown + "\n")
+    print(markdown)
+
+
+if __name__ == "__main__":
+    commands = {
+        "body": body,
+        "check": check,
+        "cpu": lambda pid: cpu(int(pid)),
+        "record": record,
+        "quiet": quiet,
+        "report": report,
+    }
+    if len(sys.argv) < 2 or sys.argv[1] not in commands:
+        sys.exit(__doc__)
+    commands[sys.argv[1]](*sys.argv[2:])
