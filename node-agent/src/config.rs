@@ -365,6 +365,16 @@ impl NodeAgentConfig {
         Ok(config)
     }
 
+    /// Names of the services the node offers.
+    pub fn service_names(&self) -> Vec<String> {
+        self.services.iter().map(|s| s.name.clone()).collect()
+    }
+
+    /// Names of the models the node loads.
+    pub fn model_names(&self) -> Vec<String> {
+        self.models.iter().map(|m| m.name.clone()).collect()
+    }
+
     /// Parses a config document without validating it.
     pub fn from_yaml(text: &str) -> std::result::Result<Self, String> {
         serde_norway::from_str(text).map_err(|e| e.to_string())

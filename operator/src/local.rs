@@ -248,13 +248,8 @@ fn start_node(
         name: node.config.node.clone(),
         tier: node.config.tier.clone().unwrap_or_default(),
         addr,
-        services: node
-            .config
-            .services
-            .iter()
-            .map(|s| s.name.clone())
-            .collect(),
-        models: node.config.models.iter().map(|m| m.name.clone()).collect(),
+        services: node.config.service_names(),
+        models: node.config.model_names(),
         stop: Some(stop),
         task,
     })

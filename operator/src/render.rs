@@ -181,13 +181,8 @@ pub fn render(declared: &Declared, settings: &Settings) -> Result<Rendered, Vec<
             replicas: node.spec.replicas.unwrap_or(1),
             ready_replicas: 0,
             endpoint: addressing.node_url(&node.spec.name),
-            services: node
-                .config
-                .services
-                .iter()
-                .map(|s| s.name.clone())
-                .collect(),
-            models: node.config.models.iter().map(|m| m.name.clone()).collect(),
+            services: node.config.service_names(),
+            models: node.config.model_names(),
         });
     }
     Ok(rendered)
