@@ -159,21 +159,13 @@ async fn binary_tensor_data_in_and_out() {
     let header = json!({
         "inputs": [{"name": "input", "shape": [2, 784], "datatype": "FP32", "parameters": {"binary_data_size": 2 * 784 * 4}}],
         "outputs": [{"name": "probs", "parameters": {"binary_data": true}}]
-    })
-    .to_string();
-    let mut body = header.clone().into_bytes();
-    images[..2]
+    });
+    let tail: Vec<u8> = images[..2]
         .iter()
         .flatten()
-        .for_each(|x| body.extend_from_slice(&x.to_le_bytes()));
-    let reply = send(
-        agent.addr,
-        Method::POST,
-        INFER,
-        &[("inference-header-content-length", header.len().to_string())],
-        Bytes::from(body),
-    )
-    .await;
+        .flat_map(|x| x.to_le_bytes())
+        .collect();
+    let reply = agent.post_binary(INFER, &header, &tail).await;
     assert_eq!(reply.status, StatusCode::OK);
     let json_len: usize = reply.headers["inference-header-content-length"]
         .to_str()
@@ -289,19 +281,9 @@ async fn bodies_over_the_limit_are_refused() {
         "{}",
         reply.error()
     );
-    // The connection and agent stay usable for requests under the limit.
+    // The agent stays usable for requests under the limit.
     let small = json!({"inputs": [{"name": "input", "shape": [1, 784], "datatype": "FP32", "parameters": {"binary_data_size": 3136}}]});
-    let header = small.to_string();
-    let mut body = header.clone().into_bytes();
-    body.extend(std::iter::repeat_n(0u8, 3136));
-    let reply = send(
-        agent.addr,
-        Method::POST,
-        INFER,
-        &[("inference-header-content-length", header.len().to_string())],
-        Bytes::from(body),
-    )
-    .await;
+    let reply = agent.post_binary(INFER, &small, &[0; 3136]).await;
     assert_eq!(reply.status, StatusCode::OK);
     agent.stop().await;
 }

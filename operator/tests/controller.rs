@@ -101,26 +101,18 @@ const IDN: &str = "/apis/idn.dev/v1alpha1/namespaces/default";
 
 /// The requests that read a network's resources.
 fn reads(manifests: &Manifests) -> Vec<Step> {
-    let models = list(
-        manifests
-            .models
-            .iter()
-            .map(|m| serde_json::to_value(m).unwrap())
-            .collect(),
-    );
-    let strategies = list(
-        manifests
-            .strategies
-            .iter()
-            .map(|s| serde_json::to_value(s).unwrap())
-            .collect(),
-    );
-    let placements = list(
-        manifests
-            .placements
-            .iter()
-            .map(|p| serde_json::to_value(p).unwrap())
-            .collect(),
+    fn items<T: serde::Serialize>(resources: &[T]) -> Value {
+        list(
+            resources
+                .iter()
+                .map(|r| serde_json::to_value(r).unwrap())
+                .collect(),
+        )
+    }
+    let (models, strategies, placements) = (
+        items(&manifests.models),
+        items(&manifests.strategies),
+        items(&manifests.placements),
     );
     vec![
         step(Method::GET, &format!("{IDN}/inferencemodels"), move |_| {

@@ -97,6 +97,22 @@ impl TestAgent {
         send(self.addr, Method::GET, path, &[], Bytes::new()).await
     }
 
+    /// Posts a JSON header followed by binary tensor data, as the binary extension frames it.
+    pub async fn post_binary(&self, path: &str, header: &serde_json::Value, tail: &[u8]) -> Reply {
+        let header = header.to_string();
+        let length = header.len().to_string();
+        let mut body = header.into_bytes();
+        body.extend_from_slice(tail);
+        send(
+            self.addr,
+            Method::POST,
+            path,
+            &[("inference-header-content-length", length)],
+            Bytes::from(body),
+        )
+        .await
+    }
+
     pub async fn post_json(&self, path: &str, body: &serde_json::Value) -> Reply {
         send(
             self.addr,
