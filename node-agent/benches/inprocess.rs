@@ -28,7 +28,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use idn_node_agent::config::ModelConfig;
+use idn_contract::config::ModelConfig;
 use idn_node_agent::pool::InferencePool;
 use idn_node_agent::protocol::{self, InferResponse};
 use idn_node_agent::runtime::{self, Model, ModelState};

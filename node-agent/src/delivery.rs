@@ -7,19 +7,20 @@ use std::pin::Pin;
 
 use http::StatusCode;
 
-use crate::confidence::Confidence;
-use crate::config::{
-    EnsembleMode, EnsembleStrategy, FailurePolicy, ForwardStrategy, ServiceConfig, StrategyConfig,
-    Target, ThresholdStrategy,
-};
 use crate::context::RequestContext;
 use crate::ensemble::Accumulator;
 use crate::metrics::{DecisionLabels, ServiceLabels, UpstreamErrorLabels, UpstreamLabels};
 use crate::node::Node;
 use crate::protocol::ApiError;
-use crate::provenance::{self, Decision, Provenance};
+use crate::provenance::{self, Provenance};
 use crate::tensor::{Tensor, TensorData};
 use crate::upstream::UpstreamError;
+use idn_contract::confidence::Confidence;
+use idn_contract::config::{
+    EnsembleMode, EnsembleStrategy, FailurePolicy, ForwardStrategy, ServiceConfig, StrategyConfig,
+    Target, ThresholdStrategy,
+};
+use idn_contract::provenance::Decision;
 
 /// A batch answered: class probabilities (items × classes) and each item's provenance.
 #[derive(Debug, Clone, PartialEq)]
@@ -158,10 +159,7 @@ impl Node {
                     return Err(failure);
                 };
                 self.may_fall_back(service, &failure)?;
-                let target = Target {
-                    model: Some(model.clone()),
-                    ..Target::default()
-                };
+                let target = Target::Model(model.clone());
                 let mut answer = self
                     .target(service, &target, inputs, context, &confidence)
                     .await?;
@@ -262,7 +260,7 @@ impl Node {
                     StatusCode::BAD_GATEWAY,
                     format!(
                         "ensemble member {} answered {} classes, another answered {}",
-                        target_name(&ensemble.members[member].target),
+                        ensemble.members[member].target.display_name(),
                         answer.classes,
                         acc.classes()
                     ),
@@ -345,7 +343,7 @@ impl Node {
                     node: self.config.node.clone(),
                     model: acc.members[row]
                         .iter()
-                        .map(|&m| target_name(&ensemble.members[m].target))
+                        .map(|&m| ensemble.members[m].target.display_name())
                         .collect::<Vec<_>>()
                         .join("+"),
                     decision: Decision::Ensembled,
@@ -389,18 +387,20 @@ impl Node {
         confidence: &'a Confidence,
     ) -> Delivery<'a> {
         Box::pin(async move {
-            match (&target.model, &target.upstream, &target.service) {
-                (Some(model), _, _) => self.local_model(model, inputs, context, confidence).await,
-                (None, Some(upstream), remote) => {
+            match target {
+                Target::Model(model) => self.local_model(model, inputs, context, confidence).await,
+                Target::Upstream {
+                    upstream,
+                    service: remote,
+                } => {
                     let remote = remote.as_deref().unwrap_or(&service.name);
                     self.upstream(service, upstream, remote, inputs, context, confidence)
                         .await
                 }
-                (None, None, Some(name)) => {
+                Target::Service(name) => {
                     let other = self.service(name).expect("validated at load");
                     self.apply(other, inputs, context).await
                 }
-                (None, None, None) => unreachable!("validated at load"),
             }
         })
     }
@@ -566,16 +566,5 @@ impl Node {
                 .get_or_create(&self.service_labels(service))
                 .set(count(Decision::Forwarded) as f64 / total as f64);
         }
-    }
-}
-
-/// A target's name in provenance: the model, the local service, or `upstream/service`.
-fn target_name(target: &Target) -> String {
-    match (&target.model, &target.upstream, &target.service) {
-        (Some(model), _, _) => model.clone(),
-        (None, Some(upstream), Some(service)) => format!("{upstream}/{service}"),
-        (None, Some(upstream), None) => upstream.clone(),
-        (None, None, Some(service)) => service.clone(),
-        (None, None, None) => String::new(),
     }
 }

@@ -1,8 +1,8 @@
 //! Merging ensemble members' class probabilities, item by item. Pure: the delivery layer
 //! decides whom to query; this decides what their answers add up to.
 
-use crate::confidence::{Confidence, argmax};
-use crate::config::Combine;
+use idn_contract::confidence::{Confidence, argmax};
+use idn_contract::config::Combine;
 
 /// Running combination of the answers received so far for each item.
 pub struct Accumulator {

@@ -7,8 +7,6 @@
 //! the answer. [`server`] wires the steps to HTTP routes; [`config`] is the contract the operator
 //! renders.
 
-pub mod confidence;
-pub mod config;
 pub mod context;
 pub mod delivery;
 pub mod ensemble;
@@ -29,18 +27,8 @@ use std::path::PathBuf;
 /// Errors that stop the agent from starting. Request-level failures are [`server::ApiError`]s.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("cannot read config {path}: {source}")]
-    ConfigRead {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("config {path} is not valid YAML for NodeAgentConfig: {message}")]
-    ConfigParse { path: PathBuf, message: String },
-    #[error("config {path} is invalid:\n  {}", problems.join("\n  "))]
-    ConfigInvalid {
-        path: PathBuf,
-        problems: Vec<String>,
-    },
+    #[error(transparent)]
+    Config(#[from] idn_contract::ConfigError),
     #[error("cannot read token file {path}: {source}")]
     TokenFile {
         path: PathBuf,

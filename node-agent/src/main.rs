@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use idn_node_agent::config::NodeAgentConfig;
+use idn_contract::config::NodeAgentConfig;
 use idn_node_agent::node::Node;
 use idn_node_agent::server;
 use idn_node_agent::telemetry::{self, LogFormat};

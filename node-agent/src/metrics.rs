@@ -198,6 +198,3 @@ impl Metrics {
         out
     }
 }
-
-/// Content type of [`Metrics::encode`].
-pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";

@@ -4,7 +4,6 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::config::{NodeAgentConfig, ServiceConfig};
 use crate::metrics::{Metrics, ModelLabels};
 use crate::pool::{Inference, InferencePool};
 use crate::protocol::ApiError;
@@ -12,6 +11,7 @@ use crate::runtime::{Model, ModelState, Signature};
 use crate::tensor::Tensor;
 use crate::upstream::{self, Upstreams};
 use crate::{Result, ort_library};
+use idn_contract::config::{NodeAgentConfig, ServiceConfig};
 
 pub struct Node {
     pub config: NodeAgentConfig,

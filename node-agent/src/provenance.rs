@@ -4,42 +4,9 @@
 
 use serde_json::{Value, json};
 
+use idn_contract::provenance::{CONFIDENCE, DECISION, DEGRADED, Decision, HOPS, MODEL, NODE, PATH};
+
 use crate::protocol::Parameters;
-
-/// How an item was answered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Decision {
-    /// By a model at the node the request entered.
-    Served,
-    /// By another node the request was forwarded to.
-    Forwarded,
-    /// By combining several members' answers.
-    Ensembled,
-    /// By a local model after an upstream failed: degraded.
-    Fallback,
-}
-
-impl Decision {
-    pub const ALL: [Decision; 4] = [
-        Decision::Served,
-        Decision::Forwarded,
-        Decision::Ensembled,
-        Decision::Fallback,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Decision::Served => "served",
-            Decision::Forwarded => "forwarded",
-            Decision::Ensembled => "ensembled",
-            Decision::Fallback => "fallback",
-        }
-    }
-
-    fn parse(text: &str) -> Option<Self> {
-        Decision::ALL.into_iter().find(|d| d.as_str() == text)
-    }
-}
 
 /// Provenance of one batch item.
 #[derive(Debug, Clone, PartialEq)]
@@ -61,14 +28,6 @@ impl Provenance {
         self.path.len().saturating_sub(1)
     }
 }
-
-const NODE: &str = "idn_node";
-const MODEL: &str = "idn_model";
-const DECISION: &str = "idn_decision";
-const CONFIDENCE: &str = "idn_confidence";
-const PATH: &str = "idn_path";
-const HOPS: &str = "idn_hops";
-const DEGRADED: &str = "idn_degraded";
 
 /// Writes the provenance of `items` into response parameters.
 pub fn encode(items: &[Provenance], parameters: &mut Parameters) {

@@ -7,14 +7,14 @@
 
 use std::sync::Arc;
 
+use idn_contract::names::sha256_hex;
 use ort::session::{Session, builder::GraphOptimizationLevel};
 use ort::value::{DynValue, TensorElementType, ValueType};
-use sha2::{Digest, Sha256};
 
-use crate::config::ModelConfig;
 use crate::ort_library;
 use crate::protocol::ApiError;
 use crate::tensor::{DataType, Tensor, TensorData};
+use idn_contract::config::ModelConfig;
 
 /// Name, datatype and shape of a graph input or output; `-1` marks a dynamic dimension.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,7 +76,7 @@ fn load_checked(config: &ModelConfig) -> Result<(Signature, Arc<[u8]>), String> 
     let path = config.path.display();
     let bytes = std::fs::read(&config.path).map_err(|e| format!("cannot read {path}: {e}"))?;
     if let Some(expected) = &config.sha256 {
-        let actual = hex(&Sha256::digest(&bytes));
+        let actual = sha256_hex(&bytes);
         if !actual.eq_ignore_ascii_case(expected) {
             return Err(format!(
                 "sha256 of {path} is {actual}, the config expects {expected}"
@@ -90,10 +90,6 @@ fn load_checked(config: &ModelConfig) -> Result<(Signature, Arc<[u8]>), String> 
     };
     check_config(config, &signature)?;
     Ok((signature, bytes.into()))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Opens a session; each inference worker holds its own, single-threaded, so that the pool's

@@ -15,11 +15,11 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
+use idn_contract::names::OPENMETRICS_CONTENT_TYPE;
 use serde_json::json;
 use tokio::net::TcpListener;
 use tracing::Instrument;
 
-use crate::config::{NodeAgentConfig, ServiceConfig};
 use crate::context::RequestContext;
 use crate::metrics::{self, ModelLabels, RequestLabels};
 use crate::node::Node;
@@ -28,6 +28,7 @@ use crate::provenance;
 use crate::runtime::{ModelState, TensorSpec};
 use crate::tensor::{Tensor, TensorData};
 use crate::{Error, Result};
+use idn_contract::config::{NodeAgentConfig, ServiceConfig};
 
 /// How long a client may take to send its request headers.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
@@ -101,7 +102,7 @@ async fn handle(node: Arc<Node>, request: Request<Incoming>) -> Response<Body> {
         Ok(Route::Ready) => Ok(server_ready(&node)),
         Ok(Route::ServerMetadata) => Ok(server_metadata(&node)),
         Ok(Route::Metrics) => Ok(Response::builder()
-            .header(CONTENT_TYPE, metrics::CONTENT_TYPE)
+            .header(CONTENT_TYPE, OPENMETRICS_CONTENT_TYPE)
             .body(Full::new(Bytes::from(node.metrics.encode())))
             .expect("static headers are valid")),
         Ok(Route::ModelMetadata(name, version)) => model_metadata(&node, name, version),

@@ -16,11 +16,11 @@ use hyper_util::rt::TokioExecutor;
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 
-use crate::config::UpstreamConfig;
 use crate::context::{LOOP_DETECTED, RequestContext};
 use crate::protocol::{self, ApiError, InferResponse, Parameters};
 use crate::tensor::Tensor;
 use crate::{Error, Result};
+use idn_contract::config::UpstreamConfig;
 
 /// Why an upstream call gave no answer.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use idn_node_agent::config::NodeAgentConfig;
+use idn_contract::config::NodeAgentConfig;
 use idn_node_agent::runtime::Model;
 
 fn configs(dir: &Path, found: &mut Vec<std::path::PathBuf>) {

@@ -32,7 +32,7 @@
 
 use std::cmp::{Ordering, Reverse};
 
-use idn_node_agent::confidence::{Confidence, argmax};
+use idn_contract::confidence::{Confidence, argmax};
 use serde::Serialize;
 
 /// Most item-steps the search may take (combinations of earlier tiers' cut-offs × items), so

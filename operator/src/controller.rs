@@ -23,6 +23,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
+use idn_contract::names::{MANAGED_BY_LABEL, MANAGER};
+
 use crate::conditions::{self, DEGRADED, INVALID_SPEC, Observed, PROGRESSING, READY};
 use crate::metrics::OperatorMetrics;
 use crate::plan::Declared;
@@ -31,9 +33,6 @@ use crate::resources::{
     DeliveryStrategy, InferenceDeliveryNetwork, InferenceDeliveryNetworkStatus, InferenceModel,
     ModelPlacement, NodeStatus,
 };
-
-/// The one field manager of everything the operator writes.
-pub const MANAGER: &str = "idn-operator";
 
 /// Why a reconcile did not complete.
 #[derive(Debug, thiserror::Error)]
@@ -513,7 +512,7 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     let client = &ctx.client;
-    let owned = watcher::Config::default().labels("app.kubernetes.io/managed-by=idn-operator");
+    let owned = watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGER}"));
     let controller = Controller::new(
         scoped::<InferenceDeliveryNetwork>(client, namespace),
         watcher::Config::default(),

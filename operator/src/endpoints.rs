@@ -28,7 +28,7 @@ fn respond(health: &Health, request: &Request<Incoming>) -> Response<Full<Bytes>
     let (status, content_type, body) = match request.uri().path() {
         "/metrics" => (
             StatusCode::OK,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            idn_contract::names::OPENMETRICS_CONTENT_TYPE,
             health.metrics.encode(),
         ),
         "/healthz" => (StatusCode::OK, "text/plain", "ok".to_owned()),

@@ -4,7 +4,8 @@
 
 use std::path::{Path, PathBuf};
 
-use idn_node_agent::config::{ModelConfig, is_model_name};
+use idn_contract::config::ModelConfig;
+use idn_contract::names::is_model_name;
 use idn_node_agent::runtime::{self, Model, ModelState};
 use idn_node_agent::tensor::{Tensor, TensorData};
 

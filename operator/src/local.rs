@@ -8,11 +8,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context as _, anyhow, bail};
+use idn_contract::names::sha256_hex;
 use idn_node_agent::node::Node;
 use idn_node_agent::runtime::ModelState;
 use idn_node_agent::server;
 use kube::ResourceExt;
-use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -112,11 +112,7 @@ pub fn find_model_file(model: &InferenceModel, dirs: &[PathBuf]) -> anyhow::Resu
         for path in &candidates {
             let bytes =
                 std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-            let digest: String = Sha256::digest(&bytes)
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect();
-            if digest.eq_ignore_ascii_case(sha) {
+            if sha256_hex(&bytes).eq_ignore_ascii_case(sha) {
                 return Ok(path.clone());
             }
         }
@@ -221,7 +217,7 @@ impl LocalNetwork {
 }
 
 fn start_node(
-    config: idn_node_agent::config::NodeAgentConfig,
+    config: idn_contract::config::NodeAgentConfig,
     listener: TcpListener,
 ) -> anyhow::Result<LocalNode> {
     let addr = listener.local_addr()?;

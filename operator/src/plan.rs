@@ -5,13 +5,15 @@
 //! files are, whether link latency is emulated — is an [`Addressing`]. Every problem of the
 //! declared resources is collected with the field it comes from.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
 
-use idn_node_agent::config::{
+use idn_contract::config::{
     self as agent, API_VERSION, KIND, Limits, ModelConfig, NodeAgentConfig, ServiceConfig,
     StrategyConfig, Target, UpstreamConfig,
 };
+use idn_contract::graph::find_cycle;
+use idn_contract::names::is_dns_label;
 use kube::ResourceExt;
 
 use crate::resources::{
@@ -63,7 +65,11 @@ pub fn plan<'a>(
     let mut problems = Vec::new();
     let name = declared.network.name_any();
     // The API server enforces this too (CEL); manifests rendered offline get the same check.
-    if name.len() > 22 || !is_dns_label(&name) {
+    // Service names are RFC 1035 labels, which start with a letter.
+    if name.len() > 22
+        || !is_dns_label(&name)
+        || !name.starts_with(|c: char| c.is_ascii_lowercase())
+    {
         problems.push(format!(
             "metadata.name: {name:?} must be a DNS label of at most 22 characters (objects are named <network>-<node>)"
         ));
@@ -299,7 +305,7 @@ fn bind_service(
     };
     let spec = &strategy.spec;
     let strategy_config = if spec.local.is_some() {
-        model(problems, "local").map(|m| StrategyConfig::Local(model_target(m)))
+        model(problems, "local").map(|m| StrategyConfig::Local(Target::Model(m)))
     } else if let Some(forward) = &spec.forward {
         let fallback = if forward.fallback_to_model {
             model(problems, "fallback")
@@ -317,7 +323,7 @@ fn bind_service(
         let forward = link(problems, service.link.as_ref(), &format!("{field}.link"));
         local.zip(forward).map(|(m, l)| {
             StrategyConfig::Threshold(agent::ThresholdStrategy {
-                local: model_target(m),
+                local: Target::Model(m),
                 forward: link_target(l),
                 tau: threshold.tau,
                 confidence: threshold.confidence,
@@ -334,7 +340,7 @@ fn bind_service(
                     service.strategy
                 );
                 let target = match (&member.model, &member.link) {
-                    (Some(m), _) if placed(m) => model_target(m.clone()),
+                    (Some(m), _) if placed(m) => Target::Model(m.clone()),
                     (Some(m), _) => {
                         problems.push(format!(
                             "{at}.model: InferenceModel {m:?} is not placed on node {:?}",
@@ -379,76 +385,34 @@ fn bind_service(
     })
 }
 
-fn is_dns_label(name: &str) -> bool {
-    name.starts_with(|c: char| c.is_ascii_lowercase())
-        && !name.ends_with('-')
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-}
-
-fn model_target(model: String) -> Target {
-    Target {
-        model: Some(model),
-        ..Target::default()
-    }
-}
-
 fn link_target(link: String) -> Target {
-    Target {
-        upstream: Some(link),
-        ..Target::default()
+    Target::Upstream {
+        upstream: link,
+        service: None,
     }
 }
 
 /// A cycle of (node, service) hops over links between nodes of the network, if any. Services
 /// are forwarded under their own name, so a hop goes from `(a, s)` to `(b, s)`.
 fn forwarding_cycle(nodes: &[NodeSpec]) -> Option<Vec<String>> {
-    let next = |node: &NodeSpec, service: &NodeServiceSpec| -> Vec<String> {
+    let next = |(node_name, service_name): &(String, String)| -> Vec<(String, String)> {
+        let Some(node) = nodes.iter().find(|n| &n.name == node_name) else {
+            return Vec::new();
+        };
+        let Some(service) = node.services.iter().find(|s| &s.name == service_name) else {
+            return Vec::new();
+        };
         let link_names: BTreeSet<&String> = service.link.iter().collect();
         node.links
             .iter()
             .filter(|l| link_names.contains(&l.name))
-            .filter_map(|l| l.node.clone())
+            .filter_map(|l| Some((l.node.clone()?, service_name.clone())))
             .collect()
     };
-    fn visit(
-        nodes: &[NodeSpec],
-        at: (&str, &str),
-        stack: &mut Vec<String>,
-        done: &mut HashSet<(String, String)>,
-        next: &dyn Fn(&NodeSpec, &NodeServiceSpec) -> Vec<String>,
-    ) -> Option<Vec<String>> {
-        let (node_name, service_name) = at;
-        if let Some(start) = stack.iter().position(|n| n == node_name) {
-            let mut cycle = stack[start..].to_vec();
-            cycle.push(node_name.to_owned());
-            return Some(cycle);
-        }
-        if !done.insert((node_name.to_owned(), service_name.to_owned())) {
-            return None;
-        }
-        let node = nodes.iter().find(|n| n.name == node_name)?;
-        let service = node.services.iter().find(|s| s.name == service_name)?;
-        stack.push(node_name.to_owned());
-        for other in next(node, service) {
-            if let Some(cycle) = visit(nodes, (&other, service_name), stack, done, next) {
-                return Some(cycle);
-            }
-        }
-        stack.pop();
-        None
-    }
-    let mut done = HashSet::new();
-    nodes.iter().find_map(|node| {
-        node.services.iter().find_map(|service| {
-            visit(
-                nodes,
-                (&node.name, &service.name),
-                &mut Vec::new(),
-                &mut done,
-                &next,
-            )
-        })
-    })
+    let starts = nodes.iter().flat_map(|node| {
+        node.services
+            .iter()
+            .map(|service| (node.name.clone(), service.name.clone()))
+    });
+    find_cycle(starts, next).map(|cycle| cycle.into_iter().map(|(node, _)| node).collect())
 }

@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use idn_contract::names::{MANAGED_BY_LABEL, MANAGER, sha256_hex};
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource,
@@ -17,7 +18,6 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::{Resource, ResourceExt};
-use sha2::{Digest, Sha256};
 
 use crate::plan::{self, AGENT_PORT, Addressing, Declared, NodePlan};
 use crate::resources::{InferenceDeliveryNetwork, InferenceModel, LinkSpec, NodeStatus};
@@ -198,10 +198,7 @@ fn labels(network: &str, node: &NodePlan) -> BTreeMap<String, String> {
             "app.kubernetes.io/instance".to_owned(),
             object_name(network, &node.spec.name),
         ),
-        (
-            "app.kubernetes.io/managed-by".to_owned(),
-            "idn-operator".to_owned(),
-        ),
+        (MANAGED_BY_LABEL.to_owned(), MANAGER.to_owned()),
         (NETWORK_LABEL.to_owned(), network.to_owned()),
         (NODE_LABEL.to_owned(), node.spec.name.clone()),
         (
@@ -243,17 +240,13 @@ fn owner_reference(owner: &InferenceDeliveryNetwork) -> Option<OwnerReference> {
 /// The hash that rolls a node's pods when anything they run changes: the agent config (which
 /// holds models' sha256, strategies and links) and where each model comes from.
 fn config_hash(config: &str, models: &[&InferenceModel]) -> String {
-    let mut hasher = Sha256::new();
-    hasher.update(config.as_bytes());
+    let mut hashed = config.as_bytes().to_vec();
     for model in models {
-        hasher.update(serde_json::to_vec(&model.spec.source).expect("sources serialize"));
+        hashed.extend(serde_json::to_vec(&model.spec.source).expect("sources serialize"));
     }
-    hasher
-        .finalize()
-        .iter()
-        .take(8)
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    let mut hash = sha256_hex(&hashed);
+    hash.truncate(16);
+    hash
 }
 
 fn deployment(

@@ -11,7 +11,8 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use idn_node_agent::confidence::argmax;
+use idn_contract::confidence::argmax;
+use idn_contract::provenance;
 use serde_json::{Value, json};
 
 use crate::dataset::Dataset;
@@ -159,8 +160,8 @@ async fn send(
                     Ok(argmax(&probs))
                 },
                 latency,
-                node: text("idn_node"),
-                decision: text("idn_decision"),
+                node: text(provenance::NODE),
+                decision: text(provenance::DECISION),
             }
         }
         Err(error) => Outcome {

@@ -4,8 +4,8 @@
 //! applies its threshold, built from the agent's own config types so that field names cannot
 //! drift from what the agent reads.
 
-use idn_node_agent::confidence::Confidence;
-use idn_node_agent::config::{ForwardStrategy, StrategyConfig, Target, ThresholdStrategy};
+use idn_contract::confidence::Confidence;
+use idn_contract::config::{ForwardStrategy, StrategyConfig, Target, ThresholdStrategy};
 use serde::Serialize;
 
 use crate::calibrate::{Calibration, Goal, Outcome, Rule};
@@ -126,18 +126,15 @@ impl Report {
             .iter()
             .enumerate()
             .map(|(i, tier)| {
-                let next = || Target {
-                    upstream: Some(upstreams[i].clone()),
-                    ..Target::default()
+                let next = || Target::Upstream {
+                    upstream: upstreams[i].clone(),
+                    service: None,
                 };
                 let (tau, strategy) = match tier.rule {
                     Rule::Threshold(tau) => (
                         Some(tau),
                         Some(StrategyConfig::Threshold(ThresholdStrategy {
-                            local: Target {
-                                model: Some(models[i].clone()),
-                                ..Target::default()
-                            },
+                            local: Target::Model(models[i].clone()),
                             forward: next(),
                             tau,
                             confidence,
@@ -305,7 +302,7 @@ fn ms(value: f64) -> String {
 mod tests {
     use super::*;
     use crate::calibrate::{Outcome, TierOutcome};
-    use idn_node_agent::confidence::ConfidenceMetric;
+    use idn_contract::confidence::ConfidenceMetric;
 
     fn report(rule: Rule) -> Report {
         report_with_links(rule, None)

@@ -5,8 +5,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use idn_node_agent::confidence::{Confidence, argmax};
-use idn_node_agent::config::NodeAgentConfig;
+use idn_contract::confidence::{Confidence, argmax};
+use idn_contract::config::NodeAgentConfig;
 use serde_json::Value;
 
 const MODELS: [&str; 3] = ["mnist-linear", "mnist-mlp", "mnist-cnn"];

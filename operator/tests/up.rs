@@ -6,7 +6,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use idn_node_agent::confidence::{Confidence, argmax};
+use idn_contract::confidence::{Confidence, argmax};
 use idn_operator::dataset::Dataset;
 use idn_operator::local::{LocalNetwork, Options};
 use idn_operator::manifests::Manifests;

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use http::{HeaderMap, Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
-use idn_node_agent::config::NodeAgentConfig;
+use idn_contract::config::NodeAgentConfig;
 use idn_node_agent::node::Node;
 use idn_node_agent::server;
 use tokio::sync::oneshot;

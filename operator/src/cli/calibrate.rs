@@ -7,8 +7,8 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use clap::builder::{PossibleValuesParser, TypedValueParser};
-use idn_node_agent::confidence::{Confidence, ConfidenceMetric};
-use idn_node_agent::config::is_model_name;
+use idn_contract::confidence::{Confidence, ConfidenceMetric};
+use idn_contract::names::is_model_name;
 
 use super::{OutputFormat, SampleArgs};
 use crate::calibrate::{self, Goal, TierProbs};

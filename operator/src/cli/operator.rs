@@ -13,11 +13,12 @@ use kube::runtime::events::{Recorder, Reporter};
 use kube::{Api, Client};
 use tokio::sync::watch;
 
-use crate::controller::{self, Context, MANAGER};
+use crate::controller::{self, Context};
 use crate::endpoints::{self, Health};
 use crate::leader::LeaderElection;
 use crate::metrics::OperatorMetrics;
 use crate::render::Settings;
+use idn_contract::names::MANAGER;
 
 /// Arguments of `idn operator`.
 #[derive(Debug, Clone, clap::Args)]

@@ -4,8 +4,8 @@
 //! bound per node by the service that uses it (see `NodeServiceSpec`), so one strategy serves
 //! every tier of a cascade.
 
-use idn_node_agent::confidence::Confidence;
-use idn_node_agent::config::{Combine, EnsembleMode, FailurePolicy};
+use idn_contract::confidence::Confidence;
+use idn_contract::config::{Combine, EnsembleMode, FailurePolicy};
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 

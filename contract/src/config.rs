@@ -5,14 +5,31 @@
 //! wire, and strict: an unknown field is an error, because a typo there would silently change
 //! behaviour. [`NodeAgentConfig::validate`] returns every problem with its field path.
 
-use std::collections::HashSet;
+mod validate;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
 use crate::confidence::Confidence;
-use crate::{Error, Result};
+
+/// Why a config file cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config {path} is not valid YAML for NodeAgentConfig: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("config {path} is invalid:\n  {}", problems.join("\n  "))]
+    Invalid {
+        path: PathBuf,
+        problems: Vec<String>,
+    },
+}
 
 /// The only `apiVersion` this agent understands.
 pub const API_VERSION: &str = "idn.dev/v1alpha1";
@@ -127,20 +144,81 @@ pub enum FailurePolicy {
     Fail,
 }
 
-/// Where a strategy sends (part of) a request: exactly one of a local model, a local service,
-/// or an upstream (whose service defaults to the calling service's name).
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct Target {
+/// Where a strategy sends (part of) a request: a local model, a local service, or a service at
+/// an upstream (by default the calling service's name). In YAML it is a map with exactly one of
+/// `model`, `service` or `upstream` (which may name a `service`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "TargetFields", into = "TargetFields")]
+pub enum Target {
     /// A model loaded at this node.
+    Model(String),
+    /// A service of this node.
+    Service(String),
+    /// An upstream of this node, and the service to call there.
+    Upstream {
+        upstream: String,
+        service: Option<String>,
+    },
+}
+
+impl Target {
+    /// The name provenance reports for it: the model, the local service, or `upstream/service`.
+    pub fn display_name(&self) -> String {
+        match self {
+            Target::Model(name) | Target::Service(name) => name.clone(),
+            Target::Upstream {
+                upstream,
+                service: Some(service),
+            } => format!("{upstream}/{service}"),
+            Target::Upstream { upstream, .. } => upstream.clone(),
+        }
+    }
+}
+
+/// The wire shape of a [`Target`]: three optional names, of which validation at parse time
+/// keeps the combinations that mean something.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct TargetFields {
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub model: Option<String>,
-    /// An upstream of this node.
+    model: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub upstream: Option<String>,
-    /// A service: at the upstream when `upstream` is set, else at this node.
+    upstream: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub service: Option<String>,
+    service: Option<String>,
+}
+
+impl TryFrom<TargetFields> for Target {
+    type Error = &'static str;
+
+    fn try_from(fields: TargetFields) -> Result<Self, Self::Error> {
+        match (fields.model, fields.upstream, fields.service) {
+            (Some(model), None, None) => Ok(Target::Model(model)),
+            (None, None, Some(service)) => Ok(Target::Service(service)),
+            (None, Some(upstream), service) => Ok(Target::Upstream { upstream, service }),
+            _ => Err("give exactly one of model, service, or upstream (with an optional service)"),
+        }
+    }
+}
+
+impl From<Target> for TargetFields {
+    fn from(target: Target) -> Self {
+        match target {
+            Target::Model(model) => TargetFields {
+                model: Some(model),
+                ..TargetFields::default()
+            },
+            Target::Service(service) => TargetFields {
+                service: Some(service),
+                ..TargetFields::default()
+            },
+            Target::Upstream { upstream, service } => TargetFields {
+                upstream: Some(upstream),
+                service,
+                ..TargetFields::default()
+            },
+        }
+    }
 }
 
 /// The rule a service applies to each request.
@@ -340,18 +418,18 @@ fn default_version() -> String {
 impl NodeAgentConfig {
     /// Reads, parses and validates a config file; relative model paths are resolved against
     /// the file's directory.
-    pub fn load(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|source| Error::ConfigRead {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_owned(),
             source,
         })?;
-        let mut config = Self::from_yaml(&text).map_err(|message| Error::ConfigParse {
+        let mut config = Self::from_yaml(&text).map_err(|message| ConfigError::Parse {
             path: path.to_owned(),
             message,
         })?;
         let problems = config.validate();
         if !problems.is_empty() {
-            return Err(Error::ConfigInvalid {
+            return Err(ConfigError::Invalid {
                 path: path.to_owned(),
                 problems,
             });
@@ -376,230 +454,8 @@ impl NodeAgentConfig {
     }
 
     /// Parses a config document without validating it.
-    pub fn from_yaml(text: &str) -> std::result::Result<Self, String> {
+    pub fn from_yaml(text: &str) -> Result<Self, String> {
         serde_norway::from_str(text).map_err(|e| e.to_string())
-    }
-
-    /// Every problem of the config, each prefixed by its field path; empty when valid.
-    pub fn validate(&self) -> Vec<String> {
-        let mut problems = Vec::new();
-        if self.api_version != API_VERSION {
-            problems.push(format!(
-                "apiVersion: {:?} is not supported (expected {API_VERSION:?})",
-                self.api_version
-            ));
-        }
-        if self.kind != KIND {
-            problems.push(format!("kind: {:?} is not {KIND:?}", self.kind));
-        }
-        if !is_dns_label(&self.node) {
-            problems.push(format!(
-                "node: {:?} must be a DNS label (lowercase letters, digits, '-', at most 63)",
-                self.node
-            ));
-        }
-        self.limits.validate(&mut problems);
-        let mut names = HashSet::new();
-        for (i, model) in self.models.iter().enumerate() {
-            let field = format!("models[{i}]");
-            if !names.insert(model.name.as_str()) {
-                problems.push(format!("{field}.name: {:?} is declared twice", model.name));
-            }
-            model.validate(&field, &mut problems);
-        }
-        self.validate_upstreams(&mut problems);
-        self.validate_services(&mut problems);
-        problems
-    }
-
-    fn validate_upstreams(&self, problems: &mut Vec<String>) {
-        let mut names = HashSet::new();
-        for (i, upstream) in self.upstreams.iter().enumerate() {
-            let field = format!("upstreams[{i}]");
-            if !names.insert(upstream.name.as_str()) {
-                problems.push(format!(
-                    "{field}.name: {:?} is declared twice",
-                    upstream.name
-                ));
-            }
-            if !is_model_name(&upstream.name) {
-                problems.push(format!(
-                    "{field}.name: {:?} must use only letters, digits, '-', '_' and '.'",
-                    upstream.name
-                ));
-            }
-            let uri = upstream.url.parse::<http::Uri>().ok();
-            let scheme = uri.as_ref().and_then(|u| u.scheme_str());
-            let has_host = uri
-                .as_ref()
-                .and_then(|u| u.host())
-                .is_some_and(|h| !h.is_empty());
-            if !matches!(scheme, Some("http" | "https")) || !has_host {
-                problems.push(format!(
-                    "{field}.url: {:?} must be an http:// or https:// URL with a host",
-                    upstream.url
-                ));
-            } else if upstream.ca_file.is_some() && scheme != Some("https") {
-                problems.push(format!(
-                    "{field}.caFile: only an https:// upstream uses a CA"
-                ));
-            }
-            if upstream.timeout_ms == 0 {
-                problems.push(format!("{field}.timeoutMs: must be at least 1"));
-            }
-        }
-    }
-
-    fn validate_services(&self, problems: &mut Vec<String>) {
-        let mut names = HashSet::new();
-        for (i, service) in self.services.iter().enumerate() {
-            let field = format!("services[{i}]");
-            if !names.insert(service.name.as_str()) {
-                problems.push(format!(
-                    "{field}.name: {:?} is declared twice",
-                    service.name
-                ));
-            }
-            if !is_model_name(&service.name) {
-                problems.push(format!(
-                    "{field}.name: {:?} must use only letters, digits, '-', '_' and '.'",
-                    service.name
-                ));
-            }
-            if self.models.iter().any(|m| m.name == service.name) {
-                problems.push(format!(
-                    "{field}.name: {:?} is also a model name; clients could not tell them apart",
-                    service.name
-                ));
-            }
-            if service.deadline_ms == 0 {
-                problems.push(format!("{field}.deadlineMs: must be at least 1"));
-            }
-            if service.max_hops == 0 {
-                problems.push(format!("{field}.maxHops: must be at least 1"));
-            }
-            self.validate_strategy(&service.strategy, &format!("{field}.strategy"), problems);
-        }
-        if let Some(cycle) = self.service_cycle() {
-            problems.push(format!("services: forwarding cycle {}", cycle.join(" -> ")));
-        }
-    }
-
-    fn validate_strategy(
-        &self,
-        strategy: &StrategyConfig,
-        field: &str,
-        problems: &mut Vec<String>,
-    ) {
-        match strategy {
-            StrategyConfig::Local(target) => {
-                self.validate_target(target, &format!("{field}.local"), problems)
-            }
-            StrategyConfig::Forward(forward) => {
-                self.validate_target(&forward.to, &format!("{field}.forward.to"), problems);
-                if let Some(model) = &forward.fallback_model {
-                    self.validate_model_ref(
-                        model,
-                        &format!("{field}.forward.fallbackModel"),
-                        problems,
-                    );
-                }
-            }
-            StrategyConfig::Threshold(threshold) => {
-                let field = format!("{field}.threshold");
-                self.validate_target(&threshold.local, &format!("{field}.local"), problems);
-                self.validate_target(&threshold.forward, &format!("{field}.forward"), problems);
-                validate_unit(threshold.tau, &format!("{field}.tau"), problems);
-                validate_confidence(&threshold.confidence, &field, problems);
-            }
-            StrategyConfig::Ensemble(ensemble) => {
-                let field = format!("{field}.ensemble");
-                if ensemble.members.is_empty() {
-                    problems.push(format!(
-                        "{field}.members: an ensemble needs at least one member"
-                    ));
-                }
-                for (i, member) in ensemble.members.iter().enumerate() {
-                    let at = format!("{field}.members[{i}]");
-                    self.validate_target(&member.target, &at, problems);
-                    if !(member.weight.is_finite() && member.weight >= 0.0) {
-                        problems.push(format!(
-                            "{at}.weight: {} must be a finite number ≥ 0",
-                            member.weight
-                        ));
-                    }
-                    if !member.cost.is_finite() {
-                        problems.push(format!("{at}.cost: {} must be finite", member.cost));
-                    }
-                }
-                if let Some(tau) = ensemble.tau {
-                    validate_unit(tau, &format!("{field}.tau"), problems);
-                }
-                if ensemble.max_members == Some(0) {
-                    problems.push(format!("{field}.maxMembers: must be at least 1"));
-                }
-                validate_confidence(&ensemble.confidence, &field, problems);
-            }
-        }
-    }
-
-    fn validate_model_ref(&self, model: &str, field: &str, problems: &mut Vec<String>) {
-        if !self.models.iter().any(|m| m.name == model) {
-            problems.push(format!("{field}: unknown model {model:?}"));
-        }
-    }
-
-    fn validate_target(&self, target: &Target, field: &str, problems: &mut Vec<String>) {
-        match (&target.model, &target.upstream, &target.service) {
-            (Some(model), None, None) => self.validate_model_ref(model, &format!("{field}.model"), problems),
-            (None, Some(upstream), _) => {
-                if !self.upstreams.iter().any(|u| &u.name == upstream) {
-                    problems.push(format!("{field}.upstream: unknown upstream {upstream:?}"));
-                }
-            }
-            (None, None, Some(service)) => {
-                if !self.services.iter().any(|s| &s.name == service) {
-                    problems.push(format!("{field}.service: unknown service {service:?}"));
-                }
-            }
-            _ => problems.push(format!(
-                "{field}: give exactly one of model, service, or upstream (with an optional service)"
-            )),
-        }
-    }
-
-    /// A cycle of local service references (`service: x` targets), if any.
-    fn service_cycle(&self) -> Option<Vec<String>> {
-        fn visit<'a>(
-            config: &'a NodeAgentConfig,
-            name: &'a str,
-            stack: &mut Vec<&'a str>,
-            done: &mut HashSet<&'a str>,
-        ) -> Option<Vec<String>> {
-            if let Some(start) = stack.iter().position(|&s| s == name) {
-                let mut cycle: Vec<String> = stack[start..].iter().map(|s| s.to_string()).collect();
-                cycle.push(name.to_owned());
-                return Some(cycle);
-            }
-            if !done.insert(name) {
-                return None;
-            }
-            let service = config.services.iter().find(|s| s.name == name)?;
-            stack.push(name);
-            for target in service.strategy.targets() {
-                if let (None, None, Some(next)) = (&target.model, &target.upstream, &target.service)
-                    && let Some(cycle) = visit(config, next, stack, done)
-                {
-                    return Some(cycle);
-                }
-            }
-            stack.pop();
-            None
-        }
-        let mut done = HashSet::new();
-        self.services
-            .iter()
-            .find_map(|s| visit(self, &s.name, &mut Vec::new(), &mut done))
     }
 }
 
@@ -615,82 +471,6 @@ impl StrategyConfig {
             }
         }
     }
-}
-
-fn validate_unit(value: f64, field: &str, problems: &mut Vec<String>) {
-    if !(0.0..=1.0).contains(&value) {
-        problems.push(format!("{field}: {value} is outside [0, 1]"));
-    }
-}
-
-fn validate_confidence(confidence: &Confidence, field: &str, problems: &mut Vec<String>) {
-    if !(confidence.temperature.is_finite() && confidence.temperature > 0.0) {
-        problems.push(format!(
-            "{field}.confidence.temperature: {} must be a finite number > 0",
-            confidence.temperature
-        ));
-    }
-}
-
-impl Limits {
-    fn validate(&self, problems: &mut Vec<String>) {
-        for (field, value) in [
-            ("limits.maxBodyBytes", self.max_body_bytes),
-            ("limits.maxBatchSize", self.max_batch_size),
-            ("limits.queueDepth", self.queue_depth),
-        ] {
-            if value == 0 {
-                problems.push(format!("{field}: must be at least 1"));
-            }
-        }
-    }
-}
-
-impl ModelConfig {
-    fn validate(&self, field: &str, problems: &mut Vec<String>) {
-        if !is_model_name(&self.name) {
-            problems.push(format!(
-                "{field}.name: {:?} must be non-empty and use only letters, digits, '-', '_' and '.'",
-                self.name
-            ));
-        }
-        if self.version.is_empty() || self.version.contains('/') {
-            problems.push(format!(
-                "{field}.version: {:?} must be non-empty without '/'",
-                self.version
-            ));
-        }
-        if let Some(sha) = &self.sha256
-            && (sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()))
-        {
-            problems.push(format!(
-                "{field}.sha256: {sha:?} is not 64 hexadecimal digits"
-            ));
-        }
-        for (list, names) in [("inputs", &self.inputs), ("outputs", &self.outputs)] {
-            if names.is_empty() {
-                problems.push(format!("{field}.{list}: at least one name is required"));
-            }
-        }
-    }
-}
-
-fn is_dns_label(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 63
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !name.starts_with('-')
-        && !name.ends_with('-')
-}
-
-/// Model and service names appear in URL paths, so they stay within one path segment.
-pub fn is_model_name(name: &str) -> bool {
-    !name.is_empty()
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
 #[cfg(test)]
@@ -823,11 +603,6 @@ services:
                 "services[1].strategy.ensemble.members: an ensemble needs at least one member",
             ),
             (
-                "local: {model: mnist-mlp}",
-                "local: {model: mnist-mlp, upstream: cloud}",
-                "services[0].strategy.threshold.local: give exactly one of",
-            ),
-            (
                 "url: http://127.0.0.1:9000",
                 "url: ftp://cloud",
                 "upstreams[0].url: \"ftp://cloud\" must be an http:// or https:// URL",
@@ -851,6 +626,23 @@ services:
                 "{expected}: {problems:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_target_naming_two_kinds_is_rejected_where_it_stands() {
+        let text = format!(
+            "{VALID}{}",
+            STRATEGIES.replace(
+                "local: {model: mnist-mlp}",
+                "local: {model: mnist-mlp, upstream: cloud}"
+            )
+        );
+        let err = NodeAgentConfig::from_yaml(&text).unwrap_err();
+        assert!(
+            err.contains("services[0].strategy.threshold")
+                && err.contains("give exactly one of model, service, or upstream"),
+            "{err}"
+        );
     }
 
     #[test]
