@@ -18,7 +18,6 @@ pub mod protocol;
 pub mod provenance;
 pub mod runtime;
 pub mod server;
-pub mod telemetry;
 pub mod tensor;
 pub mod upstream;
 

@@ -7,7 +7,7 @@ use clap::Parser;
 use idn_contract::config::NodeAgentConfig;
 use idn_node_agent::node::Node;
 use idn_node_agent::server;
-use idn_node_agent::telemetry::{self, LogFormat};
+use idn_telemetry::{self as telemetry, LogFormat};
 
 #[derive(Parser)]
 #[command(version, about)]
@@ -52,7 +52,7 @@ async fn run(args: Args) -> idn_node_agent::Result<()> {
         addr = %server::local_addr(&listener),
         "serving the Open Inference Protocol v2"
     );
-    server::serve(node, listener, server::shutdown_signal()).await;
+    server::serve(node, listener, telemetry::shutdown_signal()).await;
     tracing::info!("stopped");
     Ok(())
 }

@@ -509,17 +509,6 @@ pub async fn serve(node: Arc<Node>, listener: TcpListener, shutdown: impl Future
     }
 }
 
-/// Resolves on SIGTERM (how Kubernetes stops a pod) or Ctrl-C.
-pub async fn shutdown_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("installing a SIGTERM handler");
-    tokio::select! {
-        _ = term.recv() => {},
-        _ = tokio::signal::ctrl_c() => {},
-    }
-    tracing::info!("shutdown signal received");
-}
-
 /// The address a listener is bound to, for logs and tests.
 pub fn local_addr(listener: &TcpListener) -> SocketAddr {
     listener

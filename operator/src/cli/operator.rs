@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use idn_node_agent::telemetry::{self, LogFormat};
+use idn_telemetry::{self as telemetry, LogFormat};
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::{Api, Client};
@@ -83,7 +83,7 @@ async fn operate(args: &Args) -> anyhow::Result<ExitCode> {
     health.ready.store(true, Ordering::Relaxed);
     let (stop, stopped) = watch::channel(false);
     tokio::spawn(async move {
-        idn_node_agent::server::shutdown_signal().await;
+        telemetry::shutdown_signal().await;
         let _ = stop.send(true);
     });
     let shutdown = {

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::{Context as _, bail};
-use idn_node_agent::telemetry::{self, LogFormat};
+use idn_telemetry::{self as telemetry, LogFormat};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::SampleArgs;

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context as _, anyhow, bail};
-use idn_node_agent::telemetry::{self, LogFormat};
+use idn_telemetry::{self as telemetry, LogFormat};
 use kube::ResourceExt;
 
 use crate::local::{LocalNetwork, Options};
@@ -114,7 +114,7 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         .block_on(async {
             let running = LocalNetwork::start(&manifests, &network, &options).await?;
             print_network(&running, &network);
-            idn_node_agent::server::shutdown_signal().await;
+            telemetry::shutdown_signal().await;
             eprintln!("stopping {} nodes", running.nodes.len());
             running.stop().await;
             Ok(ExitCode::SUCCESS)

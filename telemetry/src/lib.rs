@@ -1,5 +1,6 @@
-//! Structured logs through `tracing`: human-readable text by default, one JSON object per line
-//! for log collectors. The filter comes from `RUST_LOG`, else the given level.
+//! What every idn process (node-agent, operator, tools) sets up alike: structured logs through
+//! `tracing` — human-readable text by default, one JSON object per line for log collectors,
+//! the filter from `RUST_LOG` else the given level — and the signal that stops it.
 
 use tracing_subscriber::EnvFilter;
 
@@ -22,4 +23,15 @@ pub fn init(format: LogFormat, level: &str) {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
     };
+}
+
+/// Resolves on SIGTERM (how Kubernetes stops a pod) or Ctrl-C.
+pub async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("installing a SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {},
+        _ = tokio::signal::ctrl_c() => {},
+    }
+    tracing::info!("shutdown signal received");
 }
