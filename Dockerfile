@@ -2,6 +2,17 @@
 # Images of idn (x86_64: `make ort` fetches the manylinux x86_64 ONNX Runtime), one target each:
 #   docker build --target operator   -t idn-operator:0.1.0 .
 #   docker build --target node-agent -t idn-node-agent:0.1.0 .
+# Each builds only its own crate: the operator image compiles no ONNX Runtime bindings.
+
+# The operator: kube and the contract, nothing of the data plane.
+FROM rust:1.95-bookworm AS operator-builder
+WORKDIR /src
+COPY . .
+RUN --mount=type=cache,target=/usr/local/cargo/registry \
+    --mount=type=cache,target=/src/target \
+    cargo build --release --locked -p idn-operator --bin idn-operator \
+ && mkdir -p /out \
+ && cp target/release/idn-operator /out/
 
 FROM rust:1.95-bookworm AS builder
 # `make ort` takes the ONNX Runtime library from its PyPI wheel with pip.
@@ -17,9 +28,9 @@ COPY . .
 # the target cache in the same step because the mount is not part of the image.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked -p idn-operator -p idn-node-agent \
+    cargo build --release --locked -p idn-node-agent --bin idn-node-agent \
  && mkdir -p /out \
- && cp target/release/idn target/release/idn-node-agent /out/
+ && cp target/release/idn-node-agent /out/
 
 # Both finals run on the builder's Debian release (same glibc); `cc` adds libgcc and
 # libstdc++, which ONNX Runtime needs.
@@ -33,7 +44,7 @@ EXPOSE 8000
 ENTRYPOINT ["/usr/local/bin/idn-node-agent"]
 
 FROM gcr.io/distroless/cc-debian12:nonroot AS operator
-COPY --from=builder /out/idn /usr/local/bin/idn
+COPY --from=operator-builder /out/idn-operator /usr/local/bin/idn-operator
 USER 65532:65532
 EXPOSE 8080
-ENTRYPOINT ["/usr/local/bin/idn", "operator"]
+ENTRYPOINT ["/usr/local/bin/idn-operator"]

@@ -73,7 +73,7 @@ lint: ## cargo fmt --check and clippy with warnings denied
 
 .PHONY: crds
 crds: ## Regenerate the CRD YAML in crds/ and the Helm chart from the Rust types
-	cargo run -q -p idn-operator --bin idn -- crds > crds/idn.dev.yaml
+	cargo run -q -p idn-tools --bin idn -- crds > crds/idn.dev.yaml
 	cp crds/idn.dev.yaml charts/idn-operator/crds/idn.dev.yaml
 
 .PHONY: clean

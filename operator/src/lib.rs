@@ -1,25 +1,18 @@
-//! idn operator: custom resources, rendering, and the `idn` command-line tool.
+//! idn operator: the custom resources, the pure planning and rendering that turn them into
+//! Kubernetes objects, and the controller that applies those objects and reports status.
 //!
-//! For now the crate holds the CLI's first subcommand, `idn calibrate`, as small modules:
-//! [`dataset`] reads a labelled sample, [`inference`] runs a model over it through the
-//! node-agent runtime, [`calibrate`] searches a cascade's thresholds (pure), [`report`] and
-//! [`table`] present the result, and [`cli`] wires them to the command line.
+//! [`resources`] holds the CRD types and [`manifests`] reads them from files; [`plan`] binds a
+//! network's nodes, strategies and models into node-agent configs and [`render`] turns each
+//! plan into a ConfigMap, Deployment and Service (both pure, shared with `idn render` and
+//! `idn up`); [`controller`] reconciles, writing [`conditions`]; [`leader`] holds the Lease;
+//! [`metrics`] and [`endpoints`] serve `/metrics`, `/healthz` and `/readyz`.
 
-pub mod calibrate;
-pub mod cli;
-pub mod compare;
 pub mod conditions;
 pub mod controller;
-pub mod dataset;
 pub mod endpoints;
-pub mod inference;
 pub mod leader;
-pub mod local;
 pub mod manifests;
 pub mod metrics;
 pub mod plan;
 pub mod render;
-pub mod replay;
-pub mod report;
 pub mod resources;
-pub mod table;

@@ -1,17 +1,209 @@
-//! `idn`: the command-line tool of an inference delivery network (see `idn --help`).
+//! `idn-operator`: the controller of idn, reconciling inference delivery networks into
+//! node-agent Deployments (in a cluster, or against any KUBECONFIG).
 
+use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
 
-use clap::Parser;
-use idn_operator::cli::Cli;
+use anyhow::Context as _;
+use idn_telemetry::{self as telemetry, LogFormat};
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::runtime::events::{Recorder, Reporter};
+use kube::{Api, Client};
+use tokio::sync::watch;
+
+use idn_contract::names::MANAGER;
+use idn_operator::controller::{self, Context};
+use idn_operator::endpoints::{self, Health};
+use idn_operator::leader::LeaderElection;
+use idn_operator::metrics::OperatorMetrics;
+use idn_operator::render::Settings;
+
+/// idn-operator: reconcile inference delivery networks into node-agent Deployments.
+#[derive(Debug, Clone, clap::Parser)]
+#[command(name = "idn-operator", version)]
+struct Args {
+    /// Namespace whose networks are reconciled; repeat for several; none means all.
+    #[arg(long = "watch-namespace", value_name = "NS")]
+    watch_namespaces: Vec<String>,
+    /// Address of /metrics, /healthz and /readyz.
+    #[arg(long, default_value = "0.0.0.0:8080")]
+    metrics_addr: SocketAddr,
+    /// Node-agent image for networks that name none.
+    #[arg(long, value_name = "IMAGE")]
+    agent_image: Option<String>,
+    /// Image of the init container that downloads models (needs sh, curl and sha256sum).
+    #[arg(long, value_name = "IMAGE")]
+    fetch_image: Option<String>,
+    /// Log line format.
+    #[arg(long, value_enum, default_value = "text")]
+    log_format: LogFormat,
+    /// Log level, used when RUST_LOG is not set.
+    #[arg(long, default_value = "info")]
+    log_level: String,
+    /// Reconcile without taking the leader lease (a single replica, or local runs).
+    #[arg(long)]
+    no_leader_election: bool,
+    /// Namespace of the leader lease.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    lease_namespace: String,
+    /// Name of the leader lease.
+    #[arg(long, default_value = "idn-operator")]
+    lease_name: String,
+    /// This replica's identity in the lease.
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
+}
+
+/// How long a leader's lease lasts without renewal.
+const LEASE_DURATION: Duration = Duration::from_secs(15);
 
 fn main() -> ExitCode {
-    match Cli::parse().run() {
-        Ok(code) => code,
-        Err(error) => {
-            // `{:#}` prints the whole chain of causes on one line.
-            eprintln!("error: {error:#}");
-            ExitCode::FAILURE
+    let args = <Args as clap::Parser>::parse();
+    telemetry::init(args.log_format, &args.log_level);
+    let result = tokio::runtime::Runtime::new()
+        .context("starting the async runtime")
+        .and_then(|runtime| runtime.block_on(operate(&args)));
+    result.unwrap_or_else(|error| {
+        // `{:#}` prints the whole chain of causes on one line.
+        eprintln!("error: {error:#}");
+        ExitCode::FAILURE
+    })
+}
+
+async fn operate(args: &Args) -> anyhow::Result<ExitCode> {
+    let metrics = Arc::new(OperatorMetrics::default());
+    let health = Arc::new(Health {
+        metrics: Arc::clone(&metrics),
+        ready: false.into(),
+    });
+    let listener = tokio::net::TcpListener::bind(args.metrics_addr)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.metrics_addr))?;
+    tracing::info!(addr = %listener.local_addr()?, "serving /metrics, /healthz, /readyz");
+    tokio::spawn(endpoints::serve(listener, Arc::clone(&health)));
+
+    let client = Client::try_default()
+        .await
+        .context("cannot reach the Kubernetes API (in-cluster config or KUBECONFIG)")?;
+    health.ready.store(true, Ordering::Relaxed);
+    let (stop, stopped) = watch::channel(false);
+    tokio::spawn(async move {
+        telemetry::shutdown_signal().await;
+        let _ = stop.send(true);
+    });
+    let shutdown = {
+        let stopped = stopped.clone();
+        move || {
+            let mut stopped = stopped.clone();
+            async move {
+                let _ = stopped.wait_for(|s| *s).await;
+            }
+        }
+    };
+
+    let identity = args.identity.clone().unwrap_or_else(|| {
+        format!(
+            "{}-{}",
+            std::env::var("HOSTNAME").unwrap_or_else(|_| "idn".to_owned()),
+            std::process::id()
+        )
+    });
+    let election = (!args.no_leader_election).then(|| {
+        LeaderElection::new(
+            Api::<Lease>::namespaced(client.clone(), &args.lease_namespace),
+            &args.lease_name,
+            &identity,
+            LEASE_DURATION,
+        )
+    });
+    if let Some(election) = &election {
+        tracing::info!(lease = %args.lease_name, %identity, "waiting for the leader lease");
+        loop {
+            match election.try_acquire().await {
+                Ok(true) => break,
+                Ok(false) => {}
+                Err(e) => tracing::warn!(error = %e, "leader election failed; retrying"),
+            }
+            tokio::select! {
+                () = tokio::time::sleep(election.renew_interval()) => {}
+                () = shutdown() => return Ok(ExitCode::SUCCESS),
+            }
+        }
+        tracing::info!("leading");
+    }
+    metrics.leader.set(1);
+
+    let mut settings = Settings::default();
+    if let Some(image) = &args.agent_image {
+        settings.agent_image = image.clone();
+    }
+    if let Some(image) = &args.fetch_image {
+        settings.fetch_image = image.clone();
+    }
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: MANAGER.to_owned(),
+            instance: Some(identity.clone()),
+        },
+    );
+    let ctx = Arc::new(Context::new(
+        client,
+        settings,
+        recorder,
+        Arc::clone(&metrics),
+    ));
+    let namespaces: Vec<Option<&str>> = if args.watch_namespaces.is_empty() {
+        vec![None]
+    } else {
+        args.watch_namespaces
+            .iter()
+            .map(|n| Some(n.as_str()))
+            .collect()
+    };
+    let controllers = futures_util::future::join_all(
+        namespaces
+            .into_iter()
+            .map(|namespace| controller::run(Arc::clone(&ctx), namespace, shutdown())),
+    );
+    let lost = match &election {
+        Some(election) => tokio::select! {
+            _ = controllers => false,
+            () = keep_lease(election) => true,
+        },
+        None => {
+            controllers.await;
+            false
+        }
+    };
+    metrics.leader.set(0);
+    if lost {
+        // Another replica may already reconcile: stop at once and let the pod restart.
+        tracing::error!("lost the leader lease; exiting");
+        return Ok(ExitCode::FAILURE);
+    }
+    if let Some(election) = &election {
+        election.release().await;
+    }
+    tracing::info!("stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Renews the lease until it cannot be renewed for a whole lease duration.
+async fn keep_lease(election: &LeaderElection) {
+    let mut last_renewal = tokio::time::Instant::now();
+    loop {
+        tokio::time::sleep(election.renew_interval()).await;
+        match election.try_acquire().await {
+            Ok(true) => last_renewal = tokio::time::Instant::now(),
+            Ok(false) => return,
+            Err(e) => tracing::warn!(error = %e, "cannot renew the leader lease"),
+        }
+        if last_renewal.elapsed() > LEASE_DURATION {
+            return;
         }
     }
 }

@@ -1,4 +1,4 @@
-"""End to end: the real `idn operator` binary and the real `kubectl` against a Kubernetes API.
+"""End to end: the real `idn-operator` binary and the real `kubectl` against a Kubernetes API.
 
 By default the API is the emulator of apiserver.py (kmock on loopback), started here; with
 IDN_E2E_KUBECONFIG set, it is that cluster's (kind in .github/workflows/e2e-kind.yaml) and the
@@ -158,17 +158,12 @@ def act_as_kubelets(kube: Kube, network: str = "mnist") -> None:
 
 @pytest.fixture(scope="module")
 def idn_binary() -> pathlib.Path:
-    """The idn binary, once it has the `operator` subcommand: without it (or kubectl) the module
-    is skipped, or fails when a cluster run was asked for explicitly (IDN_E2E_KUBECONFIG)."""
+    """The operator binary: without it (or kubectl) the module is skipped, or fails when a
+    cluster run was asked for explicitly (IDN_E2E_KUBECONFIG)."""
     unavailable = pytest.fail if REAL_CLUSTER else pytest.skip
-    binary = pathlib.Path(os.environ.get("IDN_BINARY") or REPO / "target" / "debug" / "idn")
+    binary = pathlib.Path(os.environ.get("IDN_OPERATOR_BINARY") or REPO / "target" / "debug" / "idn-operator")
     if not binary.exists():
-        unavailable(f"{binary} is not built (cargo build -p idn-operator --bin idn)")
-    probe = subprocess.run([binary, "operator", "--help"], capture_output=True, text=True, timeout=60)
-    if probe.returncode != 0:
-        first = (probe.stderr.strip().splitlines() or [""])[0]
-        unavailable(f"`idn operator` does not exist yet in {binary} ({first!r}); "
-                    "the end-to-end test needs it (cargo build -p idn-operator --bin idn)")
+        unavailable(f"{binary} is not built (cargo build -p idn-operator)")
     if shutil.which("kubectl") is None:
         unavailable("kubectl is not installed")
     return binary
@@ -202,9 +197,9 @@ def kube(kubeconfig) -> Kube:
 
 @pytest.fixture(scope="module")
 def operator(idn_binary, kube, tmp_path_factory) -> subprocess.Popen:
-    """`idn operator` on the kubeconfig, watching the test's namespace; stopped with SIGTERM."""
+    """`idn-operator` on the kubeconfig, watching the test's namespace; stopped with SIGTERM."""
     kube.operator_log = tmp_path_factory.mktemp("operator") / "operator.log"
-    args = [str(idn_binary), "operator", "--no-leader-election", "--metrics-addr", "127.0.0.1:0",
+    args = [str(idn_binary), "--no-leader-election", "--metrics-addr", "127.0.0.1:0",
             "--watch-namespace", kube.namespace]
     for flag, variable in (("--agent-image", "IDN_E2E_AGENT_IMAGE"), ("--fetch-image", "IDN_E2E_FETCH_IMAGE")):
         if os.environ.get(variable):

@@ -5,7 +5,6 @@
 
 pub mod calibrate;
 pub mod crds;
-pub mod operator;
 pub mod render;
 pub mod replay;
 pub mod up;
@@ -31,8 +30,6 @@ pub enum Command {
     Calibrate(calibrate::Args),
     /// Print the CustomResourceDefinitions (YAML).
     Crds(crds::Args),
-    /// Run the controller: reconcile networks into node-agent Deployments.
-    Operator(operator::Args),
     /// Print the Kubernetes objects the operator would create for some manifests.
     Render(render::Args),
     /// Send a labelled sample to a service (or compare strategies) and report accuracy and latency.
@@ -47,7 +44,6 @@ impl Cli {
         match self.command {
             Command::Calibrate(args) => calibrate::run(&args),
             Command::Crds(args) => crds::run(&args),
-            Command::Operator(args) => operator::run(&args),
             Command::Render(args) => render::run(&args),
             Command::Replay(args) => replay::run(&args),
             Command::Up(args) => up::run(&args),

@@ -7,9 +7,9 @@ use std::fmt::Write as _;
 use kube::ResourceExt;
 use kube::api::ObjectMeta;
 
-use crate::manifests::Manifests;
 use crate::replay::Summary;
-use crate::resources::{
+use idn_operator::manifests::Manifests;
+use idn_operator::resources::{
     DeliveryStrategy, DeliveryStrategySpec, EnsembleMember, EnsembleStrategy, ForwardStrategy,
     InferenceDeliveryNetwork, LocalStrategy, NodeSpec,
 };
@@ -132,7 +132,7 @@ pub fn variants(manifests: &Manifests, entry: &str, service: &str, taus: &[f64])
         for &tau in taus {
             variant(format!("cascade-{tau}"), &|m, v| {
                 for node in &chain[..chain.len() - 1] {
-                    let threshold = crate::resources::ThresholdStrategy {
+                    let threshold = idn_operator::resources::ThresholdStrategy {
                         tau,
                         confidence: Default::default(),
                     };

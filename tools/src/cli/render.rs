@@ -7,9 +7,9 @@ use anyhow::bail;
 use kube::ResourceExt;
 use serde::Serialize;
 
-use crate::manifests::Manifests;
-use crate::plan::Declared;
-use crate::render::{self, Settings};
+use idn_operator::manifests::Manifests;
+use idn_operator::plan::Declared;
+use idn_operator::render::{self, Settings};
 
 /// Arguments of `idn render`.
 #[derive(Debug, Clone, clap::Args)]

@@ -9,8 +9,8 @@ use idn_telemetry::{self as telemetry, LogFormat};
 use kube::ResourceExt;
 
 use crate::local::{LocalNetwork, Options};
-use crate::manifests::Manifests;
-use crate::resources::InferenceDeliveryNetwork;
+use idn_operator::manifests::Manifests;
+use idn_operator::resources::InferenceDeliveryNetwork;
 
 /// Arguments of `idn up`.
 #[derive(Debug, Clone, clap::Args)]

@@ -7,10 +7,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use idn_contract::confidence::{Confidence, argmax};
-use idn_operator::dataset::Dataset;
-use idn_operator::local::{LocalNetwork, Options};
 use idn_operator::manifests::Manifests;
-use idn_operator::replay::{self, Load};
+use idn_tools::dataset::Dataset;
+use idn_tools::local::{LocalNetwork, Options};
+use idn_tools::replay::{self, Load};
 use kube::ResourceExt;
 
 fn root() -> PathBuf {

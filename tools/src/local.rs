@@ -17,9 +17,9 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use crate::manifests::Manifests;
-use crate::plan::{self, Addressing, Declared};
-use crate::resources::{InferenceDeliveryNetwork, InferenceModel, LinkSpec};
+use idn_operator::manifests::Manifests;
+use idn_operator::plan::{self, Addressing, Declared};
+use idn_operator::resources::{InferenceDeliveryNetwork, InferenceModel, LinkSpec};
 
 /// How the local network is laid out.
 #[derive(Debug, Clone, Default)]

@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use crate::resources;
+use idn_operator::resources;
 
 /// Arguments of `idn crds`.
 #[derive(Debug, Clone, clap::Args)]
