@@ -1,38 +1,115 @@
-//! Status conditions, built in one place so every condition carries a reason, a message, the
-//! observed generation, and a transition time that changes only when the status flips.
+//! Status conditions, built in one place so every condition carries a typed kind, status and
+//! reason, a message, the observed generation, and a transition time that changes only when
+//! the status flips.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 
-/// The network is serving: every node has its replicas ready.
-pub const READY: &str = "Ready";
-/// Objects are being created or rolled out.
-pub const PROGRESSING: &str = "Progressing";
-/// Some node cannot reach its desired state (failed rollout, unavailable replicas).
-pub const DEGRADED: &str = "Degraded";
-/// The spec or a resource it refers to is invalid; nothing was applied.
-pub const INVALID_SPEC: &str = "InvalidSpec";
+/// The conditions of an InferenceDeliveryNetwork.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConditionType {
+    /// The network is serving: every node has its replicas ready.
+    Ready,
+    /// Objects are being created or rolled out.
+    Progressing,
+    /// Some node cannot reach its desired state (failed rollout, unavailable replicas).
+    Degraded,
+    /// The spec or a resource it refers to is invalid; nothing was applied.
+    InvalidSpec,
+}
+
+impl ConditionType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConditionType::Ready => "Ready",
+            ConditionType::Progressing => "Progressing",
+            ConditionType::Degraded => "Degraded",
+            ConditionType::InvalidSpec => "InvalidSpec",
+        }
+    }
+}
+
+/// A condition's status, as Kubernetes spells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConditionStatus {
+    True,
+    False,
+    /// Not known yet; also what an unparsable status read back from the API means.
+    Unknown,
+}
+
+impl ConditionStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConditionStatus::True => "True",
+            ConditionStatus::False => "False",
+            ConditionStatus::Unknown => "Unknown",
+        }
+    }
+}
+
+impl From<bool> for ConditionStatus {
+    fn from(holds: bool) -> Self {
+        if holds {
+            ConditionStatus::True
+        } else {
+            ConditionStatus::False
+        }
+    }
+}
+
+/// Why a condition has its status: one CamelCase word each, as `kubectl describe` shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    AllNodesReady,
+    NodesNotReady,
+    RolloutComplete,
+    RollingOut,
+    NoFailures,
+    RolloutFailed,
+    Valid,
+    /// A reference does not resolve (unknown model or strategy, cycle, missing secret, ...).
+    InvalidReference,
+    /// Set on the other conditions while the spec is invalid.
+    InvalidSpec,
+}
+
+impl Reason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::AllNodesReady => "AllNodesReady",
+            Reason::NodesNotReady => "NodesNotReady",
+            Reason::RolloutComplete => "RolloutComplete",
+            Reason::RollingOut => "RollingOut",
+            Reason::NoFailures => "NoFailures",
+            Reason::RolloutFailed => "RolloutFailed",
+            Reason::Valid => "Valid",
+            Reason::InvalidReference => "InvalidReference",
+            Reason::InvalidSpec => "InvalidSpec",
+        }
+    }
+}
 
 /// A condition as the controller computes it, before times are filled in.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Observed {
-    pub type_: &'static str,
-    pub status: bool,
-    pub reason: String,
+    pub type_: ConditionType,
+    pub status: ConditionStatus,
+    pub reason: Reason,
     pub message: String,
 }
 
 impl Observed {
     pub fn new(
-        type_: &'static str,
-        status: bool,
-        reason: &str,
+        type_: ConditionType,
+        status: impl Into<ConditionStatus>,
+        reason: Reason,
         message: impl Into<String>,
     ) -> Self {
         Observed {
             type_,
-            status,
-            reason: reason.to_owned(),
+            status: status.into(),
+            reason,
             message: message.into(),
         }
     }
@@ -49,15 +126,15 @@ pub fn merge(
     observed
         .into_iter()
         .map(|o| {
-            let status = if o.status { "True" } else { "False" }.to_owned();
+            let (type_, status) = (o.type_.as_str(), o.status.as_str());
             let last_transition_time = previous
                 .iter()
-                .find(|p| p.type_ == o.type_ && p.status == status)
+                .find(|p| p.type_ == type_ && p.status == status)
                 .map_or(Time(now), |p| p.last_transition_time.clone());
             Condition {
-                type_: o.type_.to_owned(),
-                status,
-                reason: o.reason,
+                type_: type_.to_owned(),
+                status: status.to_owned(),
+                reason: o.reason.as_str().to_owned(),
                 message: o.message,
                 observed_generation: generation,
                 last_transition_time,
@@ -67,10 +144,10 @@ pub fn merge(
 }
 
 /// Whether condition `type_` is True in `conditions`.
-pub fn is_true(conditions: &[Condition], type_: &str) -> bool {
+pub fn is_true(conditions: &[Condition], type_: ConditionType) -> bool {
     conditions
         .iter()
-        .any(|c| c.type_ == type_ && c.status == "True")
+        .any(|c| c.type_ == type_.as_str() && c.status == ConditionStatus::True.as_str())
 }
 
 #[cfg(test)]
@@ -83,18 +160,24 @@ mod tests {
 
     #[test]
     fn transition_time_changes_only_when_the_status_flips() {
+        let ready = ConditionType::Ready;
         let first = merge(
             &[],
-            vec![Observed::new(READY, false, "NodesNotReady", "0/3")],
+            vec![Observed::new(ready, false, Reason::NodesNotReady, "0/3")],
             Some(1),
             at(100),
         );
         assert_eq!(first[0].last_transition_time, Time(at(100)));
         assert_eq!(first[0].observed_generation, Some(1));
+        assert_eq!(
+            (first[0].type_.as_str(), first[0].status.as_str()),
+            ("Ready", "False")
+        );
+        assert_eq!(first[0].reason, "NodesNotReady");
 
         let same = merge(
             &first,
-            vec![Observed::new(READY, false, "NodesNotReady", "1/3")],
+            vec![Observed::new(ready, false, Reason::NodesNotReady, "1/3")],
             Some(2),
             at(200),
         );
@@ -104,11 +187,29 @@ mod tests {
 
         let flipped = merge(
             &same,
-            vec![Observed::new(READY, true, "AllNodesReady", "3/3")],
+            vec![Observed::new(ready, true, Reason::AllNodesReady, "3/3")],
             Some(2),
             at(300),
         );
         assert_eq!(flipped[0].last_transition_time, Time(at(300)));
-        assert!(is_true(&flipped, READY));
+        assert!(is_true(&flipped, ready));
+        assert!(!is_true(&flipped, ConditionType::Degraded));
+    }
+
+    #[test]
+    fn unknown_is_neither_true_nor_false() {
+        let unknown = merge(
+            &[],
+            vec![Observed::new(
+                ConditionType::Ready,
+                ConditionStatus::Unknown,
+                Reason::NodesNotReady,
+                "",
+            )],
+            None,
+            at(0),
+        );
+        assert_eq!(unknown[0].status, "Unknown");
+        assert!(!is_true(&unknown, ConditionType::Ready));
     }
 }

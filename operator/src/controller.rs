@@ -25,7 +25,7 @@ use serde_json::json;
 
 use idn_contract::names::{MANAGED_BY_LABEL, MANAGER};
 
-use crate::conditions::{self, DEGRADED, INVALID_SPEC, Observed, PROGRESSING, READY};
+use crate::conditions::{self, ConditionType, Observed, Reason};
 use crate::metrics::OperatorMetrics;
 use crate::plan::Declared;
 use crate::render::{self, NETWORK_LABEL, Rendered, Settings};
@@ -180,19 +180,24 @@ async fn reconcile_network(
             let message = problems.join("; ");
             let observed = vec![
                 Observed::new(
-                    READY,
+                    ConditionType::Ready,
                     false,
-                    "InvalidSpec",
+                    Reason::InvalidSpec,
                     "the spec is invalid; see InvalidSpec",
                 ),
                 Observed::new(
-                    PROGRESSING,
+                    ConditionType::Progressing,
                     false,
-                    "InvalidSpec",
+                    Reason::InvalidSpec,
                     "nothing is applied until the spec is fixed",
                 ),
-                Observed::new(DEGRADED, false, "InvalidSpec", ""),
-                Observed::new(INVALID_SPEC, true, "InvalidReference", message.clone()),
+                Observed::new(ConditionType::Degraded, false, Reason::InvalidSpec, ""),
+                Observed::new(
+                    ConditionType::InvalidSpec,
+                    true,
+                    Reason::InvalidReference,
+                    message.clone(),
+                ),
             ];
             let status = network.status.clone().unwrap_or_default();
             write_status(ctx, network, status.nodes, observed).await?;
@@ -331,8 +336,7 @@ pub fn observe(
     deployments: &[Deployment],
 ) -> (Vec<NodeStatus>, Vec<Observed>) {
     let mut observed_nodes = nodes.to_vec();
-    let mut rolling = Vec::new();
-    let mut failing = Vec::new();
+    let mut rollout = Rollout::default();
     for (node, deployment) in observed_nodes.iter_mut().zip(deployments) {
         let status = deployment.status.clone().unwrap_or_default();
         node.ready_replicas = status.ready_replicas.unwrap_or(0);
@@ -341,73 +345,91 @@ pub fn observe(
             || status.updated_replicas.unwrap_or(0) < node.replicas
             || node.ready_replicas < node.replicas
         {
-            rolling.push(node.name.clone());
+            rollout.rolling.push(node.name.clone());
         }
         let failed = status.conditions.unwrap_or_default().into_iter().any(|c| {
             (c.type_ == "Progressing" && c.status == "False")
                 || (c.type_ == "ReplicaFailure" && c.status == "True")
         });
         if failed {
-            failing.push(node.name.clone());
+            rollout.failing.push(node.name.clone());
         }
     }
-    let ready = observed_nodes
-        .iter()
-        .filter(|n| n.ready_replicas >= n.replicas)
-        .count();
-    let total = observed_nodes.len();
-    let not_ready: Vec<String> = observed_nodes
-        .iter()
-        .filter(|n| n.ready_replicas < n.replicas)
-        .map(|n| format!("{} ({}/{})", n.name, n.ready_replicas, n.replicas))
-        .collect();
-    let conditions = vec![
-        if ready == total {
-            Observed::new(
-                READY,
-                true,
-                "AllNodesReady",
-                format!("{ready}/{total} nodes ready"),
-            )
-        } else {
-            Observed::new(
-                READY,
-                false,
-                "NodesNotReady",
-                format!(
-                    "{ready}/{total} nodes ready; waiting for {}",
-                    not_ready.join(", ")
-                ),
-            )
-        },
-        if rolling.is_empty() {
-            Observed::new(
-                PROGRESSING,
-                false,
-                "RolloutComplete",
-                "every node runs its current config",
-            )
-        } else {
-            Observed::new(
-                PROGRESSING,
-                true,
-                "RollingOut",
-                format!("rolling out {}", rolling.join(", ")),
-            )
-        },
-        if failing.is_empty() {
-            Observed::new(DEGRADED, false, "NoFailures", "")
-        } else {
-            Observed::new(
-                DEGRADED,
-                true,
-                "RolloutFailed",
-                format!("failing: {}", failing.join(", ")),
-            )
-        },
-        Observed::new(INVALID_SPEC, false, "Valid", "every reference resolves"),
-    ];
+    let conditions = rollout.conditions(&observed_nodes);
     (observed_nodes, conditions)
+}
+
+/// The nodes whose Deployments are still rolling out, and those whose rollout failed.
+#[derive(Default)]
+struct Rollout {
+    rolling: Vec<String>,
+    failing: Vec<String>,
+}
+
+impl Rollout {
+    fn conditions(&self, nodes: &[NodeStatus]) -> Vec<Observed> {
+        let ready = nodes
+            .iter()
+            .filter(|n| n.ready_replicas >= n.replicas)
+            .count();
+        let total = nodes.len();
+        let not_ready: Vec<String> = nodes
+            .iter()
+            .filter(|n| n.ready_replicas < n.replicas)
+            .map(|n| format!("{} ({}/{})", n.name, n.ready_replicas, n.replicas))
+            .collect();
+        vec![
+            if ready == total {
+                Observed::new(
+                    ConditionType::Ready,
+                    true,
+                    Reason::AllNodesReady,
+                    format!("{ready}/{total} nodes ready"),
+                )
+            } else {
+                Observed::new(
+                    ConditionType::Ready,
+                    false,
+                    Reason::NodesNotReady,
+                    format!(
+                        "{ready}/{total} nodes ready; waiting for {}",
+                        not_ready.join(", ")
+                    ),
+                )
+            },
+            if self.rolling.is_empty() {
+                Observed::new(
+                    ConditionType::Progressing,
+                    false,
+                    Reason::RolloutComplete,
+                    "every node runs its current config",
+                )
+            } else {
+                Observed::new(
+                    ConditionType::Progressing,
+                    true,
+                    Reason::RollingOut,
+                    format!("rolling out {}", self.rolling.join(", ")),
+                )
+            },
+            if self.failing.is_empty() {
+                Observed::new(ConditionType::Degraded, false, Reason::NoFailures, "")
+            } else {
+                Observed::new(
+                    ConditionType::Degraded,
+                    true,
+                    Reason::RolloutFailed,
+                    format!("failing: {}", self.failing.join(", ")),
+                )
+            },
+            Observed::new(
+                ConditionType::InvalidSpec,
+                false,
+                Reason::Valid,
+                "every reference resolves",
+            ),
+        ]
+    }
 }
 
 /// Writes the status with server-side apply, and publishes the events of its transitions.
@@ -454,10 +476,10 @@ async fn write_status(
         &Patch::Apply(&patch),
     )
     .await?;
-    for (type_, event_type, reason) in [
-        (INVALID_SPEC, EventType::Warning, "InvalidSpec"),
-        (READY, EventType::Normal, "Ready"),
-        (DEGRADED, EventType::Warning, "Degraded"),
+    for (type_, event_type) in [
+        (ConditionType::InvalidSpec, EventType::Warning),
+        (ConditionType::Ready, EventType::Normal),
+        (ConditionType::Degraded, EventType::Warning),
     ] {
         let became_true = conditions::is_true(&status.conditions, type_)
             && !conditions::is_true(&previous.conditions, type_);
@@ -465,10 +487,10 @@ async fn write_status(
             let message = status
                 .conditions
                 .iter()
-                .find(|c| c.type_ == type_)
+                .find(|c| c.type_ == type_.as_str())
                 .map(|c| c.message.clone())
                 .unwrap_or_default();
-            publish(ctx, network, event_type, reason, message).await;
+            publish(ctx, network, event_type, type_.as_str(), message).await;
         }
     }
     Ok(())
@@ -568,6 +590,7 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::conditions::ConditionStatus;
     use k8s_openapi::api::apps::v1::DeploymentStatus;
 
     fn node(name: &str, replicas: i32) -> NodeStatus {
@@ -603,9 +626,14 @@ mod tests {
         assert_eq!(nodes[1].ready_replicas, 2);
         assert_eq!(
             conditions[0],
-            Observed::new(READY, true, "AllNodesReady", "2/2 nodes ready")
+            Observed::new(
+                ConditionType::Ready,
+                true,
+                Reason::AllNodesReady,
+                "2/2 nodes ready"
+            )
         );
-        assert!(!conditions[1].status);
+        assert_eq!(conditions[1].status, ConditionStatus::False);
     }
 
     #[test]
@@ -614,7 +642,7 @@ mod tests {
             &[node("a", 1), node("b", 1)],
             &[deployment(2, 1, 1, 0), deployment(1, 1, 0, 1)],
         );
-        assert!(!conditions[0].status);
+        assert_eq!(conditions[0].status, ConditionStatus::False);
         assert_eq!(
             conditions[0].message,
             "1/2 nodes ready; waiting for b (0/1)"

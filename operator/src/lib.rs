@@ -7,7 +7,7 @@
 //! `idn up`); [`controller`] reconciles, writing [`conditions`]; [`leader`] holds the Lease;
 //! [`metrics`] and [`endpoints`] serve `/metrics`, `/healthz` and `/readyz`.
 
-pub mod conditions;
+mod conditions;
 pub mod controller;
 pub mod endpoints;
 pub mod leader;

@@ -75,35 +75,13 @@ fn main() -> ExitCode {
 
 async fn operate(args: &Args) -> anyhow::Result<ExitCode> {
     let metrics = Arc::new(OperatorMetrics::default());
-    let health = Arc::new(Health {
-        metrics: Arc::clone(&metrics),
-        ready: false.into(),
-    });
-    let listener = tokio::net::TcpListener::bind(args.metrics_addr)
-        .await
-        .with_context(|| format!("cannot listen on {}", args.metrics_addr))?;
-    tracing::info!(addr = %listener.local_addr()?, "serving /metrics, /healthz, /readyz");
-    tokio::spawn(endpoints::serve(listener, Arc::clone(&health)));
+    let health = serve_endpoints(args.metrics_addr, &metrics).await?;
 
     let client = Client::try_default()
         .await
         .context("cannot reach the Kubernetes API (in-cluster config or KUBECONFIG)")?;
     health.ready.store(true, Ordering::Relaxed);
-    let (stop, stopped) = watch::channel(false);
-    tokio::spawn(async move {
-        telemetry::shutdown_signal().await;
-        let _ = stop.send(true);
-    });
-    let shutdown = {
-        let stopped = stopped.clone();
-        move || {
-            let mut stopped = stopped.clone();
-            async move {
-                let _ = stopped.wait_for(|s| *s).await;
-            }
-        }
-    };
-
+    let shutdown = shutdown_trigger();
     let identity = args.identity.clone().unwrap_or_else(|| {
         format!(
             "{}-{}",
@@ -112,47 +90,30 @@ async fn operate(args: &Args) -> anyhow::Result<ExitCode> {
         )
     });
     let election = (!args.no_leader_election).then(|| {
-        LeaderElection::new(
-            Api::<Lease>::namespaced(client.clone(), &args.lease_namespace),
-            &args.lease_name,
-            &identity,
-            LEASE_DURATION,
-        )
+        let leases = Api::<Lease>::namespaced(client.clone(), &args.lease_namespace);
+        LeaderElection::new(leases, &args.lease_name, &identity, LEASE_DURATION)
     });
     if let Some(election) = &election {
         tracing::info!(lease = %args.lease_name, %identity, "waiting for the leader lease");
-        loop {
-            match election.try_acquire().await {
-                Ok(true) => break,
-                Ok(false) => {}
-                Err(e) => tracing::warn!(error = %e, "leader election failed; retrying"),
-            }
-            tokio::select! {
-                () = tokio::time::sleep(election.renew_interval()) => {}
-                () = shutdown() => return Ok(ExitCode::SUCCESS),
-            }
+        let acquired = tokio::select! {
+            () = acquire(election) => true,
+            () = shutdown() => false,
+        };
+        if !acquired {
+            return Ok(ExitCode::SUCCESS);
         }
         tracing::info!("leading");
     }
     metrics.leader.set(1);
 
-    let mut settings = Settings::default();
-    if let Some(image) = &args.agent_image {
-        settings.agent_image = image.clone();
-    }
-    if let Some(image) = &args.fetch_image {
-        settings.fetch_image = image.clone();
-    }
-    let recorder = Recorder::new(
-        client.clone(),
-        Reporter {
-            controller: MANAGER.to_owned(),
-            instance: Some(identity.clone()),
-        },
-    );
+    let reporter = Reporter {
+        controller: MANAGER.to_owned(),
+        instance: Some(identity.clone()),
+    };
+    let recorder = Recorder::new(client.clone(), reporter);
     let ctx = Arc::new(Context::new(
         client,
-        settings,
+        settings(args),
         recorder,
         Arc::clone(&metrics),
     ));
@@ -190,6 +151,63 @@ async fn operate(args: &Args) -> anyhow::Result<ExitCode> {
     }
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Serves /metrics, /healthz and /readyz; readiness starts false.
+async fn serve_endpoints(
+    addr: SocketAddr,
+    metrics: &Arc<OperatorMetrics>,
+) -> anyhow::Result<Arc<Health>> {
+    let health = Arc::new(Health {
+        metrics: Arc::clone(metrics),
+        ready: false.into(),
+    });
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))?;
+    tracing::info!(addr = %listener.local_addr()?, "serving /metrics, /healthz, /readyz");
+    tokio::spawn(endpoints::serve(listener, Arc::clone(&health)));
+    Ok(health)
+}
+
+/// A function giving, on each call, a future that resolves on SIGTERM or Ctrl-C: one for each
+/// controller and one for the wait for the lease.
+fn shutdown_trigger() -> impl Fn() -> std::pin::Pin<Box<dyn Future<Output = ()> + Send + Sync>> {
+    let (stop, stopped) = watch::channel(false);
+    tokio::spawn(async move {
+        telemetry::shutdown_signal().await;
+        let _ = stop.send(true);
+    });
+    move || {
+        let mut stopped = stopped.clone();
+        Box::pin(async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        })
+    }
+}
+
+/// Tries for the lease until this replica holds it.
+async fn acquire(election: &LeaderElection) {
+    loop {
+        match election.try_acquire().await {
+            Ok(true) => return,
+            Ok(false) => {}
+            Err(e) => tracing::warn!(error = %e, "leader election failed; retrying"),
+        }
+        tokio::time::sleep(election.renew_interval()).await;
+    }
+}
+
+/// Rendering settings: the defaults, with the images the flags name.
+fn settings(args: &Args) -> Settings {
+    let mut settings = Settings::default();
+    if let Some(image) = &args.agent_image {
+        settings.agent_image = image.clone();
+    }
+    if let Some(image) = &args.fetch_image {
+        settings.fetch_image = image.clone();
+    }
+    settings
 }
 
 /// Renews the lease until it cannot be renewed for a whole lease duration.

@@ -17,8 +17,9 @@ use idn_contract::names::is_dns_label;
 use kube::ResourceExt;
 
 use crate::resources::{
-    DeliveryStrategy, InferenceDeliveryNetwork, InferenceModel, LinkSpec, ModelPlacement,
-    NodeServiceSpec, NodeSpec,
+    DeliveryStrategy, DeliveryStrategySpec, EnsembleMember as EnsembleMemberSpec,
+    EnsembleStrategy as EnsembleSpec, InferenceDeliveryNetwork, InferenceModel, LinkSpec,
+    ModelPlacement, NodeServiceSpec, NodeSpec,
 };
 
 /// Port the node-agent listens on in a pod.
@@ -149,46 +150,7 @@ fn plan_node<'a>(
     addressing: &dyn Addressing,
     problems: &mut Vec<String>,
 ) -> NodePlan<'a> {
-    let nodes = &declared.network.spec.nodes;
-    let upstreams = node
-        .links
-        .iter()
-        .enumerate()
-        .filter_map(|(i, link)| {
-            let url = match (&link.node, &link.endpoint) {
-                (Some(other), _) if other == &node.name => {
-                    problems.push(format!(
-                        "{field}.links[{i}].node: a node cannot link to itself"
-                    ));
-                    return None;
-                }
-                (Some(other), _) if !nodes.iter().any(|n| &n.name == other) => {
-                    problems.push(format!("{field}.links[{i}].node: unknown node {other:?}"));
-                    return None;
-                }
-                (Some(other), _) => addressing.node_url(other),
-                (None, Some(endpoint)) => endpoint.url.clone(),
-                (None, None) => {
-                    problems.push(format!("{field}.links[{i}]: give node or endpoint"));
-                    return None;
-                }
-            };
-            let endpoint = link.endpoint.as_ref();
-            let has_token = endpoint.is_some_and(|e| e.token_secret.is_some());
-            let has_ca = endpoint.is_some_and(|e| e.ca_secret.is_some());
-            Some(UpstreamConfig {
-                name: link.name.clone(),
-                url,
-                timeout_ms: link.timeout_ms.unwrap_or(1000),
-                token_file: has_token.then(|| addressing.token_file(&link.name)),
-                ca_file: has_ca.then(|| addressing.ca_file(&link.name)),
-                // Nodes of the network are idn node-agents, which speak the binary extension;
-                // a remote endpoint may be any OIP server, so it gets JSON.
-                binary_data: link.node.is_some(),
-                delay_ms: addressing.delay_ms(&node.name, link),
-            })
-        })
-        .collect();
+    let upstreams = upstreams(declared, node, field, addressing, problems);
     let services = node
         .services
         .iter()
@@ -237,6 +199,56 @@ fn plan_node<'a>(
     }
 }
 
+/// The node's links as upstreams of its agent: to another node of the network by its address,
+/// or to a remote endpoint.
+fn upstreams(
+    declared: &Declared,
+    node: &NodeSpec,
+    field: &str,
+    addressing: &dyn Addressing,
+    problems: &mut Vec<String>,
+) -> Vec<UpstreamConfig> {
+    let nodes = &declared.network.spec.nodes;
+    node.links
+        .iter()
+        .enumerate()
+        .filter_map(|(i, link)| {
+            let url = match (&link.node, &link.endpoint) {
+                (Some(other), _) if other == &node.name => {
+                    problems.push(format!(
+                        "{field}.links[{i}].node: a node cannot link to itself"
+                    ));
+                    return None;
+                }
+                (Some(other), _) if !nodes.iter().any(|n| &n.name == other) => {
+                    problems.push(format!("{field}.links[{i}].node: unknown node {other:?}"));
+                    return None;
+                }
+                (Some(other), _) => addressing.node_url(other),
+                (None, Some(endpoint)) => endpoint.url.clone(),
+                (None, None) => {
+                    problems.push(format!("{field}.links[{i}]: give node or endpoint"));
+                    return None;
+                }
+            };
+            let endpoint = link.endpoint.as_ref();
+            let has_token = endpoint.is_some_and(|e| e.token_secret.is_some());
+            let has_ca = endpoint.is_some_and(|e| e.ca_secret.is_some());
+            Some(UpstreamConfig {
+                name: link.name.clone(),
+                url,
+                timeout_ms: link.timeout_ms.unwrap_or(1000),
+                token_file: has_token.then(|| addressing.token_file(&link.name)),
+                ca_file: has_ca.then(|| addressing.ca_file(&link.name)),
+                // Nodes of the network are idn node-agents, which speak the binary extension;
+                // a remote endpoint may be any OIP server, so it gets JSON.
+                binary_data: link.node.is_some(),
+                delay_ms: addressing.delay_ms(&node.name, link),
+            })
+        })
+        .collect()
+}
+
 /// Binds a DeliveryStrategy's roles (the node's model, its upstream link) for one service.
 fn bind_service(
     declared: &Declared,
@@ -258,120 +270,16 @@ fn bind_service(
         return None;
     };
     let before = problems.len();
-    let placed = |name: &str| models.iter().any(|m| m.name_any() == name);
-    let model = |problems: &mut Vec<String>, role: &str| match &service.model {
-        Some(name) if placed(name) => Some(name.clone()),
-        Some(name) => {
-            problems.push(format!(
-                "{field}.model: InferenceModel {name:?} is not placed on node {:?} (add it to a ModelPlacement)",
-                node.name
-            ));
-            None
-        }
-        None => {
-            problems.push(format!(
-                "{field}.model: DeliveryStrategy {:?} needs the node's model ({role})",
-                service.strategy
-            ));
-            None
-        }
-    };
-    let link = |problems: &mut Vec<String>, name: Option<&String>, at: &str| {
-        let Some(name) = name else {
-            problems.push(format!(
-                "{at}: DeliveryStrategy {:?} needs an upstream link",
-                service.strategy
-            ));
-            return None;
-        };
-        let Some(spec) = node.links.iter().find(|l| &l.name == name) else {
-            problems.push(format!("{at}: node {:?} has no link {name:?}", node.name));
-            return None;
-        };
-        let other = spec
-            .node
-            .as_ref()
-            .and_then(|n| declared.network.spec.nodes.iter().find(|o| &o.name == n));
-        if let Some(other) = other
-            && !other.services.iter().any(|s| s.name == service.name)
-        {
-            problems.push(format!(
-                "{at}: node {:?} (at the other end of link {name:?}) offers no service {:?}",
-                other.name, service.name
-            ));
-            return None;
-        }
-        Some(name.clone())
+    let mut binder = Binder {
+        declared,
+        node,
+        service,
+        field,
+        models,
+        problems,
     };
     let spec = &strategy.spec;
-    let strategy_config = if spec.local.is_some() {
-        model(problems, "local").map(|m| StrategyConfig::Local(Target::Model(m)))
-    } else if let Some(forward) = &spec.forward {
-        let fallback = if forward.fallback_to_model {
-            model(problems, "fallback")
-        } else {
-            None
-        };
-        link(problems, service.link.as_ref(), &format!("{field}.link")).map(|l| {
-            StrategyConfig::Forward(agent::ForwardStrategy {
-                to: link_target(l),
-                fallback_model: fallback,
-            })
-        })
-    } else if let Some(threshold) = &spec.threshold {
-        let local = model(problems, "threshold's local answer");
-        let forward = link(problems, service.link.as_ref(), &format!("{field}.link"));
-        local.zip(forward).map(|(m, l)| {
-            StrategyConfig::Threshold(agent::ThresholdStrategy {
-                local: Target::Model(m),
-                forward: link_target(l),
-                tau: threshold.tau,
-                confidence: threshold.confidence,
-            })
-        })
-    } else if let Some(ensemble) = &spec.ensemble {
-        let members: Vec<_> = ensemble
-            .members
-            .iter()
-            .enumerate()
-            .filter_map(|(i, member)| {
-                let at = format!(
-                    "DeliveryStrategy {}: spec.ensemble.members[{i}] (for {field})",
-                    service.strategy
-                );
-                let target = match (&member.model, &member.link) {
-                    (Some(m), _) if placed(m) => Target::Model(m.clone()),
-                    (Some(m), _) => {
-                        problems.push(format!(
-                            "{at}.model: InferenceModel {m:?} is not placed on node {:?}",
-                            node.name
-                        ));
-                        return None;
-                    }
-                    (None, l) => link_target(link(problems, l.as_ref(), &format!("{at}.link"))?),
-                };
-                Some(agent::EnsembleMember {
-                    target,
-                    weight: member.weight,
-                    cost: member.cost,
-                })
-            })
-            .collect();
-        Some(StrategyConfig::Ensemble(agent::EnsembleStrategy {
-            members,
-            combine: ensemble.combine,
-            mode: ensemble.mode,
-            tau: ensemble.tau,
-            max_members: ensemble.max_members,
-            confidence: ensemble.confidence,
-        }))
-    } else {
-        problems.push(format!(
-            "DeliveryStrategy {:?}: spec: give one of local, forward, threshold or ensemble",
-            service.strategy
-        ));
-        None
-    };
+    let strategy_config = binder.strategy(spec);
     if problems.len() > before {
         return None;
     }
@@ -383,6 +291,158 @@ fn bind_service(
         max_hops: spec.max_hops.unwrap_or(8),
         on_upstream_failure: spec.on_upstream_failure.unwrap_or_default(),
     })
+}
+
+/// What binding one service's strategy needs, and where its problems go.
+struct Binder<'b, 'a> {
+    declared: &'b Declared<'a>,
+    node: &'b NodeSpec,
+    service: &'b NodeServiceSpec,
+    field: &'b str,
+    models: &'b [&'b InferenceModel],
+    problems: &'b mut Vec<String>,
+}
+
+impl Binder<'_, '_> {
+    fn strategy(&mut self, spec: &DeliveryStrategySpec) -> Option<StrategyConfig> {
+        let field = self.field;
+        if spec.local.is_some() {
+            self.model("local")
+                .map(|m| StrategyConfig::Local(Target::Model(m)))
+        } else if let Some(forward) = &spec.forward {
+            let fallback = if forward.fallback_to_model {
+                self.model("fallback")
+            } else {
+                None
+            };
+            let link = self.link(self.service.link.as_ref(), &format!("{field}.link"));
+            link.map(|l| {
+                StrategyConfig::Forward(agent::ForwardStrategy {
+                    to: link_target(l),
+                    fallback_model: fallback,
+                })
+            })
+        } else if let Some(threshold) = &spec.threshold {
+            let local = self.model("threshold's local answer");
+            let forward = self.link(self.service.link.as_ref(), &format!("{field}.link"));
+            local.zip(forward).map(|(m, l)| {
+                StrategyConfig::Threshold(agent::ThresholdStrategy {
+                    local: Target::Model(m),
+                    forward: link_target(l),
+                    tau: threshold.tau,
+                    confidence: threshold.confidence,
+                })
+            })
+        } else if let Some(ensemble) = &spec.ensemble {
+            Some(StrategyConfig::Ensemble(self.ensemble(ensemble)))
+        } else {
+            self.problems.push(format!(
+                "DeliveryStrategy {:?}: spec: give one of local, forward, threshold or ensemble",
+                self.service.strategy
+            ));
+            None
+        }
+    }
+
+    fn placed(&self, name: &str) -> bool {
+        self.models.iter().any(|m| m.name_any() == name)
+    }
+
+    /// The node's model, which the strategy needs for `role`.
+    fn model(&mut self, role: &str) -> Option<String> {
+        let field = self.field;
+        match &self.service.model {
+            Some(name) if self.placed(name) => Some(name.clone()),
+            Some(name) => {
+                self.problems.push(format!(
+                    "{field}.model: InferenceModel {name:?} is not placed on node {:?} (add it to a ModelPlacement)",
+                    self.node.name
+                ));
+                None
+            }
+            None => {
+                self.problems.push(format!(
+                    "{field}.model: DeliveryStrategy {:?} needs the node's model ({role})",
+                    self.service.strategy
+                ));
+                None
+            }
+        }
+    }
+
+    /// The link `name` of the node, whose other end (a node of the network) must offer the
+    /// service too, since services are forwarded under their own name.
+    fn link(&mut self, name: Option<&String>, at: &str) -> Option<String> {
+        let Some(name) = name else {
+            self.problems.push(format!(
+                "{at}: DeliveryStrategy {:?} needs an upstream link",
+                self.service.strategy
+            ));
+            return None;
+        };
+        let Some(spec) = self.node.links.iter().find(|l| &l.name == name) else {
+            self.problems.push(format!(
+                "{at}: node {:?} has no link {name:?}",
+                self.node.name
+            ));
+            return None;
+        };
+        let nodes = &self.declared.network.spec.nodes;
+        let other = spec
+            .node
+            .as_ref()
+            .and_then(|n| nodes.iter().find(|o| &o.name == n));
+        if let Some(other) = other
+            && !other.services.iter().any(|s| s.name == self.service.name)
+        {
+            self.problems.push(format!(
+                "{at}: node {:?} (at the other end of link {name:?}) offers no service {:?}",
+                other.name, self.service.name
+            ));
+            return None;
+        }
+        Some(name.clone())
+    }
+
+    fn ensemble(&mut self, ensemble: &EnsembleSpec) -> agent::EnsembleStrategy {
+        let members = ensemble
+            .members
+            .iter()
+            .enumerate()
+            .filter_map(|(i, member)| self.member(i, member))
+            .collect();
+        agent::EnsembleStrategy {
+            members,
+            combine: ensemble.combine,
+            mode: ensemble.mode,
+            tau: ensemble.tau,
+            max_members: ensemble.max_members,
+            confidence: ensemble.confidence,
+        }
+    }
+
+    fn member(&mut self, i: usize, member: &EnsembleMemberSpec) -> Option<agent::EnsembleMember> {
+        let at = format!(
+            "DeliveryStrategy {}: spec.ensemble.members[{i}] (for {})",
+            self.service.strategy, self.field
+        );
+        let target = match (&member.model, &member.link) {
+            (Some(m), _) if self.placed(m) => Target::Model(m.clone()),
+            (Some(m), _) => {
+                self.problems.push(format!(
+                    "{at}.model: InferenceModel {m:?} is not placed on node {:?}",
+                    self.node.name
+                ));
+                return None;
+            }
+            (None, l) => link_target(self.link(l.as_ref(), &format!("{at}.link"))?),
+        };
+        Some(agent::EnsembleMember {
+            target,
+            weight: member.weight,
+            cost: member.cost,
+        })
+    }
 }
 
 fn link_target(link: String) -> Target {

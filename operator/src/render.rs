@@ -259,6 +259,55 @@ fn deployment(
 ) -> Deployment {
     let name = network.name_any();
     let (volumes, mounts, init) = volumes(node, settings, addressing);
+    let agent = agent_container(network, node, settings, mounts);
+    let mut template_meta = ObjectMeta {
+        labels: Some(labels(&name, node)),
+        annotations: Some(BTreeMap::from([(
+            CONFIG_HASH_ANNOTATION.to_owned(),
+            config_hash(config, &node.models),
+        )])),
+        ..ObjectMeta::default()
+    };
+    template_meta
+        .labels
+        .get_or_insert_default()
+        .extend(selector(&name, node));
+    Deployment {
+        metadata: meta,
+        spec: Some(DeploymentSpec {
+            replicas: Some(node.spec.replicas.unwrap_or(1)),
+            selector: LabelSelector {
+                match_labels: Some(selector(&name, node)),
+                ..LabelSelector::default()
+            },
+            template: PodTemplateSpec {
+                metadata: Some(template_meta),
+                spec: Some(PodSpec {
+                    init_containers: init.map(|c| vec![c]),
+                    containers: vec![agent],
+                    volumes: Some(volumes),
+                    security_context: Some(pod_security()),
+                    automount_service_account_token: Some(false),
+                    enable_service_links: Some(false),
+                    node_selector: node.spec.node_selector.clone(),
+                    tolerations: node.spec.tolerations.clone(),
+                    affinity: node.spec.affinity.clone(),
+                    ..PodSpec::default()
+                }),
+            },
+            ..DeploymentSpec::default()
+        }),
+        ..Deployment::default()
+    }
+}
+
+/// The node-agent container: its config, probes, resources and a hardened security context.
+fn agent_container(
+    network: &InferenceDeliveryNetwork,
+    node: &NodePlan,
+    settings: &Settings,
+    mounts: Vec<VolumeMount>,
+) -> Container {
     let probe = |path: &str, period: i32| Probe {
         http_get: Some(HTTPGetAction {
             path: Some(path.to_owned()),
@@ -268,7 +317,7 @@ fn deployment(
         period_seconds: Some(period),
         ..Probe::default()
     };
-    let agent = Container {
+    Container {
         name: "node-agent".to_owned(),
         image: Some(
             network
@@ -299,55 +348,20 @@ fn deployment(
         security_context: Some(container_security()),
         volume_mounts: Some(mounts),
         ..Container::default()
-    };
-    let mut template_meta = ObjectMeta {
-        labels: Some(labels(&name, node)),
-        annotations: Some(BTreeMap::from([(
-            CONFIG_HASH_ANNOTATION.to_owned(),
-            config_hash(config, &node.models),
-        )])),
-        ..ObjectMeta::default()
-    };
-    template_meta
-        .labels
-        .get_or_insert_default()
-        .extend(selector(&name, node));
-    Deployment {
-        metadata: meta,
-        spec: Some(DeploymentSpec {
-            replicas: Some(node.spec.replicas.unwrap_or(1)),
-            selector: LabelSelector {
-                match_labels: Some(selector(&name, node)),
-                ..LabelSelector::default()
-            },
-            template: PodTemplateSpec {
-                metadata: Some(template_meta),
-                spec: Some(PodSpec {
-                    init_containers: init.map(|c| vec![c]),
-                    containers: vec![agent],
-                    volumes: Some(volumes),
-                    security_context: Some(PodSecurityContext {
-                        run_as_non_root: Some(true),
-                        run_as_user: Some(AGENT_UID),
-                        run_as_group: Some(AGENT_UID),
-                        fs_group: Some(AGENT_UID),
-                        seccomp_profile: Some(SeccompProfile {
-                            type_: "RuntimeDefault".to_owned(),
-                            ..SeccompProfile::default()
-                        }),
-                        ..PodSecurityContext::default()
-                    }),
-                    automount_service_account_token: Some(false),
-                    enable_service_links: Some(false),
-                    node_selector: node.spec.node_selector.clone(),
-                    tolerations: node.spec.tolerations.clone(),
-                    affinity: node.spec.affinity.clone(),
-                    ..PodSpec::default()
-                }),
-            },
-            ..DeploymentSpec::default()
+    }
+}
+
+fn pod_security() -> PodSecurityContext {
+    PodSecurityContext {
+        run_as_non_root: Some(true),
+        run_as_user: Some(AGENT_UID),
+        run_as_group: Some(AGENT_UID),
+        fs_group: Some(AGENT_UID),
+        seccomp_profile: Some(SeccompProfile {
+            type_: "RuntimeDefault".to_owned(),
+            ..SeccompProfile::default()
         }),
-        ..Deployment::default()
+        ..PodSecurityContext::default()
     }
 }
 
@@ -385,120 +399,157 @@ fn volumes(
     settings: &Settings,
     addressing: &ClusterAddressing,
 ) -> (Vec<Volume>, Vec<VolumeMount>, Option<Container>) {
-    let mount = |name: &str, path: &str| VolumeMount {
+    let mut pod = PodVolumes::default();
+    pod.add(
+        Volume {
+            name: "config".to_owned(),
+            config_map: Some(ConfigMapVolumeSource {
+                name: object_name(addressing.network, &node.spec.name),
+                ..ConfigMapVolumeSource::default()
+            }),
+            ..Volume::default()
+        },
+        CONFIG_DIR,
+    );
+    let downloads = pod.add_models(node, addressing);
+    let init = (!downloads.is_empty()).then(|| {
+        pod.add(
+            Volume {
+                name: "models".to_owned(),
+                empty_dir: Some(EmptyDirVolumeSource::default()),
+                ..Volume::default()
+            },
+            MODELS_DIR,
+        );
+        fetch_container(&downloads, settings)
+    });
+    pod.add_link_secrets(node);
+    (pod.volumes, pod.mounts, init)
+}
+
+/// A pod's volumes, each mounted read-only in the agent's container.
+#[derive(Default)]
+struct PodVolumes {
+    volumes: Vec<Volume>,
+    mounts: Vec<VolumeMount>,
+}
+
+impl PodVolumes {
+    fn add(&mut self, volume: Volume, path: &str) {
+        self.mounts.push(read_only_mount(&volume.name, path));
+        self.volumes.push(volume);
+    }
+
+    /// Mounts the models that come from a claim or an image; returns the download commands of
+    /// those that come from a URL.
+    fn add_models(&mut self, node: &NodePlan, addressing: &ClusterAddressing) -> Vec<String> {
+        let mut downloads = Vec::new();
+        for (i, model) in node.models.iter().enumerate() {
+            let name = model.name_any();
+            let source = &model.spec.source;
+            let volume = format!("model-{i}");
+            if let Some(claim) = &source.volume {
+                let volume = Volume {
+                    name: volume,
+                    persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                        claim_name: claim.claim_name.clone(),
+                        read_only: Some(true),
+                    }),
+                    ..Volume::default()
+                };
+                self.add(volume, &format!("{MODELS_DIR}/volumes/{name}"));
+            } else if let Some(image) = &source.image {
+                let volume = Volume {
+                    name: volume,
+                    image: Some(ImageVolumeSource {
+                        reference: Some(image.reference.clone()),
+                        pull_policy: Some("IfNotPresent".to_owned()),
+                    }),
+                    ..Volume::default()
+                };
+                self.add(volume, &format!("{MODELS_DIR}/images/{name}"));
+            } else if let (Some(url), Some(sha256)) = (&source.url, &source.sha256) {
+                let path = addressing.model_path(model);
+                downloads.push(format!(
+                    "curl -fsSL --retry 3 -o {path} {url} && echo '{sha256}  {path}' | sha256sum -c -",
+                    path = path.display(),
+                    url = shell_quote(url),
+                ));
+            }
+        }
+        downloads
+    }
+
+    /// A link's token and CA may live in different secrets: one projected volume holds both.
+    fn add_link_secrets(&mut self, node: &NodePlan) {
+        for link in &node.spec.links {
+            let Some(endpoint) = &link.endpoint else {
+                continue;
+            };
+            let sources: Vec<VolumeProjection> = [
+                (&endpoint.token_secret, "token"),
+                (&endpoint.ca_secret, "ca.crt"),
+            ]
+            .into_iter()
+            .filter_map(|(secret, path)| {
+                let secret = secret.as_ref()?;
+                Some(VolumeProjection {
+                    secret: Some(SecretProjection {
+                        name: secret.name.clone(),
+                        items: Some(vec![KeyToPath {
+                            key: secret.key.clone(),
+                            path: path.to_owned(),
+                            ..KeyToPath::default()
+                        }]),
+                        ..SecretProjection::default()
+                    }),
+                    ..VolumeProjection::default()
+                })
+            })
+            .collect();
+            if sources.is_empty() {
+                continue;
+            }
+            let volume = Volume {
+                name: format!("link-{}", link.name),
+                projected: Some(ProjectedVolumeSource {
+                    sources: Some(sources),
+                    ..ProjectedVolumeSource::default()
+                }),
+                ..Volume::default()
+            };
+            self.add(volume, &format!("{LINKS_DIR}/{}", link.name));
+        }
+    }
+}
+
+fn read_only_mount(name: &str, path: &str) -> VolumeMount {
+    VolumeMount {
         name: name.to_owned(),
         mount_path: path.to_owned(),
         read_only: Some(true),
         ..VolumeMount::default()
-    };
-    let mut volumes = vec![Volume {
-        name: "config".to_owned(),
-        config_map: Some(ConfigMapVolumeSource {
-            name: object_name(addressing.network, &node.spec.name),
-            ..ConfigMapVolumeSource::default()
-        }),
-        ..Volume::default()
-    }];
-    let mut mounts = vec![mount("config", CONFIG_DIR)];
-    let mut downloads = Vec::new();
-    for (i, model) in node.models.iter().enumerate() {
-        let name = model.name_any();
-        let source = &model.spec.source;
-        let volume = format!("model-{i}");
-        if let Some(claim) = &source.volume {
-            volumes.push(Volume {
-                name: volume.clone(),
-                persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
-                    claim_name: claim.claim_name.clone(),
-                    read_only: Some(true),
-                }),
-                ..Volume::default()
-            });
-            mounts.push(mount(&volume, &format!("{MODELS_DIR}/volumes/{name}")));
-        } else if let Some(image) = &source.image {
-            volumes.push(Volume {
-                name: volume.clone(),
-                image: Some(ImageVolumeSource {
-                    reference: Some(image.reference.clone()),
-                    pull_policy: Some("IfNotPresent".to_owned()),
-                }),
-                ..Volume::default()
-            });
-            mounts.push(mount(&volume, &format!("{MODELS_DIR}/images/{name}")));
-        } else if let (Some(url), Some(sha256)) = (&source.url, &source.sha256) {
-            let path = addressing.model_path(model);
-            downloads.push(format!(
-                "curl -fsSL --retry 3 -o {path} {url} && echo '{sha256}  {path}' | sha256sum -c -",
-                path = path.display(),
-                url = shell_quote(url),
-            ));
-        }
     }
-    let init = (!downloads.is_empty()).then(|| {
-        volumes.push(Volume {
-            name: "models".to_owned(),
-            empty_dir: Some(EmptyDirVolumeSource::default()),
-            ..Volume::default()
-        });
-        mounts.push(mount("models", MODELS_DIR));
-        Container {
-            name: "fetch-models".to_owned(),
-            image: Some(settings.fetch_image.clone()),
-            command: Some(vec![
-                "sh".to_owned(),
-                "-ec".to_owned(),
-                downloads.join("\n"),
-            ]),
-            volume_mounts: Some(vec![VolumeMount {
-                read_only: Some(false),
-                ..mount("models", MODELS_DIR)
-            }]),
-            resources: Some(default_resources()),
-            security_context: Some(container_security()),
-            ..Container::default()
-        }
-    });
-    // A link's token and CA may live in different secrets: one projected volume holds both.
-    for link in &node.spec.links {
-        let Some(endpoint) = &link.endpoint else {
-            continue;
-        };
-        let sources: Vec<VolumeProjection> = [
-            (&endpoint.token_secret, "token"),
-            (&endpoint.ca_secret, "ca.crt"),
-        ]
-        .into_iter()
-        .filter_map(|(secret, path)| {
-            let secret = secret.as_ref()?;
-            Some(VolumeProjection {
-                secret: Some(SecretProjection {
-                    name: secret.name.clone(),
-                    items: Some(vec![KeyToPath {
-                        key: secret.key.clone(),
-                        path: path.to_owned(),
-                        ..KeyToPath::default()
-                    }]),
-                    ..SecretProjection::default()
-                }),
-                ..VolumeProjection::default()
-            })
-        })
-        .collect();
-        if sources.is_empty() {
-            continue;
-        }
-        let volume = format!("link-{}", link.name);
-        volumes.push(Volume {
-            name: volume.clone(),
-            projected: Some(ProjectedVolumeSource {
-                sources: Some(sources),
-                ..ProjectedVolumeSource::default()
-            }),
-            ..Volume::default()
-        });
-        mounts.push(mount(&volume, &format!("{LINKS_DIR}/{}", link.name)));
+}
+
+/// The init container that downloads URL-sourced models and checks their sha256.
+fn fetch_container(downloads: &[String], settings: &Settings) -> Container {
+    Container {
+        name: "fetch-models".to_owned(),
+        image: Some(settings.fetch_image.clone()),
+        command: Some(vec![
+            "sh".to_owned(),
+            "-ec".to_owned(),
+            downloads.join("\n"),
+        ]),
+        volume_mounts: Some(vec![VolumeMount {
+            read_only: Some(false),
+            ..read_only_mount("models", MODELS_DIR)
+        }]),
+        resources: Some(default_resources()),
+        security_context: Some(container_security()),
+        ..Container::default()
     }
-    (volumes, mounts, init)
 }
 
 /// Quotes a URL for `sh` (the CRD pattern already limits it to http(s) URLs).
