@@ -7,6 +7,7 @@ use std::fmt::Write as _;
 use kube::ResourceExt;
 use kube::api::ObjectMeta;
 
+use crate::plot::{self, Point};
 use crate::replay::Summary;
 use idn_operator::manifests::Manifests;
 use idn_operator::resources::{
@@ -85,106 +86,86 @@ pub fn variants(manifests: &Manifests, entry: &str, service: &str, taus: &[f64])
         .into_iter()
         .cloned()
         .collect();
-    let service_of = |node: &NodeSpec| node.services.iter().find(|s| s.name == service).cloned();
     let mut variants = vec![Variant {
         name: "declared".to_owned(),
         manifests: manifests.clone(),
     }];
-    let mut variant = |name: String, edit: &dyn Fn(&mut Manifests, &str)| {
+    // A variant gives `nodes` (their `service`) the strategy `spec`.
+    let mut variant = |name: String, nodes: &[NodeSpec], spec: DeliveryStrategySpec| {
         let mut copy = manifests.clone();
-        edit(&mut copy, &name);
+        for node in nodes {
+            rebind(&mut copy, &name, &node.name, service, spec.clone());
+        }
         variants.push(Variant {
             name,
             manifests: copy,
         });
     };
     let (first, last) = (&chain[0], &chain[chain.len() - 1]);
-    variant(format!("local-{}", first.name), &|m, v| {
-        rebind(
-            m,
-            v,
-            &first.name,
-            service,
-            DeliveryStrategySpec {
-                local: Some(LocalStrategy {}),
-                ..Default::default()
-            },
+    let local = DeliveryStrategySpec {
+        local: Some(LocalStrategy {}),
+        ..Default::default()
+    };
+    variant(
+        format!("local-{}", first.name),
+        std::slice::from_ref(first),
+        local,
+    );
+    if chain.len() < 2 {
+        return variants;
+    }
+    let forwarding = &chain[..chain.len() - 1];
+    let forward = DeliveryStrategySpec {
+        forward: Some(ForwardStrategy {
+            fallback_to_model: false,
+        }),
+        ..Default::default()
+    };
+    variant(format!("always-{}", last.name), forwarding, forward);
+    for &tau in taus {
+        let threshold = DeliveryStrategySpec {
+            threshold: Some(idn_operator::resources::ThresholdStrategy {
+                tau,
+                confidence: Default::default(),
+            }),
+            ..Default::default()
+        };
+        variant(format!("cascade-{tau}"), forwarding, threshold);
+    }
+    let bound = first.services.iter().find(|s| s.name == service);
+    if let Some((model, link)) = bound.and_then(|b| b.model.clone().zip(b.link.clone())) {
+        let ensemble = DeliveryStrategySpec {
+            ensemble: Some(local_and_upstream(model, link)),
+            ..Default::default()
+        };
+        variant(
+            format!("ensemble-{}", first.name),
+            std::slice::from_ref(first),
+            ensemble,
         );
-    });
-    if chain.len() > 1 {
-        variant(format!("always-{}", last.name), &|m, v| {
-            for node in &chain[..chain.len() - 1] {
-                let forward = ForwardStrategy {
-                    fallback_to_model: false,
-                };
-                rebind(
-                    m,
-                    v,
-                    &node.name,
-                    service,
-                    DeliveryStrategySpec {
-                        forward: Some(forward),
-                        ..Default::default()
-                    },
-                );
-            }
-        });
-        for &tau in taus {
-            variant(format!("cascade-{tau}"), &|m, v| {
-                for node in &chain[..chain.len() - 1] {
-                    let threshold = idn_operator::resources::ThresholdStrategy {
-                        tau,
-                        confidence: Default::default(),
-                    };
-                    rebind(
-                        m,
-                        v,
-                        &node.name,
-                        service,
-                        DeliveryStrategySpec {
-                            threshold: Some(threshold),
-                            ..Default::default()
-                        },
-                    );
-                }
-            });
-        }
-        if let Some(bound) = service_of(first)
-            && let (Some(model), Some(link)) = (bound.model, bound.link)
-        {
-            variant(format!("ensemble-{}", first.name), &|m, v| {
-                let member =
-                    |model: Option<String>, link: Option<String>, cost: f64| EnsembleMember {
-                        model,
-                        link,
-                        weight: 1.0,
-                        cost,
-                    };
-                let ensemble = EnsembleStrategy {
-                    members: vec![
-                        member(Some(model.clone()), None, 0.0),
-                        member(None, Some(link.clone()), 1.0),
-                    ],
-                    combine: Default::default(),
-                    mode: Default::default(),
-                    tau: Some(0.9),
-                    max_members: None,
-                    confidence: Default::default(),
-                };
-                rebind(
-                    m,
-                    v,
-                    &first.name,
-                    service,
-                    DeliveryStrategySpec {
-                        ensemble: Some(ensemble),
-                        ..Default::default()
-                    },
-                );
-            });
-        }
     }
     variants
+}
+
+/// An ensemble of a node's model (queried first) and its upstream, stopping when confident.
+fn local_and_upstream(model: String, link: String) -> EnsembleStrategy {
+    let member = |model: Option<String>, link: Option<String>, cost: f64| EnsembleMember {
+        model,
+        link,
+        weight: 1.0,
+        cost,
+    };
+    EnsembleStrategy {
+        members: vec![
+            member(Some(model), None, 0.0),
+            member(None, Some(link), 1.0),
+        ],
+        combine: Default::default(),
+        mode: Default::default(),
+        tau: Some(0.9),
+        max_members: None,
+        confidence: Default::default(),
+    }
 }
 
 /// The comparison as a markdown table; `nodes` orders the "answered at" columns.
@@ -264,106 +245,19 @@ pub fn best_within<'a>(
         })
 }
 
-/// Accuracy against mean latency (log scale), one labelled point per strategy, as SVG.
+/// Accuracy against mean latency (log scale), one labelled point per strategy, as SVG:
+/// cascades (and the declared strategy) in blue, the other strategies in orange.
 pub fn svg(results: &[(String, Summary)], title: &str) -> String {
-    const W: f64 = 720.0;
-    const H: f64 = 440.0;
-    const LEFT: f64 = 70.0;
-    const RIGHT: f64 = 180.0;
-    const TOP: f64 = 40.0;
-    const BOTTOM: f64 = 60.0;
-    let latencies = results.iter().map(|(_, s)| s.mean_ms.max(1e-3));
-    let (lo, hi) = latencies.fold((f64::MAX, f64::MIN), |(lo, hi), x| (lo.min(x), hi.max(x)));
-    let (x_lo, x_hi) = (
-        lo.log10().floor(),
-        hi.log10().ceil().max(lo.log10().floor() + 1.0),
-    );
-    let accuracies = results.iter().map(|(_, s)| s.accuracy * 100.0);
-    let (a_lo, a_hi) = accuracies.fold((f64::MAX, f64::MIN), |(lo, hi), a| (lo.min(a), hi.max(a)));
-    let (y_lo, y_hi) = ((a_lo - 0.5).floor(), (a_hi + 0.5).ceil());
-    let x = |ms: f64| LEFT + (ms.max(1e-3).log10() - x_lo) / (x_hi - x_lo) * (W - LEFT - RIGHT);
-    let y = |acc: f64| TOP + (y_hi - acc) / (y_hi - y_lo) * (H - TOP - BOTTOM);
-    let mut out = format!(
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{W}\" height=\"{H}\" font-family=\"sans-serif\" font-size=\"12\">\n\
-         <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
-         <text x=\"{}\" y=\"22\" font-size=\"15\" text-anchor=\"middle\">{}</text>\n",
-        (W - RIGHT + LEFT) / 2.0,
-        escape(title)
-    );
-    let (x0, x1, y0, y1) = (LEFT, W - RIGHT, TOP, H - BOTTOM);
-    let _ = writeln!(
-        out,
-        "<rect x=\"{x0}\" y=\"{y0}\" width=\"{}\" height=\"{}\" fill=\"none\" stroke=\"#444\"/>",
-        x1 - x0,
-        y1 - y0
-    );
-    for decade in (x_lo as i32)..=(x_hi as i32) {
-        let ms = 10f64.powi(decade);
-        let px = x(ms);
-        let _ = writeln!(
-            out,
-            "<line x1=\"{px:.1}\" y1=\"{y0}\" x2=\"{px:.1}\" y2=\"{y1}\" stroke=\"#ddd\"/>"
-        );
-        let _ = writeln!(
-            out,
-            "<text x=\"{px:.1}\" y=\"{}\" text-anchor=\"middle\">{ms}</text>",
-            y1 + 16.0
-        );
-    }
-    let step = if y_hi - y_lo > 6.0 { 2.0 } else { 1.0 };
-    let mut acc = y_lo;
-    while acc <= y_hi {
-        let py = y(acc);
-        let _ = writeln!(
-            out,
-            "<line x1=\"{x0}\" y1=\"{py:.1}\" x2=\"{x1}\" y2=\"{py:.1}\" stroke=\"#ddd\"/>"
-        );
-        let _ = writeln!(
-            out,
-            "<text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\">{acc}%</text>",
-            x0 - 6.0,
-            py + 4.0
-        );
-        acc += step;
-    }
-    let _ = writeln!(
-        out,
-        "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">mean latency (ms, log scale)</text>",
-        (x0 + x1) / 2.0,
-        H - 18.0
-    );
-    let _ = writeln!(
-        out,
-        "<text transform=\"translate(18 {}) rotate(-90)\" text-anchor=\"middle\">accuracy</text>",
-        (y0 + y1) / 2.0
-    );
-    for (name, s) in results {
-        let (px, py) = (x(s.mean_ms), y(s.accuracy * 100.0));
-        let color = if name.starts_with("cascade") || name == "declared" {
-            "#1f6fb4"
-        } else {
-            "#d0542c"
-        };
-        let _ = writeln!(
-            out,
-            "<circle cx=\"{px:.1}\" cy=\"{py:.1}\" r=\"5\" fill=\"{color}\"/>"
-        );
-        let _ = writeln!(
-            out,
-            "<text x=\"{:.1}\" y=\"{:.1}\">{}</text>",
-            px + 8.0,
-            py + 4.0,
-            escape(name)
-        );
-    }
-    out.push_str("</svg>\n");
-    out
-}
-
-fn escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
+    let points: Vec<Point> = results
+        .iter()
+        .map(|(name, s)| Point {
+            label: name,
+            latency_ms: s.mean_ms,
+            accuracy_percent: s.accuracy * 100.0,
+            highlighted: name.starts_with("cascade") || name == "declared",
+        })
+        .collect();
+    plot::accuracy_latency(&points, title)
 }
 
 #[cfg(test)]

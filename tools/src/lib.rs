@@ -3,7 +3,8 @@
 //! [`dataset`] reads a labelled sample; [`inference`] runs a model over it through the
 //! node-agent's runtime; [`calibrate`] searches a cascade's thresholds (pure) and [`report`]
 //! and [`table`] present the result; [`local`] runs a whole network in-process (`idn up`);
-//! [`replay`] sends a sample to a service and [`compare`] sets strategies side by side; [`cli`]
+//! [`replay`] sends a sample to a service and [`compare`] sets strategies side by side (drawn by
+//! `plot`); [`cli`]
 //! wires them to the command line.
 
 pub mod calibrate;
@@ -12,6 +13,7 @@ pub mod compare;
 pub mod dataset;
 pub mod inference;
 pub mod local;
+mod plot;
 pub mod replay;
 pub mod report;
 pub mod table;

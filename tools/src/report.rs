@@ -191,8 +191,18 @@ impl Report {
 
     /// A summary and one row per tier, for people.
     pub fn to_table(&self) -> String {
+        let mut out = self.summary_lines();
+        out.push('\n');
+        out += &self.tier_table();
+        out += "\nA tier answers a request when its confidence ≥ tau and forwards it to the next \
+                tier otherwise;\nthe last tier answers all it gets. `--output yaml` gives the \
+                node-agent strategies.\n";
+        out
+    }
+
+    /// What was asked and what the thresholds achieve, one line each.
+    fn summary_lines(&self) -> String {
         let last = self.tiers.last().expect("a cascade has tiers");
-        let percent = |x: f64| format!("{:.2}%", x * 100.0);
         let mut out = format!(
             "{}-tier cascade on {} samples, confidence {} at temperature {}\n",
             self.tiers.len(),
@@ -251,7 +261,11 @@ impl Report {
             out += "note:    a long cascade on a large sample: the first tiers' thresholds were \
                     searched on a grid, not every confidence value\n";
         }
-        out.push('\n');
+        out
+    }
+
+    /// One row per tier: its τ, the share it sees and answers, its accuracy.
+    fn tier_table(&self) -> String {
         let rows: Vec<Vec<String>> = self
             .tiers
             .iter()
@@ -273,7 +287,7 @@ impl Report {
                 ]
             })
             .collect();
-        out += &table::render(
+        table::render(
             &[
                 ("tier", Align::Right),
                 ("model", Align::Left),
@@ -284,12 +298,12 @@ impl Report {
                 ("accuracy alone", Align::Right),
             ],
             &rows,
-        );
-        out += "\nA tier answers a request when its confidence ≥ tau and forwards it to the next \
-                tier otherwise;\nthe last tier answers all it gets. `--output yaml` gives the \
-                node-agent strategies.\n";
-        out
+        )
     }
+}
+
+fn percent(x: f64) -> String {
+    format!("{:.2}%", x * 100.0)
 }
 
 /// Milliseconds for people: at most three decimals, no trailing zeros.

@@ -12,7 +12,8 @@ use idn_contract::names::is_model_name;
 
 use super::{OutputFormat, SampleArgs};
 use crate::calibrate::{self, Goal, TierProbs};
-use crate::inference::SampleModel;
+use crate::dataset::Dataset;
+use crate::inference::{Probabilities, SampleModel};
 use crate::report::Report;
 
 /// Confidence metrics, spelled as in the node-agent config.
@@ -98,71 +99,16 @@ fn parse_metric(name: &str) -> Result<ConfidenceMetric, serde_json::Error> {
 /// Runs `idn calibrate`; fails (exit 1) when no thresholds meet the target, after printing the
 /// closest found.
 pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
-    if args.models.len() < 2 {
-        bail!(
-            "a cascade needs at least two models (--model, in cascade order), got {}",
-            args.models.len()
-        );
-    }
-    if !args.upstreams.is_empty() && args.upstreams.len() + 1 != args.models.len() {
-        bail!(
-            "--upstream names where each tier but the last forwards: {} models need {}, got {}",
-            args.models.len(),
-            args.models.len() - 1,
-            args.upstreams.len()
-        );
-    }
-    if let Some(bad) = args.upstreams.iter().find(|u| !is_model_name(u)) {
-        bail!("--upstream {bad:?}: use only letters, digits, '-', '_' and '.'");
-    }
+    check(args)?;
     let goal = args.target.goal();
-    goal.validate()?;
     let link_latency_ms = (!args.link_latency_ms.is_empty()).then_some(&args.link_latency_ms[..]);
-    if let Some(links) = link_latency_ms {
-        calibrate::validate_link_latency(links, args.models.len()).context("--link-latency-ms")?;
-    }
-    if !(args.temperature.is_finite() && args.temperature > 0.0) {
-        bail!(
-            "--temperature {} must be a finite number > 0",
-            args.temperature
-        );
-    }
     let confidence = Confidence {
         metric: args.metric,
         temperature: args.temperature,
     };
     let dataset = args.sample.load()?;
-    let models = args
-        .models
-        .iter()
-        .map(|path| SampleModel::load(path, &args.input, &args.output_name))
-        .collect::<Result<Vec<_>, _>>()?;
-    let mut names = HashSet::new();
-    if let Some(twice) = models.iter().find(|m| !names.insert(m.name.as_str())) {
-        bail!(
-            "two models are named {:?} (the file stem); strategies refer to models by name, so \
-             the names must differ",
-            twice.name
-        );
-    }
-    // Every model's outputs, computed once; the search only re-reads them.
-    let outputs = models
-        .iter()
-        .map(|model| model.probabilities(&dataset))
-        .collect::<Result<Vec<_>, _>>()?;
+    let (models, outputs) = model_outputs(args, &dataset)?;
     let classes = outputs[0].classes;
-    if let Some((model, other)) = models
-        .iter()
-        .zip(&outputs)
-        .find(|(_, o)| o.classes != classes)
-    {
-        bail!(
-            "{} has {} classes but {} has {classes}; a cascade's models must share their classes",
-            model.path.display(),
-            other.classes,
-            models[0].path.display()
-        );
-    }
     let tiers: Vec<TierProbs<'_>> = models
         .iter()
         .zip(&outputs)
@@ -194,6 +140,78 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The usage errors that need no model run, so that a typo fails at once.
+fn check(args: &Args) -> anyhow::Result<()> {
+    if args.models.len() < 2 {
+        bail!(
+            "a cascade needs at least two models (--model, in cascade order), got {}",
+            args.models.len()
+        );
+    }
+    if !args.upstreams.is_empty() && args.upstreams.len() + 1 != args.models.len() {
+        bail!(
+            "--upstream names where each tier but the last forwards: {} models need {}, got {}",
+            args.models.len(),
+            args.models.len() - 1,
+            args.upstreams.len()
+        );
+    }
+    if let Some(bad) = args.upstreams.iter().find(|u| !is_model_name(u)) {
+        bail!("--upstream {bad:?}: use only letters, digits, '-', '_' and '.'");
+    }
+    args.target.goal().validate()?;
+    if !args.link_latency_ms.is_empty() {
+        calibrate::validate_link_latency(&args.link_latency_ms, args.models.len())
+            .context("--link-latency-ms")?;
+    }
+    if !(args.temperature.is_finite() && args.temperature > 0.0) {
+        bail!(
+            "--temperature {} must be a finite number > 0",
+            args.temperature
+        );
+    }
+    Ok(())
+}
+
+/// Every model's outputs on the sample, computed once (the search only re-reads them), checked
+/// to have distinct names and the same classes.
+fn model_outputs(
+    args: &Args,
+    dataset: &Dataset,
+) -> anyhow::Result<(Vec<SampleModel>, Vec<Probabilities>)> {
+    let models = args
+        .models
+        .iter()
+        .map(|path| SampleModel::load(path, &args.input, &args.output_name))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut names = HashSet::new();
+    if let Some(twice) = models.iter().find(|m| !names.insert(m.name.as_str())) {
+        bail!(
+            "two models are named {:?} (the file stem); strategies refer to models by name, so \
+             the names must differ",
+            twice.name
+        );
+    }
+    let outputs = models
+        .iter()
+        .map(|model| model.probabilities(dataset))
+        .collect::<Result<Vec<_>, _>>()?;
+    let classes = outputs[0].classes;
+    if let Some((model, other)) = models
+        .iter()
+        .zip(&outputs)
+        .find(|(_, o)| o.classes != classes)
+    {
+        bail!(
+            "{} has {} classes but {} has {classes}; a cascade's models must share their classes",
+            model.path.display(),
+            other.classes,
+            models[0].path.display()
+        );
+    }
+    Ok((models, outputs))
 }
 
 #[cfg(test)]
