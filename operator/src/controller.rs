@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
@@ -299,6 +301,12 @@ async fn apply_all(
     for service in &rendered.services {
         apply(client, namespace, service).await?;
     }
+    for autoscaler in &rendered.autoscalers {
+        apply(client, namespace, autoscaler).await?;
+    }
+    for budget in &rendered.disruption_budgets {
+        apply(client, namespace, budget).await?;
+    }
     Ok(deployments)
 }
 
@@ -327,6 +335,8 @@ async fn delete_orphans(
     sweep!(ConfigMap, rendered.config_maps);
     sweep!(Deployment, rendered.deployments);
     sweep!(Service, rendered.services);
+    sweep!(HorizontalPodAutoscaler, rendered.autoscalers);
+    sweep!(PodDisruptionBudget, rendered.disruption_budgets);
     Ok(removed)
 }
 
@@ -561,7 +571,12 @@ pub async fn run(
     controller
         .owns(scoped::<Deployment>(client, namespace), owned.clone())
         .owns(scoped::<ConfigMap>(client, namespace), owned.clone())
-        .owns(scoped::<Service>(client, namespace), owned)
+        .owns(scoped::<Service>(client, namespace), owned.clone())
+        .owns(
+            scoped::<HorizontalPodAutoscaler>(client, namespace),
+            owned.clone(),
+        )
+        .owns(scoped::<PodDisruptionBudget>(client, namespace), owned)
         .watches(
             scoped::<InferenceModel>(client, namespace),
             watcher::Config::default(),

@@ -3,7 +3,8 @@
 //!
 //! [`resources`] holds the CRD types and [`manifests`] reads them from files; [`plan`] binds a
 //! network's nodes, strategies and models into node-agent configs and [`render`] turns each
-//! plan into a ConfigMap, Deployment and Service (both pure, shared with `idn render` and
+//! plan into a ConfigMap, Deployment and Service, with `scaling`'s autoscaler and disruption
+//! budget where the node asks for them (all pure, shared with `idn render` and
 //! `idn up`); [`controller`] reconciles, writing [`conditions`]; [`leader`] holds the Lease;
 //! [`metrics`] and [`endpoints`] serve `/metrics`, `/healthz` and `/readyz`.
 
@@ -16,3 +17,4 @@ pub mod metrics;
 pub mod plan;
 pub mod render;
 pub mod resources;
+mod scaling;

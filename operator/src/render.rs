@@ -7,6 +7,7 @@ use std::path::PathBuf;
 
 use idn_contract::names::{MANAGED_BY_LABEL, MANAGER, sha256_hex};
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource,
     HTTPGetAction, ImageVolumeSource, KeyToPath, PersistentVolumeClaimVolumeSource,
@@ -14,6 +15,7 @@ use k8s_openapi::api::core::v1::{
     ResourceRequirements, SeccompProfile, SecretProjection, SecurityContext, Service, ServicePort,
     ServiceSpec, Volume, VolumeMount, VolumeProjection,
 };
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -21,6 +23,7 @@ use kube::{Resource, ResourceExt};
 
 use crate::plan::{self, AGENT_PORT, Addressing, Declared, NodePlan};
 use crate::resources::{InferenceDeliveryNetwork, InferenceModel, LinkSpec, NodeStatus};
+use crate::scaling;
 
 /// Label naming the network an object belongs to (the orphan sweep selects on it).
 pub const NETWORK_LABEL: &str = "idn.dev/network";
@@ -62,6 +65,8 @@ pub struct Rendered {
     pub config_maps: Vec<ConfigMap>,
     pub deployments: Vec<Deployment>,
     pub services: Vec<Service>,
+    pub autoscalers: Vec<HorizontalPodAutoscaler>,
+    pub disruption_budgets: Vec<PodDisruptionBudget>,
     pub nodes: Vec<NodeStatus>,
 }
 
@@ -174,11 +179,21 @@ pub fn render(declared: &Declared, settings: &Settings) -> Result<Rendered, Vec<
             settings,
             &addressing,
         ));
+        rendered
+            .autoscalers
+            .extend(scaling::autoscaler(&meta, node.spec));
+        rendered
+            .disruption_budgets
+            .extend(scaling::disruption_budget(
+                &meta,
+                node.spec,
+                selector(&name, node),
+            ));
         rendered.services.push(service(meta, &name, node));
         rendered.nodes.push(NodeStatus {
             name: node.spec.name.clone(),
             tier: node.spec.tier,
-            replicas: node.spec.replicas.unwrap_or(1),
+            replicas: node.spec.min_replicas(),
             ready_replicas: 0,
             endpoint: addressing.node_url(&node.spec.name),
             services: node.config.service_names(),
@@ -275,7 +290,13 @@ fn deployment(
     Deployment {
         metadata: meta,
         spec: Some(DeploymentSpec {
-            replicas: Some(node.spec.replicas.unwrap_or(1)),
+            // An autoscaled node's replicas belong to its autoscaler: applying a count here
+            // would reset it on every reconcile.
+            replicas: node
+                .spec
+                .autoscaling
+                .is_none()
+                .then(|| node.spec.replicas.unwrap_or(1)),
             selector: LabelSelector {
                 match_labels: Some(selector(&name, node)),
                 ..LabelSelector::default()

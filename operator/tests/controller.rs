@@ -129,8 +129,9 @@ fn reads(manifests: &Manifests) -> Vec<Step> {
     ]
 }
 
-/// Server-side applies of every node's objects, answered with the applied object.
-fn applies(nodes: &[&str]) -> Vec<Step> {
+/// Server-side applies of every node's objects (and the disruption budgets of `budgets`, the
+/// nodes with several replicas), answered with the applied object.
+fn applies(nodes: &[&str], budgets: &[&str]) -> Vec<Step> {
     let mut steps = Vec::new();
     for (prefix, kind) in [
         ("/api/v1", "configmaps"),
@@ -145,17 +146,31 @@ fn applies(nodes: &[&str]) -> Vec<Step> {
             ));
         }
     }
+    for node in budgets {
+        steps.push(step(
+            Method::PATCH,
+            &format!("/apis/policy/v1{NS}/poddisruptionbudgets/mnist-{node}"),
+            |body| body.clone(),
+        ));
+    }
     steps
 }
 
-/// Label-selected lists of the network's objects, holding `existing` names.
-fn sweeps(existing: &[&str]) -> Vec<Step> {
-    [("/api/v1", "configmaps", "ConfigMap"), ("/apis/apps/v1", "deployments", "Deployment"), ("/api/v1", "services", "Service")]
+/// Label-selected lists of the network's objects, holding `existing` names (`budgets` for the
+/// disruption budgets; no autoscalers).
+fn sweeps(existing: &[&str], budgets: &[&str]) -> Vec<Step> {
+    [
+        ("/api/v1", "v1", "configmaps", "ConfigMap", existing),
+        ("/apis/apps/v1", "apps/v1", "deployments", "Deployment", existing),
+        ("/api/v1", "v1", "services", "Service", existing),
+        ("/apis/autoscaling/v2", "autoscaling/v2", "horizontalpodautoscalers", "HorizontalPodAutoscaler", &[]),
+        ("/apis/policy/v1", "policy/v1", "poddisruptionbudgets", "PodDisruptionBudget", budgets),
+    ]
         .into_iter()
-        .map(|(prefix, kind, k)| {
-            let items: Vec<Value> = existing
+        .map(|(prefix, api_version, kind, k, names)| {
+            let items: Vec<Value> = names
                 .iter()
-                .map(|name| json!({"apiVersion": if prefix == "/api/v1" { "v1" } else { "apps/v1" }, "kind": k, "metadata": {"name": name, "namespace": "default"}}))
+                .map(|name| json!({"apiVersion": api_version, "kind": k, "metadata": {"name": name, "namespace": "default"}}))
                 .collect();
             let answer = list(items);
             step(Method::GET, &format!("{prefix}{NS}/{kind}"), move |_| answer.clone())
@@ -190,9 +205,10 @@ async fn a_new_network_gets_its_objects_and_status() {
     let network = manifests.networks[0].clone();
     let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
     let mut steps = reads(&manifests);
-    steps.extend(applies(&["access", "edge", "cloud"]));
+    steps.extend(applies(&["access", "edge", "cloud"], &["cloud"]));
     steps.extend(sweeps(
         &["mnist-access", "mnist-edge", "mnist-cnn-old"][..2],
+        &[],
     ));
     steps.push(status_patch(&network));
     let server = tokio::spawn(serve(handle, steps));
@@ -244,9 +260,9 @@ async fn objects_of_a_removed_node_are_deleted() {
     let network = manifests.networks[0].clone();
     let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
     let mut steps = reads(&manifests);
-    steps.extend(applies(&["access", "cloud"]));
+    steps.extend(applies(&["access", "cloud"], &["cloud"]));
     let existing = ["mnist-access", "mnist-edge", "mnist-cloud"];
-    let mut sweep = sweeps(&existing).into_iter();
+    let mut sweep = sweeps(&existing, &["mnist-cloud"]).into_iter();
     for (prefix, kind) in [
         ("/api/v1", "configmaps"),
         ("/apis/apps/v1", "deployments"),
@@ -259,6 +275,8 @@ async fn objects_of_a_removed_node_are_deleted() {
             |_| json!({"kind": "Status", "apiVersion": "v1", "status": "Success", "metadata": {}}),
         ));
     }
+    // Nothing to delete among the scaling objects: cloud keeps its disruption budget.
+    steps.extend(sweep);
     steps.push(event());
     steps.push(status_patch(&network));
     let server = tokio::spawn(serve(handle, steps));
@@ -356,7 +374,7 @@ async fn an_updated_network_reports_ready_nodes_and_keeps_transition_times() {
     let network = manifests.networks[0].clone();
     let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
     let mut steps = reads(&manifests);
-    for mut apply in applies(&["access", "edge", "cloud"]) {
+    for mut apply in applies(&["access", "edge", "cloud"], &["cloud"]) {
         if apply.path.contains("/deployments/") {
             // The kubelets have started every replica.
             apply.answer = Box::new(|body| {
@@ -369,7 +387,7 @@ async fn an_updated_network_reports_ready_nodes_and_keeps_transition_times() {
         }
         steps.push(apply);
     }
-    steps.extend(sweeps(&[]));
+    steps.extend(sweeps(&[], &[]));
     steps.push(status_patch(&network));
     steps.push(event());
     let server = tokio::spawn(serve(handle, steps));

@@ -50,6 +50,34 @@ fn golden_objects_of_the_example_network() {
         insta::assert_yaml_snapshot!(format!("{name}-deployment"), deployment);
         insta::assert_yaml_snapshot!(format!("{name}-service"), service);
     }
+    // The cloud node runs two replicas: one may be evicted at a time.
+    let [budget] = &rendered.disruption_budgets[..] else {
+        panic!("one disruption budget: {:?}", rendered.disruption_budgets)
+    };
+    insta::assert_yaml_snapshot!("mnist-cloud-poddisruptionbudget", budget);
+    assert!(rendered.autoscalers.is_empty());
+}
+
+#[test]
+fn an_autoscaled_node_leaves_its_replicas_to_the_autoscaler() {
+    let mut manifests = example();
+    let edge = &mut manifests.networks[0].spec.nodes[1];
+    edge.autoscaling =
+        Some(serde_json::from_value(json!({"minReplicas": 2, "maxReplicas": 5})).unwrap());
+    let rendered = render(&manifests).unwrap();
+    let [autoscaler] = &rendered.autoscalers[..] else {
+        panic!("one autoscaler: {:?}", rendered.autoscalers)
+    };
+    insta::assert_yaml_snapshot!("mnist-edge-horizontalpodautoscaler", autoscaler);
+    let deployment = rendered.deployments[1].spec.as_ref().unwrap();
+    assert_eq!(deployment.replicas, None);
+    assert_eq!(rendered.nodes[1].replicas, 2);
+    let budgets: Vec<_> = rendered
+        .disruption_budgets
+        .iter()
+        .map(|b| b.metadata.name.clone().unwrap())
+        .collect();
+    assert_eq!(budgets, ["mnist-edge", "mnist-cloud"]);
 }
 
 #[test]

@@ -45,6 +45,8 @@ WATCH_PERMISSIONS = {
     ("", "configmaps"): {"get", "list", "watch", "create", "patch", "delete"},
     ("", "services"): {"get", "list", "watch", "create", "patch", "delete"},
     ("apps", "deployments"): {"get", "list", "watch", "create", "patch", "delete"},
+    ("autoscaling", "horizontalpodautoscalers"): {"get", "list", "watch", "create", "patch", "delete"},
+    ("policy", "poddisruptionbudgets"): {"get", "list", "watch", "create", "patch", "delete"},
     ("", "secrets"): {"get"},
     ("events.k8s.io", "events"): {"create", "patch"},
 }
@@ -283,8 +285,9 @@ def test_operator_objects_for_the_example_are_valid():
         [IDN, "render", "-f", EXAMPLE], capture_output=True, text=True, check=True, cwd=ROOT
     ).stdout
     objects = [doc for doc in yaml.safe_load_all(out) if doc]
-    assert sorted({o["kind"] for o in objects}) == ["ConfigMap", "Deployment", "Service"]
-    assert len(objects) == 9, "three nodes, three objects each"
+    # The cloud node runs two replicas, hence its disruption budget.
+    assert sorted({o["kind"] for o in objects}) == ["ConfigMap", "Deployment", "PodDisruptionBudget", "Service"]
+    assert len(objects) == 10, "three nodes, three objects each, and the budget"
     for obj in objects:
         validate(obj)
         check_names(obj)

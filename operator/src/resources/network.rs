@@ -66,6 +66,7 @@ impl Tier {
 /// One node: a node-agent Deployment with its models, links and services.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!(has(self.replicas) && has(self.autoscaling))").message("give replicas or autoscaling, not both: the autoscaler sets the replicas"))]
 pub struct NodeSpec {
     /// Node name, unique in the network (a DNS label; objects are named `<network>-<node>`).
     #[schemars(
@@ -80,6 +81,10 @@ pub struct NodeSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 1000))]
     pub replicas: Option<i32>,
+    /// Scale the node's replicas with their CPU use, through a HorizontalPodAutoscaler (which
+    /// then owns the replica count).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscaling: Option<AutoscalingSpec>,
     /// Resources of the node-agent container (a small default request applies).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
@@ -100,6 +105,50 @@ pub struct NodeSpec {
     #[serde(default)]
     #[schemars(length(max = 32), extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
     pub services: Vec<NodeServiceSpec>,
+}
+
+/// Bounds and target of a node's HorizontalPodAutoscaler.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.minReplicas) || self.minReplicas <= self.maxReplicas").message("minReplicas must not exceed maxReplicas"))]
+pub struct AutoscalingSpec {
+    /// Fewest replicas (default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub min_replicas: Option<i32>,
+    /// Most replicas.
+    #[schemars(range(min = 1, max = 1000))]
+    pub max_replicas: i32,
+    /// Average CPU use the autoscaler keeps, in percent of the container's CPU request
+    /// (default 80).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 100))]
+    pub target_cpu_utilization: Option<i32>,
+}
+
+impl AutoscalingSpec {
+    pub fn min(&self) -> i32 {
+        self.min_replicas.unwrap_or(1)
+    }
+}
+
+impl NodeSpec {
+    /// The replicas the node runs at least: its replica count, or its autoscaler's minimum.
+    pub fn min_replicas(&self) -> i32 {
+        match &self.autoscaling {
+            Some(autoscaling) => autoscaling.min(),
+            None => self.replicas.unwrap_or(1),
+        }
+    }
+
+    /// Whether the node may run more than one replica, so that a disruption budget means
+    /// something.
+    pub fn may_replicate(&self) -> bool {
+        match &self.autoscaling {
+            Some(autoscaling) => autoscaling.max_replicas > 1,
+            None => self.replicas.unwrap_or(1) > 1,
+        }
+    }
 }
 
 /// A link from this node: to another node of the network, or to a remote endpoint (e.g. a

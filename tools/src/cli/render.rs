@@ -50,6 +50,8 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         push_all(&mut documents, &rendered.config_maps);
         push_all(&mut documents, &rendered.deployments);
         push_all(&mut documents, &rendered.services);
+        push_all(&mut documents, &rendered.autoscalers);
+        push_all(&mut documents, &rendered.disruption_budgets);
     }
     print!("{}", documents.join("---\n"));
     Ok(ExitCode::SUCCESS)
