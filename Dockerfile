@@ -2,6 +2,7 @@
 # Images of idn (x86_64: `make ort` fetches the manylinux x86_64 ONNX Runtime), one target each:
 #   docker build --target operator   -t idn-operator:0.1.0 .
 #   docker build --target node-agent -t idn-node-agent:0.1.0 .
+#   docker build --target models     -t idn-example-models:0.1.0 .
 # Each builds only its own crate: the operator image compiles no ONNX Runtime bindings.
 
 # The operator: kube and the contract, nothing of the data plane.
@@ -48,3 +49,8 @@ COPY --from=operator-builder /out/idn-operator /usr/local/bin/idn-operator
 USER 65532:65532
 EXPOSE 8080
 ENTRYPOINT ["/usr/local/bin/idn-operator"]
+
+# The example models (examples/mnist mounts this image as an image volume): no runtime, just
+# the files, at the image's root.
+FROM scratch AS models
+COPY examples/models/mnist-linear.onnx examples/models/mnist-mlp.onnx examples/models/mnist-cnn.onnx /

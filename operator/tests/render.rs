@@ -114,11 +114,13 @@ fn a_model_change_rolls_the_nodes_that_load_it() {
 #[test]
 fn model_sources_become_downloads_or_volumes() {
     let mut manifests = example();
+    let linear_sha256 = manifests.models[0].spec.source.sha256.clone();
     let sources = [
+        json!({"url": "http://models.idn-examples.svc/mnist-linear.onnx", "sha256": linear_sha256}),
         json!({"volume": {"claimName": "models", "path": "mnist/mlp.onnx"}}),
         json!({"image": {"reference": "registry.example/models/mnist:1", "path": "/cnn.onnx"}, "sha256": "0".repeat(64)}),
     ];
-    for (model, source) in manifests.models[1..].iter_mut().zip(sources) {
+    for (model, source) in manifests.models.iter_mut().zip(sources) {
         model.spec.source = serde_json::from_value(source).unwrap();
     }
     let rendered = render(&manifests).unwrap();
