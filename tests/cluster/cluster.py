@@ -1,0 +1,612 @@
+#!/usr/bin/env python3
+"""A real Kubernetes control plane on loopback for the end-to-end tests.
+
+etcd, kube-apiserver, kube-controller-manager and kube-scheduler are the real
+upstream programs (built by build.sh from pinned Go modules); kwok acts as the
+kubelet of a few fake Node objects, so pods are scheduled by the real
+scheduler, become Ready, and Deployments become Available through the real
+controllers. Nothing runs containers: images are never pulled.
+
+Every server listens on 127.0.0.1 only, on free ports; certificates are made
+with the openssl CLI. Standard library only.
+
+As a library (e.g. a pytest session fixture):
+
+    sys.path.insert(0, "tests/cluster")
+    from cluster import Cluster
+    with Cluster(workdir) as c:          # start() ... stop()
+        c.kubeconfig                     # admin kubeconfig (system:masters)
+        c.kubectl("get", "nodes")        # /usr/bin/kubectl with that kubeconfig
+        c.api("GET", "/api/v1/nodes")    # decoded JSON, no kubectl needed
+        c.restart_apiserver()            # etcd and the rest keep running
+
+As a program:
+
+    python3 tests/cluster/cluster.py [--workdir DIR] [--nodes N]
+
+builds what is missing, starts the cluster, prints how to use it, and stops
+everything on Ctrl-C or SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import ctypes
+import json
+import os
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+BUILD_SH = HERE / "build.sh"
+
+SERVICE_CIDR = "10.96.0.0/16"
+SERVICE_IP = "10.96.0.1"  # first address of SERVICE_CIDR: the `kubernetes` Service
+# Pod IPs that kwok hands out: fake, nothing routes or listens there. Never
+# connect to them (no kube-proxy, no container runs).
+POD_CIDR = "10.244.0.0/16"
+CLUSTER_DOMAIN = "cluster.local"
+SA_ISSUER = f"https://kubernetes.default.svc.{CLUSTER_DOMAIN}"
+KWOK_NODE_ANNOTATION = "kwok.x-k8s.io/node"
+
+COMPONENTS = ("kubernetes", "etcd", "kwok")
+
+
+class ClusterError(RuntimeError):
+    pass
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def bin_dir(component: str) -> Path:
+    """The cache folder of a component's binaries (see build.sh)."""
+    out = subprocess.run([str(BUILD_SH), "--path", component], check=True, capture_output=True, text=True)
+    return Path(out.stdout.strip())
+
+
+def ensure_built(components=COMPONENTS) -> dict[str, Path]:
+    """Builds (via build.sh) any of the components whose binaries are not cached."""
+    missing = [c for c in components if not (bin_dir(c).parent / "build-info").exists()]
+    if missing:
+        subprocess.run([str(BUILD_SH), *missing], check=True)
+    return {c: bin_dir(c) for c in components}
+
+
+_libc = None
+
+
+def _child_setup():
+    # Own process group (stop() signals the group), and die with the parent
+    # (PR_SET_PDEATHSIG) so that a crashed test run leaves nothing behind.
+    os.setsid()
+    global _libc
+    try:
+        if _libc is None:
+            _libc = ctypes.CDLL(None, use_errno=True)
+        _libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+    except Exception:
+        pass
+
+
+class Process:
+    """One component: a command line, a log file, a process group."""
+
+    def __init__(self, name: str, argv: list[str], log: Path, env: dict | None = None):
+        self.name, self.argv, self.log, self.env = name, argv, log, env
+        self.popen: subprocess.Popen | None = None
+
+    def start(self):
+        if self.running():
+            return
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log, "ab") as f:
+            f.write(f"\n===== {time.strftime('%Y-%m-%dT%H:%M:%S')} start: {' '.join(self.argv)}\n".encode())
+            f.flush()
+            self.popen = subprocess.Popen(
+                self.argv, stdin=subprocess.DEVNULL, stdout=f, stderr=subprocess.STDOUT,
+                env=self.env, preexec_fn=_child_setup, close_fds=True,
+            )
+
+    def running(self) -> bool:
+        return self.popen is not None and self.popen.poll() is None
+
+    def check(self):
+        if self.popen is not None and self.popen.poll() is not None:
+            raise ClusterError(f"{self.name} exited with {self.popen.returncode}; last log lines:\n{self.tail()}")
+
+    def tail(self, n: int = 30) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-n:])
+        except OSError:
+            return ""
+
+    def kill(self):
+        """SIGKILL to the group: a crash, no graceful shutdown."""
+        self.stop(timeout=0, sig=signal.SIGKILL)
+
+    def stop(self, timeout: float = 15, sig: int = signal.SIGTERM):
+        p = self.popen
+        if p is None:
+            return
+        if p.poll() is None and sig != signal.SIGKILL:
+            try:
+                os.killpg(p.pid, sig)
+            except ProcessLookupError:
+                pass
+            try:
+                p.wait(timeout)
+            except subprocess.TimeoutExpired:
+                pass
+        # whatever is left of the group (children, or a process ignoring TERM)
+        try:
+            os.killpg(p.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        try:
+            p.wait(5)
+        except subprocess.TimeoutExpired:
+            pass
+        self.popen = None
+
+
+class Cluster:
+    """etcd + kube-apiserver + kube-controller-manager + kube-scheduler + kwok in `workdir`.
+
+    Layout of the work directory: kubeconfig (admin), pki/, kubeconfigs/ (one
+    per component), etcd/ (data), logs/<component>.log, kwok/stages.yaml.
+    """
+
+    def __init__(self, workdir: str | os.PathLike | None = None, *, nodes: int = 2,
+                 node_cpu: str = "32", node_memory: str = "256Gi", node_pods: str = "110",
+                 verbosity: int = 1, build: bool = True, kubectl: str | None = None):
+        self.workdir = Path(workdir or tempfile.mkdtemp(prefix="idn-cluster-")).resolve()
+        self.node_names = [f"kwok-node-{i}" for i in range(nodes)]
+        self.node_resources = {"cpu": node_cpu, "memory": node_memory, "pods": node_pods}
+        self.verbosity = verbosity
+        self.build = build
+        self.kubectl_bin = kubectl or os.environ.get("KUBECTL") or shutil.which("kubectl") or "/usr/bin/kubectl"
+        self.pki = self.workdir / "pki"
+        self.kubeconfig = self.workdir / "kubeconfig"
+        self.logs_dir = self.workdir / "logs"
+        self.procs: dict[str, Process] = {}
+        self.ports: dict[str, int] = {}
+        self._ssl: ssl.SSLContext | None = None
+
+    # ------------------------------------------------------------ public API
+    @property
+    def server(self) -> str:
+        return f"https://127.0.0.1:{self.ports['apiserver']}"
+
+    @property
+    def etcd_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports['etcd']}"
+
+    @property
+    def ca_file(self) -> Path:
+        return self.pki / "ca.crt"
+
+    @property
+    def logs(self) -> dict[str, Path]:
+        return {name: p.log for name, p in self.procs.items()}
+
+    def env(self) -> dict[str, str]:
+        """Environment for a client (e.g. the operator under test) of this cluster."""
+        return {**os.environ, "KUBECONFIG": str(self.kubeconfig)}
+
+    def start(self, timeout: float = 120) -> "Cluster":
+        try:
+            self._start(timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self):
+        """Stops every component (each process group), kwok and the controllers first."""
+        for name in ("kwok", "kube-scheduler", "kube-controller-manager", "kube-apiserver", "etcd"):
+            p = self.procs.get(name)
+            if p is not None:
+                p.stop()
+
+    def stop_apiserver(self, graceful: bool = True):
+        """SIGTERM (graceful, ~1 s) or SIGKILL (a crash) to kube-apiserver only."""
+        p = self.procs["kube-apiserver"]
+        p.stop() if graceful else p.kill()
+
+    def start_apiserver(self, timeout: float = 60):
+        self.procs["kube-apiserver"].start()
+        self.wait_apiserver_ready(timeout)
+
+    def restart_apiserver(self, graceful: bool = True, timeout: float = 60):
+        """Stops and starts kube-apiserver on the same port and certificates; etcd,
+        the controllers, the scheduler and kwok keep running (they reconnect)."""
+        self.stop_apiserver(graceful)
+        self.start_apiserver(timeout)
+
+    def check(self):
+        """Raises ClusterError if a component has exited."""
+        for p in self.procs.values():
+            p.check()
+
+    def kubectl(self, *args: str, check: bool = True, input: str | None = None,
+                timeout: float = 60) -> subprocess.CompletedProcess:
+        return subprocess.run([self.kubectl_bin, "--kubeconfig", str(self.kubeconfig), *args],
+                              input=input, capture_output=True, text=True, check=check, timeout=timeout)
+
+    def api(self, method: str, path: str, body=None, *, timeout: float = 10,
+            content_type: str = "application/json"):
+        """One request to the API server as the admin; returns the decoded JSON (or text)."""
+        data = None
+        if body is not None:
+            data = body if isinstance(body, (bytes, str)) else json.dumps(body)
+            data = data.encode() if isinstance(data, str) else data
+        req = urllib.request.Request(self.server + path, data=data, method=method,
+                                     headers={"Content-Type": content_type, "Accept": "application/json"})
+        with urllib.request.urlopen(req, context=self._client_ssl(), timeout=timeout) as r:
+            raw = r.read().decode()
+        try:
+            return json.loads(raw)
+        except ValueError:
+            return raw
+
+    def user_kubeconfig(self, name: str, groups: list[str] = (), path: Path | None = None) -> Path:
+        """A kubeconfig with a client certificate for user `name` in `groups` (for RBAC tests)."""
+        stem = "user-" + "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)
+        self._client_cert(stem, name, list(groups))
+        path = Path(path or self.workdir / "kubeconfigs" / f"{stem}.kubeconfig")
+        self._write_kubeconfig(path, stem, name)
+        return path
+
+    # ---------------------------------------------------------- wait helpers
+    def wait_apiserver_ready(self, timeout: float = 60):
+        def ready():
+            self.procs["kube-apiserver"].check()
+            try:
+                return self.api("GET", "/readyz", timeout=3) == "ok"
+            except (urllib.error.URLError, OSError, ssl.SSLError):
+                return False
+        self._wait(ready, timeout, "kube-apiserver /readyz", "kube-apiserver")
+
+    def wait_nodes_ready(self, timeout: float = 60):
+        def ready():
+            self.procs["kwok"].check()
+            items = self.api("GET", "/api/v1/nodes")["items"]
+            ok = {n["metadata"]["name"] for n in items
+                  if any(c["type"] == "Ready" and c["status"] == "True" for c in n.get("status", {}).get("conditions", []))}
+            return set(self.node_names) <= ok
+        self._wait(ready, timeout, f"nodes {self.node_names} Ready", "kwok")
+
+    def wait_default_service_account(self, namespace: str = "default", timeout: float = 60):
+        def ready():
+            self.procs["kube-controller-manager"].check()
+            try:
+                self.api("GET", f"/api/v1/namespaces/{namespace}/serviceaccounts/default")
+                return True
+            except urllib.error.HTTPError as e:
+                if e.code == 404:
+                    return False
+                raise
+        self._wait(ready, timeout, f"ServiceAccount {namespace}/default", "kube-controller-manager")
+
+    # ------------------------------------------------------------- internals
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    def _wait(self, cond, timeout, what, component=None):
+        deadline = time.monotonic() + timeout
+        last = None
+        while time.monotonic() < deadline:
+            try:
+                if cond():
+                    return
+            except ClusterError:
+                raise
+            except Exception as e:  # transient: connection refused, 5xx during startup...
+                last = e
+            time.sleep(0.25)
+        tail = self.procs[component].tail() if component in self.procs else ""
+        raise ClusterError(f"timed out after {timeout}s waiting for {what} (last error: {last!r}); "
+                           f"log {self.logs_dir}/{component}.log ends with:\n{tail}")
+
+    def _start(self, timeout):
+        t0 = time.monotonic()
+        bins = ensure_built() if self.build else {c: bin_dir(c) for c in COMPONENTS}
+        for c in COMPONENTS:
+            if not bins[c].is_dir():
+                raise ClusterError(f"{c} is not built: run {BUILD_SH} {c}")
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        for name in ("etcd", "etcd-peer", "apiserver", "controller-manager", "scheduler", "kwok"):
+            self.ports.setdefault(name, free_port())
+        self._make_pki()
+        self._make_kubeconfigs()
+        kube, etcd, kwok = bins["kubernetes"], bins["etcd"], bins["kwok"]
+        self.kube_version = bins["kubernetes"].parent.name.removeprefix("kubernetes-")
+        self._define_processes(kube, etcd, kwok)
+
+        self.procs["etcd"].start()
+        self._wait(self._etcd_healthy, 30, "etcd /health", "etcd")
+        self.procs["kube-apiserver"].start()
+        self.wait_apiserver_ready(timeout)
+        self.procs["kube-controller-manager"].start()
+        self.procs["kube-scheduler"].start()
+        self._create_nodes()
+        self.procs["kwok"].start()
+        self.wait_nodes_ready(timeout)
+        self.wait_default_service_account(timeout=timeout)
+        self.started_in = time.monotonic() - t0
+
+    def _etcd_healthy(self):
+        self.procs["etcd"].check()
+        try:
+            with urllib.request.urlopen(self.etcd_url + "/health", timeout=2) as r:
+                return json.loads(r.read()).get("health") == "true"
+        except (urllib.error.URLError, OSError):
+            return False
+
+    def _define_processes(self, kube: Path, etcd: Path, kwok: Path):
+        pki, kc, v = self.pki, self.workdir / "kubeconfigs", str(self.verbosity)
+        peer = f"http://127.0.0.1:{self.ports['etcd-peer']}"
+        env = {**os.environ}
+        env.pop("KUBECONFIG", None)
+
+        self._add("etcd", [
+            str(etcd / "etcd"), "--name=idn", f"--data-dir={self.workdir / 'etcd'}",
+            f"--listen-client-urls={self.etcd_url}", f"--advertise-client-urls={self.etcd_url}",
+            f"--listen-peer-urls={peer}", f"--initial-advertise-peer-urls={peer}",
+            f"--initial-cluster=idn={peer}", "--initial-cluster-state=new",
+            "--unsafe-no-fsync",  # test data only: much faster on slow disks
+            "--log-level=warn",
+        ], env)
+
+        self._add("kube-apiserver", [
+            str(kube / "kube-apiserver"),
+            f"--etcd-servers={self.etcd_url}",
+            "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1", f"--secure-port={self.ports['apiserver']}",
+            # the reconciler of the `kubernetes` Service endpoints refuses a loopback
+            # address (and exits the server): that Service keeps no endpoints here
+            "--endpoint-reconciler-type=none",
+            f"--tls-cert-file={pki / 'apiserver.crt'}", f"--tls-private-key-file={pki / 'apiserver.key'}",
+            f"--client-ca-file={pki / 'ca.crt'}",
+            "--authorization-mode=Node,RBAC",
+            "--anonymous-auth=true",  # what /readyz, /livez and /version allow by RBAC default
+            f"--service-account-issuer={SA_ISSUER}",
+            f"--service-account-key-file={pki / 'sa.pub'}",
+            f"--service-account-signing-key-file={pki / 'sa.key'}",
+            f"--service-cluster-ip-range={SERVICE_CIDR}",
+            # front proxy (aggregation layer): fills the requestheader CA of the
+            # extension-apiserver-authentication ConfigMap that the controller
+            # manager and scheduler read, and lets aggregated API servers work
+            f"--requestheader-client-ca-file={pki / 'front-proxy-ca.crt'}",
+            "--requestheader-allowed-names=front-proxy-client",
+            "--requestheader-username-headers=X-Remote-User",
+            "--requestheader-group-headers=X-Remote-Group",
+            "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+            f"--proxy-client-cert-file={pki / 'front-proxy-client.crt'}",
+            f"--proxy-client-key-file={pki / 'front-proxy-client.key'}",
+            f"--kubelet-client-certificate={pki / 'apiserver-kubelet-client.crt'}",
+            f"--kubelet-client-key={pki / 'apiserver-kubelet-client.key'}",
+            "--allow-privileged=true",
+            # without it a SIGTERM waits the full 60 s HTTP shutdown timeout for
+            # the open watches of the controllers and kwok; with it, ~1 s
+            "--shutdown-watch-termination-grace-period=5s",
+            "--profiling=false",
+            f"--v={v}",
+        ], env)
+
+        self._add("kube-controller-manager", [
+            str(kube / "kube-controller-manager"),
+            f"--kubeconfig={kc / 'kube-controller-manager.kubeconfig'}",
+            f"--authentication-kubeconfig={kc / 'kube-controller-manager.kubeconfig'}",
+            f"--authorization-kubeconfig={kc / 'kube-controller-manager.kubeconfig'}",
+            "--bind-address=127.0.0.1", f"--secure-port={self.ports['controller-manager']}",
+            "--controllers=*",
+            "--use-service-account-credentials=true",
+            f"--root-ca-file={pki / 'ca.crt'}",
+            f"--service-account-private-key-file={pki / 'sa.key'}",
+            f"--cluster-signing-cert-file={pki / 'ca.crt'}", f"--cluster-signing-key-file={pki / 'ca.key'}",
+            f"--service-cluster-ip-range={SERVICE_CIDR}",
+            "--allocate-node-cidrs=false",
+            "--leader-elect=false",
+            "--profiling=false",
+            f"--v={v}",
+        ], env)
+
+        self._add("kube-scheduler", [
+            str(kube / "kube-scheduler"),
+            f"--kubeconfig={kc / 'kube-scheduler.kubeconfig'}",
+            f"--authentication-kubeconfig={kc / 'kube-scheduler.kubeconfig'}",
+            f"--authorization-kubeconfig={kc / 'kube-scheduler.kubeconfig'}",
+            "--bind-address=127.0.0.1", f"--secure-port={self.ports['scheduler']}",
+            "--leader-elect=false",
+            "--profiling=false",
+            f"--v={v}",
+        ], env)
+
+        stages = self.workdir / "kwok" / "stages.yaml"
+        stages.parent.mkdir(parents=True, exist_ok=True)
+        stages.write_text(subprocess.run([str(kwok / "kwok-stages")], check=True, capture_output=True, text=True).stdout)
+        # kwok also reads ~/.kwok/kwok.yaml when it exists: give it a HOME of its own
+        kwok_env = {**env, "HOME": str(self.workdir / "kwok")}
+        self._add("kwok", [
+            str(kwok / "kwok"),
+            f"--kubeconfig={kc / 'kwok.kubeconfig'}",
+            f"--config={stages}",
+            "--manage-all-nodes=false",
+            f"--manage-nodes-with-annotation-selector={KWOK_NODE_ANNOTATION}=fake",
+            "--node-ip=127.0.0.1", f"--node-port={self.ports['kwok']}",
+            f"--server-address=127.0.0.1:{self.ports['kwok']}",
+            f"--tls-cert-file={self.pki / 'kwok-serving.crt'}", f"--tls-private-key-file={self.pki / 'kwok-serving.key'}",
+            f"--cidr={POD_CIDR}",
+            "--node-lease-duration-seconds=40",
+        ], kwok_env)
+
+    def _add(self, name, argv, env):
+        self.procs[name] = Process(name, argv, self.logs_dir / f"{name}.log", env)
+
+    def _create_nodes(self):
+        for name in self.node_names:
+            node = {
+                "apiVersion": "v1", "kind": "Node",
+                "metadata": {
+                    "name": name,
+                    "annotations": {KWOK_NODE_ANNOTATION: "fake", "node.alpha.kubernetes.io/ttl": "0"},
+                    "labels": {
+                        "kubernetes.io/arch": "amd64", "kubernetes.io/os": "linux",
+                        "kubernetes.io/hostname": name, "type": "kwok",
+                        "node-role.kubernetes.io/agent": "",
+                    },
+                },
+                "status": {
+                    "allocatable": dict(self.node_resources), "capacity": dict(self.node_resources),
+                    "nodeInfo": {"architecture": "amd64", "operatingSystem": "linux",
+                                 "kubeletVersion": self.kube_version},
+                },
+            }
+            try:
+                self.api("POST", "/api/v1/nodes", node)
+            except urllib.error.HTTPError as e:
+                if e.code != 409:  # already there (a restarted cluster on the same etcd)
+                    raise ClusterError(f"creating node {name}: {e.code} {e.read().decode(errors='replace')}")
+
+    # ------------------------------------------------------------ pki, kubeconfigs
+    def _openssl(self, *args, input=None):
+        r = subprocess.run(["openssl", *args], input=input, capture_output=True, text=True)
+        if r.returncode != 0:
+            raise ClusterError(f"openssl {' '.join(args)} failed: {r.stderr}")
+        return r.stdout
+
+    def _make_pki(self):
+        pki = self.pki
+        pki.mkdir(parents=True, exist_ok=True)
+        for ca, cn in (("ca", "idn-test-ca"), ("front-proxy-ca", "idn-test-front-proxy-ca")):
+            if not (pki / f"{ca}.crt").exists():
+                self._openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+                              "-keyout", str(pki / f"{ca}.key"), "-out", str(pki / f"{ca}.crt"), "-days", "3650",
+                              "-subj", f"/CN={cn}",
+                              "-addext", "basicConstraints=critical,CA:TRUE",
+                              "-addext", "keyUsage=critical,keyCertSign,cRLSign,digitalSignature")
+        if not (pki / "sa.key").exists():
+            self._openssl("genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", str(pki / "sa.key"))
+            self._openssl("pkey", "-in", str(pki / "sa.key"), "-pubout", "-out", str(pki / "sa.pub"))
+        sans = ["IP:127.0.0.1", f"IP:{SERVICE_IP}", "DNS:localhost", "DNS:kubernetes", "DNS:kubernetes.default",
+                "DNS:kubernetes.default.svc", f"DNS:kubernetes.default.svc.{CLUSTER_DOMAIN}"]
+        self._cert("apiserver", "kube-apiserver", [], server_sans=sans)
+        # kwok's kubelet-like server (logs/exec/port-forward of the fake pods)
+        self._cert("kwok-serving", "kwok", [], server_sans=["IP:127.0.0.1", "DNS:localhost"])
+        self._cert("apiserver-kubelet-client", "kube-apiserver-kubelet-client", ["system:masters"])
+        self._cert("front-proxy-client", "front-proxy-client", [], ca="front-proxy-ca")
+        self._client_cert("admin", "idn-admin", ["system:masters"])
+        self._client_cert("kube-controller-manager", "system:kube-controller-manager", [])
+        self._client_cert("kube-scheduler", "system:kube-scheduler", [])
+        # kwok plays the kubelet of every fake node (node status, leases, pod status):
+        # a cluster admin, as the Node authorizer allows one node per identity only
+        self._client_cert("kwok", "system:kwok", ["system:masters"])
+
+    def _client_cert(self, stem, cn, groups):
+        self._cert(stem, cn, groups)
+
+    def _cert(self, stem, cn, groups, server_sans=None, ca="ca"):
+        pki = self.pki
+        crt, key = pki / f"{stem}.crt", pki / f"{stem}.key"
+        if crt.exists() and key.exists():
+            return
+        subj = "".join(f"/O={g}" for g in groups) + f"/CN={cn}"
+        ext = pki / f"{stem}.ext"
+        if server_sans:
+            ext.write_text("basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\n"
+                           f"extendedKeyUsage=serverAuth\nsubjectAltName={','.join(server_sans)}\n")
+        else:
+            ext.write_text("basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\n"
+                           "extendedKeyUsage=clientAuth\n")
+        csr = pki / f"{stem}.csr"
+        self._openssl("req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+                      "-keyout", str(key), "-out", str(csr), "-subj", subj)
+        self._openssl("x509", "-req", "-in", str(csr), "-CA", str(pki / f"{ca}.crt"), "-CAkey", str(pki / f"{ca}.key"),
+                      "-CAcreateserial", "-out", str(crt), "-days", "3650", "-extfile", str(ext))
+        csr.unlink()
+        ext.unlink()
+
+    def _write_kubeconfig(self, path: Path, stem: str, user: str):
+        b64 = lambda p: base64.b64encode(Path(p).read_bytes()).decode()
+        cfg = {
+            "apiVersion": "v1", "kind": "Config",
+            "clusters": [{"name": "idn", "cluster": {"server": self.server,
+                                                      "certificate-authority-data": b64(self.ca_file)}}],
+            "users": [{"name": user, "user": {"client-certificate-data": b64(self.pki / f"{stem}.crt"),
+                                              "client-key-data": b64(self.pki / f"{stem}.key")}}],
+            "contexts": [{"name": "idn", "context": {"cluster": "idn", "user": user, "namespace": "default"}}],
+            "current-context": "idn",
+        }
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(cfg, indent=2) + "\n")  # JSON is YAML
+        path.chmod(0o600)
+
+    def _make_kubeconfigs(self):
+        self._write_kubeconfig(self.kubeconfig, "admin", "idn-admin")
+        kc = self.workdir / "kubeconfigs"
+        for stem, user in (("kube-controller-manager", "system:kube-controller-manager"),
+                           ("kube-scheduler", "system:kube-scheduler"), ("kwok", "system:kwok")):
+            self._write_kubeconfig(kc / f"{stem}.kubeconfig", stem, user)
+
+    def _client_ssl(self) -> ssl.SSLContext:
+        if self._ssl is None:
+            ctx = ssl.create_default_context(cafile=str(self.ca_file))
+            ctx.load_cert_chain(str(self.pki / "admin.crt"), str(self.pki / "admin.key"))
+            self._ssl = ctx
+        return self._ssl
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--workdir", help="work directory (default: a new temporary one)")
+    ap.add_argument("--nodes", type=int, default=2, help="fake kwok nodes (default 2)")
+    ap.add_argument("-v", "--verbosity", type=int, default=1, help="--v of the Kubernetes components")
+    args = ap.parse_args(argv)
+
+    c = Cluster(args.workdir, nodes=args.nodes, verbosity=args.verbosity)
+
+    def on_signal(signum, frame):
+        raise KeyboardInterrupt
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        c.start()
+        print(f"""
+cluster up in {c.started_in:.1f}s, work dir {c.workdir}
+  API server  {c.server}  (etcd {c.etcd_url})
+  logs        {c.logs_dir}/
+  export KUBECONFIG={c.kubeconfig}
+  kubectl get nodes
+Ctrl-C (or SIGTERM) stops everything.""", flush=True)
+        while True:
+            time.sleep(1)
+            c.check()
+    except KeyboardInterrupt:
+        print("\nstopping ...", flush=True)
+        return 0
+    except ClusterError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    finally:
+        c.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
