@@ -9,17 +9,18 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures_util::StreamExt;
+use futures_util::{Stream, StreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt, reflector as store, watcher};
 use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -537,6 +538,71 @@ where
     }
 }
 
+/// The metadata of the operator's own objects of kind `K`, as triggers of their owners.
+fn owned_by<K>(
+    client: &Client,
+    namespace: Option<&str>,
+    owned: &watcher::Config,
+) -> impl Stream<Item = Result<PartialObjectMeta<K>, watcher::Error>> + Send + 'static
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + 'static,
+{
+    let api: Api<PartialObjectMeta<K>> = match namespace {
+        Some(namespace) => Api::namespaced(client.clone(), namespace),
+        None => Api::all(client.clone()),
+    };
+    let stream = watcher(api, owned.clone());
+    logged(
+        K::kind(&()).into_owned(),
+        stream.default_backoff().touched_objects(),
+    )
+}
+
+/// Objects of kind `K` whose changes may concern any network of their namespace.
+fn related<K>(
+    client: &Client,
+    namespace: Option<&str>,
+) -> impl Stream<Item = Result<K, watcher::Error>> + Send + 'static
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + 'static,
+{
+    let stream = watcher(scoped::<K>(client, namespace), watcher::Config::default());
+    logged(
+        K::kind(&()).into_owned(),
+        stream.default_backoff().touched_objects(),
+    )
+}
+
+/// A watch with its own backoff, whose errors are logged and kept out of the controller.
+/// kube-runtime's controller pauses all its watches behind one shared backoff on any error: after
+/// an API server restart every watch fails once or twice (connection refused, then 410 Gone),
+/// and the pauses added up to minutes without a reconcile. Here each watch backs off alone and
+/// the others keep delivering.
+fn logged<T: Send + 'static>(
+    watch: String,
+    stream: impl Stream<Item = Result<T, watcher::Error>> + Send + 'static,
+) -> impl Stream<Item = Result<T, watcher::Error>> + Send + 'static {
+    stream.filter_map(move |item| {
+        futures_util::future::ready(match item {
+            Ok(object) => Some(Ok(object)),
+            Err(error) => {
+                tracing::warn!(%watch, %error, "watch failed; retrying after a backoff");
+                None
+            }
+        })
+    })
+}
+
 /// Runs the controller over the networks of one namespace (or all) until `shutdown` resolves.
 pub async fn run(
     ctx: Arc<Context>,
@@ -545,11 +611,21 @@ pub async fn run(
 ) {
     let client = &ctx.client;
     let owned = watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGER}"));
-    let controller = Controller::new(
-        scoped::<InferenceDeliveryNetwork>(client, namespace),
-        watcher::Config::default(),
+    let (store, writer) = store::store();
+    let networks = store::reflector(
+        writer,
+        watcher(
+            scoped::<InferenceDeliveryNetwork>(client, namespace),
+            watcher::Config::default(),
+        ),
     );
-    let store = controller.store();
+    let controller = Controller::for_stream(
+        logged(
+            InferenceDeliveryNetwork::kind(&()).into_owned(),
+            networks.default_backoff().applied_objects(),
+        ),
+        store.clone(),
+    );
     ctx.networks
         .lock()
         .expect("not poisoned")
@@ -569,29 +645,22 @@ pub async fn run(
         same_namespace,
     );
     controller
-        .owns(scoped::<Deployment>(client, namespace), owned.clone())
-        .owns(scoped::<ConfigMap>(client, namespace), owned.clone())
-        .owns(scoped::<Service>(client, namespace), owned.clone())
-        .owns(
-            scoped::<HorizontalPodAutoscaler>(client, namespace),
-            owned.clone(),
-        )
-        .owns(scoped::<PodDisruptionBudget>(client, namespace), owned)
-        .watches(
-            scoped::<InferenceModel>(client, namespace),
-            watcher::Config::default(),
-            move |m| by_model(m.namespace()),
-        )
-        .watches(
-            scoped::<DeliveryStrategy>(client, namespace),
-            watcher::Config::default(),
-            move |s| by_strategy(s.namespace()),
-        )
-        .watches(
-            scoped::<ModelPlacement>(client, namespace),
-            watcher::Config::default(),
-            move |p| by_placement(p.namespace()),
-        )
+        .owns_stream(owned_by::<Deployment>(client, namespace, &owned))
+        .owns_stream(owned_by::<ConfigMap>(client, namespace, &owned))
+        .owns_stream(owned_by::<Service>(client, namespace, &owned))
+        .owns_stream(owned_by::<HorizontalPodAutoscaler>(
+            client, namespace, &owned,
+        ))
+        .owns_stream(owned_by::<PodDisruptionBudget>(client, namespace, &owned))
+        .watches_stream(related::<InferenceModel>(client, namespace), move |m| {
+            by_model(m.namespace())
+        })
+        .watches_stream(related::<DeliveryStrategy>(client, namespace), move |s| {
+            by_strategy(s.namespace())
+        })
+        .watches_stream(related::<ModelPlacement>(client, namespace), move |p| {
+            by_placement(p.namespace())
+        })
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, Arc::clone(&ctx))
         .for_each(|result| async move {
