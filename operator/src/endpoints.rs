@@ -12,6 +12,7 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
+use idn_telemetry::exposition;
 use tokio::net::TcpListener;
 
 use crate::metrics::OperatorMetrics;
@@ -26,11 +27,14 @@ pub struct Health {
 
 fn respond(health: &Health, request: &Request<Incoming>) -> Response<Full<Bytes>> {
     let (status, content_type, body) = match request.uri().path() {
-        "/metrics" => (
-            StatusCode::OK,
-            idn_contract::names::OPENMETRICS_CONTENT_TYPE,
-            health.metrics.encode(),
-        ),
+        "/metrics" => {
+            let accept = request.headers().get(http::header::ACCEPT);
+            let (content_type, body) = exposition::negotiate(
+                health.metrics.encode(),
+                accept.and_then(|a| a.to_str().ok()),
+            );
+            (StatusCode::OK, content_type, body)
+        }
         "/healthz" => (StatusCode::OK, "text/plain", "ok".to_owned()),
         "/readyz" if health.ready.load(Ordering::Relaxed) => {
             (StatusCode::OK, "text/plain", "ok".to_owned())

@@ -1,6 +1,9 @@
 //! What every idn process (node-agent, operator, tools) sets up alike: structured logs through
 //! `tracing` — human-readable text by default, one JSON object per line for log collectors,
-//! the filter from `RUST_LOG` else the given level — and the signal that stops it.
+//! the filter from `RUST_LOG` else the given level — the signal that stops it, and the
+//! [`exposition`] of metrics to scrapers.
+
+pub mod exposition;
 
 use tracing_subscriber::EnvFilter;
 
