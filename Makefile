@@ -14,8 +14,7 @@ ORT_LIB     := .ort/libonnxruntime.so.$(ORT_VERSION)
 VENV    := .venv
 PYTHON  := $(VENV)/bin/python
 PY_DEPS := tritonclient[http]==2.73.0 numpy pytest pyyaml \
-           helm-python-sdk==0.2.2 kubernetes-validate==1.37.0 check-jsonschema==0.39.0 \
-           kmock==0.8 pytest-asyncio==1.5.0
+           helm-python-sdk==0.2.2 kubernetes-validate==1.37.0 check-jsonschema==0.39.0
 
 .PHONY: help
 help: ## List the targets
@@ -56,8 +55,16 @@ demo: run ## Same as run
 demo-agent: build ## A single node-agent on the three example models, answering a few requests
 	examples/node-agent/demo.sh
 
+.PHONY: components
+components: ## Build the real Kubernetes control plane, Helm and Prometheus the tests run against (cached)
+	tests/cluster/build.sh kubernetes etcd kwok helm prometheus
+
+.PHONY: cluster
+cluster: components ## A real Kubernetes control plane on loopback (etcd, API server, controllers, kwok); Ctrl-C stops it
+	python3 tests/cluster/cluster.py
+
 .PHONY: test
-test: ort $(PYTHON) ## Run every test: Rust unit and integration tests, interop with tritonclient, schemas
+test: ort $(PYTHON) components ## Run every test: Rust, interop with tritonclient, schemas, end to end on a real control plane
 	cargo test --workspace
 	cargo build --workspace --bins
 	$(PYTHON) -m pytest -q tests/interop tests/schemas tests/e2e
