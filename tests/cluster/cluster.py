@@ -183,6 +183,8 @@ class Cluster:
         self.pki = self.workdir / "pki"
         self.kubeconfig = self.workdir / "kubeconfig"
         self.logs_dir = self.workdir / "logs"
+        # The API server's audit log, one JSON event per line.
+        self.audit_log = self.logs_dir / "audit.log"
         self.procs: dict[str, Process] = {}
         self.ports: dict[str, int] = {}
         self._ssl: ssl.SSLContext | None = None
@@ -408,6 +410,11 @@ class Cluster:
             # the open watches of the controllers and kwok; with it, ~1 s
             "--shutdown-watch-termination-grace-period=5s",
             "--profiling=false",
+            # who asked for what, with the answer's status: the suite reads it to check that
+            # the operator's RBAC is enough and to list what it grants but never uses
+            f"--audit-policy-file={self._audit_policy()}",
+            f"--audit-log-path={self.audit_log}",
+            "--audit-log-format=json",
             f"--v={v}",
         ], env)
 
@@ -457,6 +464,16 @@ class Cluster:
             f"--cidr={POD_CIDR}",
             "--node-lease-duration-seconds=40",
         ], kwok_env)
+
+    def _audit_policy(self) -> Path:
+        """Every request at the Metadata level (user, verb, resource, status), once each."""
+        path = self.workdir / "audit-policy.yaml"
+        path.write_text(json.dumps({
+            "apiVersion": "audit.k8s.io/v1", "kind": "Policy",
+            "omitStages": ["RequestReceived", "ResponseStarted"],
+            "rules": [{"level": "Metadata"}],
+        }))
+        return path
 
     def _add(self, name, argv, env):
         self.procs[name] = Process(name, argv, self.logs_dir / f"{name}.log", env)

@@ -37,16 +37,16 @@ UID = 65532
 
 # Exactly what the operator does with each resource in the namespaces it watches.
 WATCH_PERMISSIONS = {
-    ("idn.dev", "inferencedeliverynetworks"): {"get", "list", "watch"},
-    ("idn.dev", "inferencedeliverynetworks/status"): {"get", "patch"},
-    ("idn.dev", "inferencemodels"): {"get", "list", "watch"},
-    ("idn.dev", "deliverystrategies"): {"get", "list", "watch"},
-    ("idn.dev", "modelplacements"): {"get", "list", "watch"},
-    ("", "configmaps"): {"get", "list", "watch", "create", "patch", "delete"},
-    ("", "services"): {"get", "list", "watch", "create", "patch", "delete"},
-    ("apps", "deployments"): {"get", "list", "watch", "create", "patch", "delete"},
-    ("autoscaling", "horizontalpodautoscalers"): {"get", "list", "watch", "create", "patch", "delete"},
-    ("policy", "poddisruptionbudgets"): {"get", "list", "watch", "create", "patch", "delete"},
+    ("idn.dev", "inferencedeliverynetworks"): {"list", "watch"},
+    ("idn.dev", "inferencedeliverynetworks/status"): {"patch"},
+    ("idn.dev", "inferencemodels"): {"list", "watch"},
+    ("idn.dev", "deliverystrategies"): {"list", "watch"},
+    ("idn.dev", "modelplacements"): {"list", "watch"},
+    ("", "configmaps"): {"list", "watch", "create", "patch", "delete"},
+    ("", "services"): {"list", "watch", "create", "patch", "delete"},
+    ("apps", "deployments"): {"list", "watch", "create", "patch", "delete"},
+    ("autoscaling", "horizontalpodautoscalers"): {"list", "watch", "create", "patch", "delete"},
+    ("policy", "poddisruptionbudgets"): {"list", "watch", "create", "patch", "delete"},
     ("", "secrets"): {"get"},
     ("events.k8s.io", "events"): {"create", "patch"},
 }
