@@ -29,10 +29,10 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use idn_contract::config::ModelConfig;
-use idn_node_agent::pool::InferencePool;
-use idn_node_agent::protocol::{self, InferResponse};
-use idn_node_agent::runtime::{self, Model, ModelState};
-use idn_node_agent::tensor::{Tensor, TensorData};
+use idn_node_agent::model::pool::InferencePool;
+use idn_node_agent::model::runtime::{self, Model, ModelState};
+use idn_node_agent::wire::tensor::{Tensor, TensorData};
+use idn_node_agent::wire::{self, InferResponse};
 
 #[derive(Parser)]
 #[command(about = "In-process ONNX Runtime latency and throughput, batch 1")]
@@ -192,7 +192,7 @@ fn measure_codec(model: &Model, body: &[u8], warmup: Duration, duration: Duratio
     let mut session = runtime::open_session(bytes).expect("opening a session");
     time_loop(warmup, duration, || {
         let start = Instant::now();
-        let request = protocol::decode_request(body, None).expect("a valid request body");
+        let request = wire::decode_request(body, None).expect("a valid request body");
         signature
             .check_inputs(&model.config.name, &request.inputs, usize::MAX)
             .expect("inputs that fit the model");
@@ -207,10 +207,10 @@ fn measure_codec(model: &Model, body: &[u8], warmup: Duration, duration: Duratio
             model_name: model.config.name.clone(),
             model_version: model.config.version.clone(),
             id: request.id,
-            parameters: protocol::Parameters::new(),
+            parameters: wire::Parameters::new(),
             outputs,
         };
-        let encoded = protocol::encode_response(&response, |_| false);
+        let encoded = wire::encode_response(&response, |_| false);
         let elapsed = start.elapsed();
         std::hint::black_box(encoded.bytes);
         elapsed

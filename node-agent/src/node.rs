@@ -4,13 +4,14 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use crate::delivery::upstream::{self, Upstreams};
+use crate::error::{ApiError, Result};
 use crate::metrics::{Metrics, ModelLabels};
-use crate::pool::{Inference, InferencePool};
-use crate::protocol::ApiError;
-use crate::runtime::{Model, ModelState, Signature};
-use crate::tensor::Tensor;
-use crate::upstream::{self, Upstreams};
-use crate::{Result, ort_library};
+use crate::model::Signature;
+use crate::model::ort_library;
+use crate::model::pool::{Inference, InferencePool};
+use crate::model::runtime::{Model, ModelState};
+use crate::wire::tensor::Tensor;
 use idn_contract::config::{NodeAgentConfig, ServiceConfig};
 
 pub struct Node {

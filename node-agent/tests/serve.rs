@@ -422,9 +422,9 @@ async fn shutdown_drains_in_flight_requests() {
 
 #[tokio::test]
 async fn a_full_inference_queue_refuses_at_once_with_503() {
-    use idn_node_agent::pool::InferencePool;
-    use idn_node_agent::runtime::Model;
-    use idn_node_agent::tensor::{Tensor, TensorData};
+    use idn_node_agent::model::pool::InferencePool;
+    use idn_node_agent::model::runtime::Model;
+    use idn_node_agent::wire::tensor::{Tensor, TensorData};
 
     let models: Vec<Model> = example_config()
         .models

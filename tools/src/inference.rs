@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 
 use idn_contract::config::ModelConfig;
 use idn_contract::names::is_model_name;
-use idn_node_agent::runtime::{self, Model, ModelState};
-use idn_node_agent::tensor::{Tensor, TensorData};
+use idn_node_agent::model::runtime::{self, Model, ModelState};
+use idn_node_agent::wire::tensor::{Tensor, TensorData};
 
 use crate::dataset::Dataset;
 

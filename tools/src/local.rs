@@ -9,8 +9,8 @@ use std::sync::Arc;
 
 use anyhow::{Context as _, anyhow, bail};
 use idn_contract::names::sha256_hex;
+use idn_node_agent::model::runtime::ModelState;
 use idn_node_agent::node::Node;
-use idn_node_agent::runtime::ModelState;
 use idn_node_agent::server;
 use kube::ResourceExt;
 use tokio::net::TcpListener;

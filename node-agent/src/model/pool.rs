@@ -12,9 +12,10 @@ use crossbeam_channel::{Receiver, Sender, TrySendError};
 use ort::session::Session;
 use tokio::sync::oneshot;
 
-use crate::protocol::ApiError;
-use crate::runtime::{self, Model, ModelState, Signature};
-use crate::tensor::Tensor;
+use super::Signature;
+use super::runtime::{self, Model, ModelState};
+use crate::error::ApiError;
+use crate::wire::tensor::Tensor;
 
 /// Outputs of one inference and the time the model took.
 #[derive(Debug)]

@@ -16,10 +16,10 @@ use hyper_util::rt::TokioExecutor;
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 
-use crate::context::{LOOP_DETECTED, RequestContext};
-use crate::protocol::{self, ApiError, InferResponse, Parameters};
-use crate::tensor::Tensor;
-use crate::{Error, Result};
+use crate::error::{ApiError, Error, Result};
+use crate::wire::context::{LOOP_DETECTED, RequestContext};
+use crate::wire::tensor::Tensor;
+use crate::wire::{self, InferResponse, Parameters};
 use idn_contract::config::UpstreamConfig;
 
 /// Why an upstream call gave no answer.
@@ -140,7 +140,7 @@ impl Upstreams {
         if timeout.is_zero() {
             return Err(timed_out());
         }
-        let body = protocol::encode_request(
+        let body = wire::encode_request(
             context.request_id.as_deref(),
             &Parameters::new(),
             inputs,
@@ -150,7 +150,7 @@ impl Upstreams {
         let mut request = Request::post(format!("{}/v2/models/{service}/infer", up.base))
             .header(CONTENT_TYPE, "application/json");
         if let Some(length) = body.header_length {
-            request = request.header(protocol::HEADER_LENGTH, length);
+            request = request.header(wire::HEADER_LENGTH, length);
         }
         for (header, value) in context.forward_headers(node) {
             request = request.header(header, value);
@@ -200,14 +200,13 @@ impl Upstreams {
         }
         let header_length = parts
             .headers
-            .get(protocol::HEADER_LENGTH)
+            .get(wire::HEADER_LENGTH)
             .and_then(|v| v.to_str().ok());
-        let response = protocol::decode_response(&body, header_length).map_err(|e| {
-            UpstreamError::Invalid {
+        let response =
+            wire::decode_response(&body, header_length).map_err(|e| UpstreamError::Invalid {
                 upstream: name(),
                 message: e.message,
-            }
-        })?;
+            })?;
         Ok((response, start.elapsed()))
     }
 }

@@ -7,14 +7,18 @@ use std::pin::Pin;
 
 use http::StatusCode;
 
-use crate::context::RequestContext;
-use crate::ensemble::Accumulator;
+mod combine;
+pub mod upstream;
+
+use combine::Accumulator;
+use upstream::UpstreamError;
+
+use crate::error::ApiError;
 use crate::metrics::{DecisionLabels, ServiceLabels, UpstreamErrorLabels, UpstreamLabels};
 use crate::node::Node;
-use crate::protocol::ApiError;
-use crate::provenance::{self, Provenance};
-use crate::tensor::{Tensor, TensorData};
-use crate::upstream::UpstreamError;
+use crate::wire::context::RequestContext;
+use crate::wire::provenance::{self, Provenance};
+use crate::wire::tensor::{Tensor, TensorData};
 use idn_contract::confidence::Confidence;
 use idn_contract::config::{
     EnsembleMode, EnsembleStrategy, FailurePolicy, ForwardStrategy, ServiceConfig, StrategyConfig,

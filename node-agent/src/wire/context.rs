@@ -5,7 +5,8 @@ use std::time::{Duration, Instant};
 
 use http::HeaderMap;
 
-use crate::protocol::{ApiError, Parameters};
+use super::message::Parameters;
+use crate::error::ApiError;
 
 /// Comma-separated names of the nodes a request passed through before this one.
 pub const PATH_HEADER: &str = "idn-path";
