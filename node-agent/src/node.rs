@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::delivery::upstream::{self, Upstreams};
-use crate::error::{ApiError, Result};
+use crate::error::{RequestError, Result};
 use crate::metrics::{Metrics, ModelLabels};
 use crate::model::Signature;
 use crate::model::ort_library;
@@ -92,7 +92,11 @@ impl Node {
     }
 
     /// A model by name and optional version; 404 naming what this node serves otherwise.
-    pub fn model(&self, name: &str, version: Option<&str>) -> Result<(usize, &Model), ApiError> {
+    pub fn model(
+        &self,
+        name: &str,
+        version: Option<&str>,
+    ) -> Result<(usize, &Model), RequestError> {
         let i = *self.model_index.get(name).ok_or_else(|| {
             let served: Vec<&str> = self
                 .models
@@ -100,7 +104,7 @@ impl Node {
                 .map(|m| m.config.name.as_str())
                 .chain(self.config.services.iter().map(|s| s.name.as_str()))
                 .collect();
-            ApiError::not_found(format!(
+            RequestError::NotFound(format!(
                 "model {name:?} is not served by node {:?} (models and services: {})",
                 self.config.node,
                 served.join(", ")
@@ -108,7 +112,7 @@ impl Node {
         })?;
         let model = &self.models[i];
         match version {
-            Some(v) if v != model.config.version => Err(ApiError::not_found(format!(
+            Some(v) if v != model.config.version => Err(RequestError::NotFound(format!(
                 "model {name:?} has no version {v:?} (versions: {})",
                 model.config.version
             ))),
@@ -117,10 +121,13 @@ impl Node {
     }
 
     /// The signature of a model that is ready; 503 with the reason otherwise.
-    pub fn ready_signature<'m>(name: &str, model: &'m Model) -> Result<&'m Signature, ApiError> {
+    pub fn ready_signature<'m>(
+        name: &str,
+        model: &'m Model,
+    ) -> Result<&'m Signature, RequestError> {
         match &model.state {
             ModelState::Ready { signature, .. } => Ok(signature),
-            ModelState::Unavailable { reason } => Err(ApiError::unavailable(format!(
+            ModelState::Unavailable { reason } => Err(RequestError::Unavailable(format!(
                 "model {name:?} is not ready: {reason}"
             ))),
         }
@@ -132,7 +139,7 @@ impl Node {
         index: usize,
         inputs: Vec<Tensor>,
         outputs: Vec<String>,
-    ) -> Result<Inference, ApiError> {
+    ) -> Result<Inference, RequestError> {
         let model = &self.models[index];
         let name = &model.config.name;
         Self::ready_signature(name, model)?.check_inputs(

@@ -453,11 +453,13 @@ async fn a_full_inference_queue_refuses_at_once_with_503() {
         refused.len()
     );
     for error in refused {
-        assert_eq!(error.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            idn_node_agent::server::http_status(error),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
         assert!(
-            error.message.contains("the inference queue is full"),
-            "{}",
-            error.message
+            error.to_string().contains("the inference queue is full"),
+            "{error}"
         );
     }
 }

@@ -102,7 +102,7 @@ impl SampleModel {
             .check_inputs(&self.name, &inputs, usize::MAX)
             .map_err(|e| InferenceError::Input {
                 path: path(),
-                message: e.message,
+                message: e.to_string(),
             })?;
         let mut session =
             runtime::open_session(bytes).map_err(|reason| InferenceError::Unavailable {

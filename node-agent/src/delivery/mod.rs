@@ -5,15 +5,12 @@
 use std::future::Future;
 use std::pin::Pin;
 
-use http::StatusCode;
-
 mod combine;
 pub mod upstream;
 
 use combine::Accumulator;
-use upstream::UpstreamError;
 
-use crate::error::ApiError;
+use crate::error::{RequestError, UpstreamError};
 use crate::metrics::{DecisionLabels, ServiceLabels, UpstreamErrorLabels, UpstreamLabels};
 use crate::node::Node;
 use crate::wire::context::RequestContext;
@@ -47,30 +44,7 @@ impl Answer {
     }
 }
 
-/// Why a target gave no answer: the request itself (reported as is) or an upstream (which a
-/// fallback may hide).
-#[derive(Debug)]
-enum Failure {
-    Request(ApiError),
-    Upstream(UpstreamError),
-}
-
-impl From<ApiError> for Failure {
-    fn from(e: ApiError) -> Self {
-        Failure::Request(e)
-    }
-}
-
-impl Failure {
-    fn into_api_error(self) -> ApiError {
-        match self {
-            Failure::Request(e) => e,
-            Failure::Upstream(e) => e.to_api_error(),
-        }
-    }
-}
-
-type Delivery<'a> = Pin<Box<dyn Future<Output = Result<Answer, Failure>> + Send + 'a>>;
+type Delivery<'a> = Pin<Box<dyn Future<Output = Result<Answer, RequestError>> + Send + 'a>>;
 
 /// The batch size of checked inputs (they share their first dimension).
 fn batch_size(inputs: &[Tensor]) -> usize {
@@ -102,18 +76,15 @@ impl Node {
         service: &ServiceConfig,
         inputs: &[Tensor],
         context: &RequestContext,
-    ) -> Result<Answer, ApiError> {
+    ) -> Result<Answer, RequestError> {
         context.check_route(&self.config.node, service.max_hops)?;
         let n = batch_size(inputs);
         if inputs.iter().any(|t| t.batch_size() != n) {
-            return Err(ApiError::bad_request(
-                "inputs of a service request must share their first (batch) dimension",
+            return Err(RequestError::Invalid(
+                "inputs of a service request must share their first (batch) dimension".into(),
             ));
         }
-        let answer = self
-            .apply(service, inputs, context)
-            .await
-            .map_err(Failure::into_api_error)?;
+        let answer = self.apply(service, inputs, context).await?;
         self.record(service, &answer);
         Ok(answer)
     }
@@ -151,7 +122,7 @@ impl Node {
         forward: &ForwardStrategy,
         inputs: &[Tensor],
         context: &RequestContext,
-    ) -> Result<Answer, Failure> {
+    ) -> Result<Answer, RequestError> {
         let confidence = Confidence::default();
         match self
             .target(service, &forward.to, inputs, context, &confidence)
@@ -184,7 +155,7 @@ impl Node {
         threshold: &ThresholdStrategy,
         inputs: &[Tensor],
         context: &RequestContext,
-    ) -> Result<Answer, Failure> {
+    ) -> Result<Answer, RequestError> {
         let mut answer = self
             .target(
                 service,
@@ -241,7 +212,7 @@ impl Node {
         ensemble: &EnsembleStrategy,
         inputs: &[Tensor],
         context: &RequestContext,
-    ) -> Result<Answer, Failure> {
+    ) -> Result<Answer, RequestError> {
         let n = batch_size(inputs);
         let mut order: Vec<usize> = (0..ensemble.members.len()).collect();
         order.sort_by(|&a, &b| {
@@ -260,14 +231,11 @@ impl Node {
             let acc = accumulator
                 .get_or_insert_with(|| Accumulator::new(ensemble.combine, n, answer.classes));
             if acc.classes() != answer.classes {
-                return Err(Failure::Request(ApiError::new(
-                    StatusCode::BAD_GATEWAY,
-                    format!(
-                        "ensemble member {} answered {} classes, another answered {}",
-                        ensemble.members[member].target.display_name(),
-                        answer.classes,
-                        acc.classes()
-                    ),
+                return Err(RequestError::Mismatch(format!(
+                    "ensemble member {} answered {} classes, another answered {}",
+                    ensemble.members[member].target.display_name(),
+                    answer.classes,
+                    acc.classes()
                 )));
             }
             acc.add(
@@ -333,10 +301,9 @@ impl Node {
             .observe(queried as f64);
         let Some(acc) = accumulator else {
             return Err(last_failure.unwrap_or_else(|| {
-                Failure::Request(ApiError::new(
-                    StatusCode::GATEWAY_TIMEOUT,
-                    "no ensemble member answered before the deadline",
-                ))
+                RequestError::DeadlineExceeded(
+                    "no ensemble member answered before the deadline".into(),
+                )
             }));
         };
         let mut probs = Vec::with_capacity(n * acc.classes());
@@ -367,17 +334,20 @@ impl Node {
 
     /// Whether a failed target may be replaced by a local (degraded) answer: only upstream
     /// failures other than routing errors, and only when the service's policy says so.
-    fn may_fall_back(&self, service: &ServiceConfig, failure: &Failure) -> Result<(), Failure> {
+    fn may_fall_back(
+        &self,
+        service: &ServiceConfig,
+        failure: &RequestError,
+    ) -> Result<(), RequestError> {
         match failure {
-            Failure::Upstream(e)
+            RequestError::Upstream(e)
                 if service.on_upstream_failure == FailurePolicy::Fallback
                     && !e.is_routing_error() =>
             {
                 tracing::warn!(service = %service.name, error = %e, "upstream failed; answering locally");
                 Ok(())
             }
-            Failure::Upstream(e) => Err(Failure::Upstream(e.clone())),
-            Failure::Request(e) => Err(Failure::Request(e.clone())),
+            other => Err(other.clone()),
         }
     }
 
@@ -415,7 +385,7 @@ impl Node {
         inputs: &[Tensor],
         context: &RequestContext,
         confidence: &Confidence,
-    ) -> Result<Answer, Failure> {
+    ) -> Result<Answer, RequestError> {
         let (index, model) = self.model(name, None)?;
         let output = model.config.outputs[0].clone();
         let n = batch_size(inputs);
@@ -425,12 +395,8 @@ impl Node {
             .into_iter()
             .next()
             .expect("one output asked");
-        let (classes, probs) = probabilities(tensor, n).map_err(|e| {
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("model {name:?}: {e}"),
-            )
-        })?;
+        let (classes, probs) = probabilities(tensor, n)
+            .map_err(|e| RequestError::Internal(format!("model {name:?}: {e}")))?;
         let path = self.path_here(context);
         let items = confidence
             .scores(&probs, classes)
@@ -458,7 +424,7 @@ impl Node {
         inputs: &[Tensor],
         context: &RequestContext,
         confidence: &Confidence,
-    ) -> Result<Answer, Failure> {
+    ) -> Result<Answer, RequestError> {
         let n = batch_size(inputs);
         let result = self
             .upstreams
@@ -500,7 +466,7 @@ impl Node {
                     kind: e.kind(),
                 })
                 .inc();
-            Failure::Upstream(e)
+            RequestError::Upstream(e)
         })?;
         let mut path = self.path_here(context);
         path.push(upstream.to_owned());

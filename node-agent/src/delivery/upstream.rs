@@ -6,8 +6,8 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use http::Request;
 use http::header::{AUTHORIZATION, CONTENT_TYPE};
-use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
@@ -16,64 +16,11 @@ use hyper_util::rt::TokioExecutor;
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 
-use crate::error::{ApiError, Error, Result};
-use crate::wire::context::{LOOP_DETECTED, RequestContext};
+use crate::error::{Error, Result, UpstreamError};
+use crate::wire::context::RequestContext;
 use crate::wire::tensor::Tensor;
 use crate::wire::{self, InferResponse, Parameters};
 use idn_contract::config::UpstreamConfig;
-
-/// Why an upstream call gave no answer.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum UpstreamError {
-    #[error("upstream {upstream:?} did not answer within {timeout_ms} ms")]
-    Timeout { upstream: String, timeout_ms: u128 },
-    #[error("upstream {upstream:?} is unreachable: {message}")]
-    Unreachable { upstream: String, message: String },
-    #[error("upstream {upstream:?} answered {status}: {message}")]
-    Status {
-        upstream: String,
-        status: StatusCode,
-        message: String,
-    },
-    #[error("upstream {upstream:?} sent an invalid answer: {message}")]
-    Invalid { upstream: String, message: String },
-}
-
-impl UpstreamError {
-    /// Metric label.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            UpstreamError::Timeout { .. } => "timeout",
-            UpstreamError::Unreachable { .. } => "unreachable",
-            UpstreamError::Status { status, .. } if is_overload(*status) => "overloaded",
-            UpstreamError::Status { .. } => "status",
-            UpstreamError::Invalid { .. } => "invalid",
-        }
-    }
-
-    /// A loop or hop-limit refusal is a topology error: it is reported, never hidden behind a
-    /// fallback answer.
-    pub fn is_routing_error(&self) -> bool {
-        matches!(self, UpstreamError::Status { status, .. } if *status == LOOP_DETECTED)
-    }
-
-    /// The error returned to the client when the service does not fall back.
-    pub fn to_api_error(&self) -> ApiError {
-        let status = match self {
-            UpstreamError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
-            UpstreamError::Status { status, .. } if *status == LOOP_DETECTED => LOOP_DETECTED,
-            UpstreamError::Status { status, .. } if is_overload(*status) => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
-            _ => StatusCode::BAD_GATEWAY,
-        };
-        ApiError::new(status, self.to_string())
-    }
-}
-
-fn is_overload(status: StatusCode) -> bool {
-    status == StatusCode::SERVICE_UNAVAILABLE || status == StatusCode::TOO_MANY_REQUESTS
-}
 
 struct Upstream {
     config: UpstreamConfig,
@@ -205,7 +152,7 @@ impl Upstreams {
         let response =
             wire::decode_response(&body, header_length).map_err(|e| UpstreamError::Invalid {
                 upstream: name(),
-                message: e.message,
+                message: e.to_string(),
             })?;
         Ok((response, start.elapsed()))
     }

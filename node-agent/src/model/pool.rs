@@ -2,7 +2,7 @@
 //! ready model, fed by a bounded queue.
 //!
 //! Inference never runs on the async reactor. The queue bound is the overload policy: when it
-//! is full the request is refused at once with 503 instead of waiting in memory.
+//! is full the request is refused at once (overloaded) instead of waiting in memory.
 
 use std::sync::Arc;
 use std::thread;
@@ -14,7 +14,7 @@ use tokio::sync::oneshot;
 
 use super::Signature;
 use super::runtime::{self, Model, ModelState};
-use crate::error::ApiError;
+use crate::error::RequestError;
 use crate::wire::tensor::Tensor;
 
 /// Outputs of one inference and the time the model took.
@@ -54,13 +54,13 @@ impl InferencePool {
         InferencePool { queue, queue_depth }
     }
 
-    /// Runs a model on checked inputs; 503 when the queue is full.
+    /// Runs a model on checked inputs; refused at once when the queue is full.
     pub async fn infer(
         &self,
         model: usize,
         inputs: Vec<Tensor>,
         outputs: Vec<String>,
-    ) -> Result<Inference, ApiError> {
+    ) -> Result<Inference, RequestError> {
         let (reply, answer) = oneshot::channel();
         let job = Job {
             model,
@@ -69,21 +69,17 @@ impl InferencePool {
             reply,
         };
         self.queue.try_send(job).map_err(|e| match e {
-            TrySendError::Full(_) => ApiError::unavailable(format!(
-                "overloaded: the inference queue is full ({} requests waiting); retry later",
-                self.queue_depth
-            )),
-            TrySendError::Disconnected(_) => ApiError::unavailable("the agent is shutting down"),
+            TrySendError::Full(_) => RequestError::Overloaded {
+                queue_depth: self.queue_depth,
+            },
+            TrySendError::Disconnected(_) => {
+                RequestError::Unavailable("the agent is shutting down".into())
+            }
         })?;
         answer
             .await
-            .map_err(|_| ApiError::unavailable("the inference worker stopped"))?
-            .map_err(|e| {
-                ApiError::new(
-                    http::StatusCode::INTERNAL_SERVER_ERROR,
-                    format!("inference failed: {e}"),
-                )
-            })
+            .map_err(|_| RequestError::Unavailable("the inference worker stopped".into()))?
+            .map_err(|e| RequestError::Internal(format!("inference failed: {e}")))
     }
 }
 

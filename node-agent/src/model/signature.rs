@@ -1,7 +1,7 @@
 //! What a model takes and gives: the signature read from its graph, checked once against the
 //! config at load and against every request's inputs.
 
-use crate::error::ApiError;
+use crate::error::RequestError;
 use crate::wire::tensor::{DataType, Tensor};
 use idn_contract::config::ModelConfig;
 
@@ -67,21 +67,21 @@ impl Signature {
         model: &str,
         inputs: &[Tensor],
         max_batch_size: usize,
-    ) -> Result<(), ApiError> {
+    ) -> Result<(), RequestError> {
         for tensor in inputs {
             let spec = self
                 .inputs
                 .iter()
                 .find(|s| s.name == tensor.name)
                 .ok_or_else(|| {
-                    ApiError::bad_request(format!(
+                    RequestError::Invalid(format!(
                         "model {model:?} has no input {:?} (inputs: {})",
                         tensor.name,
                         self.input_names()
                     ))
                 })?;
             if inputs.iter().filter(|t| t.name == tensor.name).count() > 1 {
-                return Err(ApiError::bad_request(format!(
+                return Err(RequestError::Invalid(format!(
                     "input {:?} is given more than once",
                     tensor.name
                 )));
@@ -93,7 +93,7 @@ impl Signature {
             .iter()
             .find(|s| !inputs.iter().any(|t| t.name == s.name))
         {
-            return Err(ApiError::bad_request(format!(
+            return Err(RequestError::Invalid(format!(
                 "input {:?} is missing (model {model:?} needs: {})",
                 missing.name,
                 self.input_names()
@@ -112,10 +112,10 @@ impl Signature {
 }
 
 impl TensorSpec {
-    fn check(&self, tensor: &Tensor, max_batch_size: usize) -> Result<(), ApiError> {
+    fn check(&self, tensor: &Tensor, max_batch_size: usize) -> Result<(), RequestError> {
         let datatype = tensor.data.datatype();
         if datatype != self.datatype {
-            return Err(ApiError::bad_request(format!(
+            return Err(RequestError::Invalid(format!(
                 "input {:?}: datatype {datatype} does not match the model's {}",
                 self.name, self.datatype
             )));
@@ -127,13 +127,13 @@ impl TensorSpec {
                 .zip(&self.shape)
                 .all(|(&got, &want)| want < 0 || got as i64 == want);
         if !fits {
-            return Err(ApiError::bad_request(format!(
+            return Err(RequestError::Invalid(format!(
                 "input {:?}: shape {:?} does not match the model's {:?} (-1 is any size)",
                 self.name, tensor.shape, self.shape
             )));
         }
         if tensor.batch_size() > max_batch_size {
-            return Err(ApiError::bad_request(format!(
+            return Err(RequestError::Invalid(format!(
                 "input {:?}: batch size {} exceeds the limit {max_batch_size}",
                 self.name,
                 tensor.batch_size()
@@ -204,7 +204,7 @@ mod tests {
         ];
         for (inputs, expected) in cases {
             let err = signature().check_inputs("m", &inputs, 8).unwrap_err();
-            assert!(err.message.contains(expected), "{}", err.message);
+            assert!(err.to_string().contains(expected), "{err}");
         }
     }
 

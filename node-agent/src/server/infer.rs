@@ -11,8 +11,8 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use tracing::Instrument;
 
-use super::response::{Body, error_response};
-use crate::error::ApiError;
+use super::response::{Body, error_response, http_status};
+use crate::error::RequestError;
 use crate::metrics::{self, ModelLabels, RequestLabels};
 use crate::node::Node;
 use crate::wire::context::RequestContext;
@@ -21,19 +21,14 @@ use crate::wire::tensor::{Tensor, TensorData};
 use crate::wire::{self, InferRequest, InferResponse};
 use idn_contract::config::ServiceConfig;
 
-/// Reads the whole body, refusing one over `limit` bytes (413) or one that does not arrive in
-/// time (408), so a slow or oversized client cannot hold memory or a connection.
+/// Reads the whole body, refusing one over `limit` bytes or one that does not arrive in time,
+/// so a slow or oversized client cannot hold memory or a connection.
 async fn read_body(
     request: Request<Incoming>,
     limit: usize,
     timeout: Duration,
-) -> Result<(http::request::Parts, Bytes), ApiError> {
-    let too_large = || {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("request body exceeds the limit of {limit} bytes"),
-        )
-    };
+) -> Result<(http::request::Parts, Bytes), RequestError> {
+    let too_large = || RequestError::BodyTooLarge { limit_bytes: limit };
     let declared = request
         .headers()
         .get(CONTENT_LENGTH)
@@ -45,16 +40,11 @@ async fn read_body(
     let (parts, body) = request.into_parts();
     let collected = tokio::time::timeout(timeout, Limited::new(body, limit).collect())
         .await
-        .map_err(|_| {
-            ApiError::new(
-                StatusCode::REQUEST_TIMEOUT,
-                format!("request body not received within {} s", timeout.as_secs()),
-            )
-        })?;
+        .map_err(|_| RequestError::BodyTimeout { timeout })?;
     match collected {
         Ok(body) => Ok((parts, body.to_bytes())),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
-        Err(e) => Err(ApiError::bad_request(format!(
+        Err(e) => Err(RequestError::Invalid(format!(
             "cannot read request body: {e}"
         ))),
     }
@@ -74,10 +64,10 @@ pub(super) async fn infer(
         .instrument(tracing::debug_span!("infer", model = %name))
         .await
         .unwrap_or_else(|e| {
-            if e.status.is_server_error() {
-                tracing::warn!(model = %name, error = %e, "inference failed");
+            if http_status(&e).is_server_error() {
+                tracing::warn!(model = %name, kind = e.kind(), error = %e, "inference failed");
             } else {
-                tracing::debug!(model = %name, error = %e, "inference request refused");
+                tracing::debug!(model = %name, kind = e.kind(), error = %e, "inference request refused");
             }
             error_response(&e)
         });
@@ -101,7 +91,7 @@ pub(super) async fn infer(
 }
 
 /// Refuses a call without the node's bearer token, when one is configured.
-fn authorize(node: &Node, headers: &http::HeaderMap) -> Result<(), ApiError> {
+fn authorize(node: &Node, headers: &http::HeaderMap) -> Result<(), RequestError> {
     let Some(token) = &node.token else {
         return Ok(());
     };
@@ -111,12 +101,8 @@ fn authorize(node: &Node, headers: &http::HeaderMap) -> Result<(), ApiError> {
         .and_then(|v| v.strip_prefix("Bearer "));
     match presented {
         Some(p) if constant_time_eq(p.as_bytes(), token.as_bytes()) => Ok(()),
-        Some(_) => Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "invalid bearer token",
-        )),
-        None => Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
+        Some(_) => Err(RequestError::Unauthorized("invalid bearer token")),
+        None => Err(RequestError::Unauthorized(
             "this node requires an Authorization: Bearer token",
         )),
     }
@@ -132,7 +118,7 @@ async fn run_infer(
     name: &str,
     version: Option<&str>,
     request: Request<Incoming>,
-) -> Result<Response<Body>, ApiError> {
+) -> Result<Response<Body>, RequestError> {
     authorize(node, request.headers())?;
     let service = node.service(name);
     let model = match service {
@@ -183,7 +169,7 @@ async fn infer_model(
     node: &Node,
     index: usize,
     request: &InferRequest,
-) -> Result<InferResponse, ApiError> {
+) -> Result<InferResponse, RequestError> {
     let model = &node.models[index];
     let name = &model.config.name;
     let signature = Node::ready_signature(name, model)?;
@@ -198,7 +184,7 @@ async fn infer_model(
                     .output(&o.name)
                     .map(|s| s.name.clone())
                     .ok_or_else(|| {
-                        ApiError::bad_request(format!(
+                        RequestError::Invalid(format!(
                             "model {name:?} has no output {:?} (outputs: {})",
                             o.name,
                             signature
@@ -229,9 +215,9 @@ async fn infer_service(
     service: &ServiceConfig,
     headers: &http::HeaderMap,
     request: &InferRequest,
-) -> Result<InferResponse, ApiError> {
+) -> Result<InferResponse, RequestError> {
     if let Some(other) = request.outputs.iter().find(|o| o.name != service.output) {
-        return Err(ApiError::bad_request(format!(
+        return Err(RequestError::Invalid(format!(
             "service {:?} has no output {:?} (outputs: {})",
             service.name, other.name, service.output
         )));

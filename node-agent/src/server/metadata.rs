@@ -6,7 +6,7 @@ use http::StatusCode;
 use serde_json::json;
 
 use super::response::{Body, json_response};
-use crate::error::ApiError;
+use crate::error::RequestError;
 use crate::model::TensorSpec;
 use crate::model::runtime::ModelState;
 use crate::node::Node;
@@ -46,7 +46,7 @@ pub(super) fn model_metadata(
     node: &Node,
     name: &str,
     version: Option<&str>,
-) -> Result<Response<Body>, ApiError> {
+) -> Result<Response<Body>, RequestError> {
     if let Some(service) = node.service(name) {
         return Ok(service_metadata(service));
     }
@@ -95,7 +95,7 @@ pub(super) fn model_ready(
     node: &Node,
     name: &str,
     version: Option<&str>,
-) -> Result<Response<Body>, ApiError> {
+) -> Result<Response<Body>, RequestError> {
     if node.service(name).is_some() {
         return Ok(json_response(
             StatusCode::OK,

@@ -1,11 +1,13 @@
 //! The OIP v2 HTTP server: one routing function ([`route`]), handlers returning
-//! `Result<_, ApiError>`, and one place ([`response`]) that turns an error into its status and
+//! `Result<_, RequestError>`, and one place ([`response`]) that turns an error into its status and
 //! OIP error body.
 
 mod infer;
 mod metadata;
 mod response;
 mod route;
+
+pub use response::http_status;
 
 use std::future::Future;
 use std::net::SocketAddr;

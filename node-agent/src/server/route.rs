@@ -1,8 +1,8 @@
 //! Routing: the one function that matches method and path segments to an OIP v2 route.
 
-use http::{Method, StatusCode};
+use http::Method;
 
-use crate::error::ApiError;
+use crate::error::RequestError;
 
 /// A matched route.
 #[derive(Debug, PartialEq, Eq)]
@@ -17,7 +17,7 @@ pub(super) enum Route<'a> {
 }
 
 /// Matches method and path segments to a route.
-pub(super) fn route<'a>(method: &Method, path: &'a str) -> Result<Route<'a>, ApiError> {
+pub(super) fn route<'a>(method: &Method, path: &'a str) -> Result<Route<'a>, RequestError> {
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     let (route, allowed) = match segments.as_slice() {
         ["v2", "health", "live"] => (Route::Live, Method::GET),
@@ -33,16 +33,17 @@ pub(super) fn route<'a>(method: &Method, path: &'a str) -> Result<Route<'a>, Api
                 [] => (Route::ModelMetadata(name, version), Method::GET),
                 ["ready"] => (Route::ModelReady(name, version), Method::GET),
                 ["infer"] => (Route::Infer(name, version), Method::POST),
-                _ => return Err(ApiError::not_found(format!("no route for {path}"))),
+                _ => return Err(RequestError::NotFound(format!("no route for {path}"))),
             }
         }
-        _ => return Err(ApiError::not_found(format!("no route for {path}"))),
+        _ => return Err(RequestError::NotFound(format!("no route for {path}"))),
     };
     if *method != allowed {
-        return Err(ApiError::new(
-            StatusCode::METHOD_NOT_ALLOWED,
-            format!("{method} is not allowed on {path}; use {allowed}"),
-        ));
+        return Err(RequestError::MethodNotAllowed {
+            method: method.to_string(),
+            path: path.to_owned(),
+            allowed: allowed.to_string(),
+        });
     }
     Ok(route)
 }
@@ -50,6 +51,8 @@ pub(super) fn route<'a>(method: &Method, path: &'a str) -> Result<Route<'a>, Api
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::server::http_status;
+    use http::StatusCode;
 
     #[test]
     fn routes_match_the_oip_paths() {
@@ -80,20 +83,18 @@ mod tests {
     #[test]
     fn unknown_paths_and_wrong_methods_are_refused() {
         assert_eq!(
-            route(&Method::GET, "/v1/models/m").unwrap_err().status,
+            http_status(&route(&Method::GET, "/v1/models/m").unwrap_err()),
             StatusCode::NOT_FOUND
         );
         assert_eq!(
-            route(&Method::GET, "/v2/models/m/explain")
-                .unwrap_err()
-                .status,
+            http_status(&route(&Method::GET, "/v2/models/m/explain").unwrap_err()),
             StatusCode::NOT_FOUND
         );
         let wrong = route(&Method::GET, "/v2/models/m/infer").unwrap_err();
-        assert_eq!(wrong.status, StatusCode::METHOD_NOT_ALLOWED);
-        assert!(wrong.message.contains("use POST"), "{}", wrong.message);
+        assert_eq!(http_status(&wrong), StatusCode::METHOD_NOT_ALLOWED);
+        assert!(wrong.to_string().contains("use POST"), "{wrong}");
         assert_eq!(
-            route(&Method::POST, "/v2/health/live").unwrap_err().status,
+            http_status(&route(&Method::POST, "/v2/health/live").unwrap_err()),
             StatusCode::METHOD_NOT_ALLOWED
         );
     }

@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 
 use super::message::Parameters;
 use super::tensor::{DataType, TensorData};
-use crate::error::ApiError;
+use crate::error::RequestError;
 
 /// Header announcing the length of the JSON part of a body that carries binary tensor data.
 pub const HEADER_LENGTH: &str = "inference-header-content-length";
@@ -15,17 +15,17 @@ pub const HEADER_LENGTH: &str = "inference-header-content-length";
 pub(super) fn split_body<'b>(
     body: &'b [u8],
     header_length: Option<&str>,
-) -> Result<(&'b [u8], BinaryData<'b>), ApiError> {
+) -> Result<(&'b [u8], BinaryData<'b>), RequestError> {
     let Some(value) = header_length else {
         return Ok((body, BinaryData { rest: &[] }));
     };
     let length: usize = value.trim().parse().map_err(|_| {
-        ApiError::bad_request(format!(
+        RequestError::Invalid(format!(
             "Inference-Header-Content-Length: {value:?} is not a byte count"
         ))
     })?;
     if length > body.len() {
-        return Err(ApiError::bad_request(format!(
+        return Err(RequestError::Invalid(format!(
             "Inference-Header-Content-Length: {length} exceeds the body size {}",
             body.len()
         )));
@@ -46,9 +46,9 @@ impl BinaryData<'_> {
         size: usize,
         datatype: DataType,
         at: &str,
-    ) -> Result<TensorData, ApiError> {
+    ) -> Result<TensorData, RequestError> {
         if size > self.rest.len() {
-            return Err(ApiError::bad_request(format!(
+            return Err(RequestError::Invalid(format!(
                 "{at}: binary_data_size {size} exceeds the {} bytes of binary data left",
                 self.rest.len()
             )));
@@ -56,7 +56,7 @@ impl BinaryData<'_> {
         let (bytes, rest) = self.rest.split_at(size);
         self.rest = rest;
         TensorData::from_le_bytes(datatype, bytes).ok_or_else(|| {
-            ApiError::bad_request(format!(
+            RequestError::Invalid(format!(
                 "{at}: binary_data_size {size} is not a multiple of the {datatype} element size {}",
                 datatype.element_size()
             ))
@@ -65,11 +65,11 @@ impl BinaryData<'_> {
 
     /// Refuses bytes that no tensor of `field` claimed: a client that miscounted would
     /// otherwise get an answer to data it did not mean to send.
-    pub(super) fn finish(self, field: &str) -> Result<(), ApiError> {
+    pub(super) fn finish(self, field: &str) -> Result<(), RequestError> {
         if self.rest.is_empty() {
             return Ok(());
         }
-        Err(ApiError::bad_request(format!(
+        Err(RequestError::Invalid(format!(
             "{} bytes of binary data are not claimed by any {field} binary_data_size",
             self.rest.len()
         )))
@@ -77,7 +77,10 @@ impl BinaryData<'_> {
 }
 
 /// The `binary_data_size` a tensor's parameters announce, if any.
-pub(super) fn binary_size(parameters: &Parameters, at: &str) -> Result<Option<usize>, ApiError> {
+pub(super) fn binary_size(
+    parameters: &Parameters,
+    at: &str,
+) -> Result<Option<usize>, RequestError> {
     match parameters.get("binary_data_size") {
         None => Ok(None),
         Some(v) => v
@@ -85,7 +88,7 @@ pub(super) fn binary_size(parameters: &Parameters, at: &str) -> Result<Option<us
             .and_then(|n| usize::try_from(n).ok())
             .map(Some)
             .ok_or_else(|| {
-                ApiError::bad_request(format!(
+                RequestError::Invalid(format!(
                     "{at}: parameters.binary_data_size: {v} is not a byte count"
                 ))
             }),
@@ -129,7 +132,7 @@ mod tests {
         ];
         for (body, length, expected) in cases {
             let err = decode_request(body, Some(length)).unwrap_err();
-            assert!(err.message.contains(expected), "{}", err.message);
+            assert!(err.to_string().contains(expected), "{err}");
         }
     }
 }

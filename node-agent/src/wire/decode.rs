@@ -1,5 +1,5 @@
 //! Decoding OIP v2 messages: requests from clients and responses from upstreams, strictly.
-//! Every failure is an [`ApiError`] whose message names the field, so a client learns what to
+//! Every failure is a [`RequestError::Invalid`] whose message names the field, so a client learns what to
 //! fix.
 
 use std::fmt;
@@ -13,7 +13,7 @@ use super::binary::{self, BinaryData};
 use super::data::{self, TypedData};
 use super::message::{InferRequest, InferResponse, Parameters, RequestedOutput};
 use super::tensor::{DataType, Tensor, TensorData};
-use crate::error::ApiError;
+use crate::error::RequestError;
 
 /// A tensor as it arrives on the wire.
 struct WireTensor<'a> {
@@ -125,13 +125,16 @@ struct WireResponseIn<'a> {
 
 /// Decodes an inference request body; `header_length` is the value of
 /// `Inference-Header-Content-Length`, when present.
-pub fn decode_request(body: &[u8], header_length: Option<&str>) -> Result<InferRequest, ApiError> {
+pub fn decode_request(
+    body: &[u8],
+    header_length: Option<&str>,
+) -> Result<InferRequest, RequestError> {
     let (json, binary) = binary::split_body(body, header_length)?;
     let wire: WireRequest = serde_json::from_slice(json)
-        .map_err(|e| ApiError::bad_request(format!("malformed inference request: {e}")))?;
+        .map_err(|e| RequestError::Invalid(format!("malformed inference request: {e}")))?;
     if wire.inputs.is_empty() {
-        return Err(ApiError::bad_request(
-            "inputs: at least one input is required",
+        return Err(RequestError::Invalid(
+            "inputs: at least one input is required".into(),
         ));
     }
     let binary_output = flag(&wire.parameters, "binary_data_output")?;
@@ -149,7 +152,7 @@ pub fn decode_request(body: &[u8], header_length: Option<&str>) -> Result<InferR
                 binary,
             })
         })
-        .collect::<Result<_, ApiError>>()?;
+        .collect::<Result<_, RequestError>>()?;
     Ok(InferRequest {
         id: wire.id,
         parameters: wire.parameters,
@@ -163,10 +166,10 @@ pub fn decode_request(body: &[u8], header_length: Option<&str>) -> Result<InferR
 pub fn decode_response(
     body: &[u8],
     header_length: Option<&str>,
-) -> Result<InferResponse, ApiError> {
+) -> Result<InferResponse, RequestError> {
     let (json, binary) = binary::split_body(body, header_length)?;
     let wire: WireResponseIn = serde_json::from_slice(json)
-        .map_err(|e| ApiError::bad_request(format!("malformed inference response: {e}")))?;
+        .map_err(|e| RequestError::Invalid(format!("malformed inference response: {e}")))?;
     Ok(InferResponse {
         model_name: wire.model_name,
         model_version: wire.model_version.unwrap_or_default(),
@@ -176,11 +179,11 @@ pub fn decode_response(
     })
 }
 
-fn flag(parameters: &Parameters, key: &str) -> Result<bool, ApiError> {
+fn flag(parameters: &Parameters, key: &str) -> Result<bool, RequestError> {
     match parameters.get(key) {
         None => Ok(false),
         Some(Value::Bool(b)) => Ok(*b),
-        Some(other) => Err(ApiError::bad_request(format!(
+        Some(other) => Err(RequestError::Invalid(format!(
             "parameters.{key}: expected a boolean, got {other}"
         ))),
     }
@@ -191,12 +194,12 @@ fn decode_tensors(
     wire: Vec<WireTensor>,
     mut binary: BinaryData,
     field: &str,
-) -> Result<Vec<Tensor>, ApiError> {
+) -> Result<Vec<Tensor>, RequestError> {
     let mut tensors = Vec::with_capacity(wire.len());
     for (i, w) in wire.into_iter().enumerate() {
         let at = format!("{field}[{i}] ({:?})", w.name);
         let datatype = DataType::parse(&w.datatype).ok_or_else(|| {
-            ApiError::bad_request(format!(
+            RequestError::Invalid(format!(
                 "{at}: datatype {:?} is not supported (supported: {})",
                 w.datatype,
                 DataType::SUPPORTED.trim_end()
@@ -208,31 +211,31 @@ fn decode_tensors(
             .map(|&d| usize::try_from(d))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|_| {
-                ApiError::bad_request(format!(
+                RequestError::Invalid(format!(
                     "{at}: shape {:?} has a negative dimension",
                     w.shape
                 ))
             })?;
         let expected = Tensor::shape_elements(&shape)
-            .ok_or_else(|| ApiError::bad_request(format!("{at}: shape {shape:?} is too large")))?;
+            .ok_or_else(|| RequestError::Invalid(format!("{at}: shape {shape:?} is too large")))?;
         let data = match (binary::binary_size(&w.parameters, &at)?, w.data) {
             (Some(_), Some(_)) => {
-                return Err(ApiError::bad_request(format!(
+                return Err(RequestError::Invalid(format!(
                     "{at}: has both data and parameters.binary_data_size"
                 )));
             }
             (Some(size), None) => binary.take(size, datatype, &at)?,
             (None, Some(WireData::Decoded(data))) => data,
             (None, Some(WireData::Raw(raw))) => data::decode_raw(raw, datatype, expected)
-                .map_err(|e| ApiError::bad_request(format!("{at}: {e}")))?,
+                .map_err(|e| RequestError::Invalid(format!("{at}: {e}")))?,
             (None, None) => {
-                return Err(ApiError::bad_request(format!(
+                return Err(RequestError::Invalid(format!(
                     "{at}: has neither data nor parameters.binary_data_size"
                 )));
             }
         };
         if data.len() != expected {
-            return Err(ApiError::bad_request(format!(
+            return Err(RequestError::Invalid(format!(
                 "{at}: shape {shape:?} needs {expected} elements, data has {}",
                 data.len()
             )));
@@ -250,16 +253,16 @@ fn decode_tensors(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http::StatusCode;
 
-    fn decode(body: &str) -> Result<InferRequest, ApiError> {
+    fn decode(body: &str) -> Result<InferRequest, RequestError> {
         decode_request(body.as_bytes(), None)
     }
 
     fn message(body: &str) -> String {
-        let err = decode(body).unwrap_err();
-        assert_eq!(err.status, StatusCode::BAD_REQUEST);
-        err.message
+        match decode(body).unwrap_err() {
+            RequestError::Invalid(message) => message,
+            other => panic!("not an invalid request: {other:?}"),
+        }
     }
 
     #[test]

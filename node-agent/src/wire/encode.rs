@@ -188,9 +188,8 @@ mod tests {
         }
         let err = decode_response(b"<html>", None).unwrap_err();
         assert!(
-            err.message.starts_with("malformed inference response"),
-            "{}",
-            err.message
+            err.to_string().starts_with("malformed inference response"),
+            "{err}"
         );
     }
 
