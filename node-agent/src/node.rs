@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use crate::delivery::upstream::{self, Upstreams};
 use crate::error::{RequestError, Result};
-use crate::metrics::{Metrics, ModelLabels};
+use crate::metrics::Metrics;
 use crate::model::Signature;
 use crate::model::ort_library;
 use crate::model::pool::{Inference, InferencePool};
@@ -47,12 +47,7 @@ impl Node {
                     tracing::error!(model = %model.config.name, %reason, "model not ready")
                 }
             }
-            metrics
-                .model_ready
-                .get_or_create(&ModelLabels {
-                    model: model.config.name.clone(),
-                })
-                .set(i64::from(model.is_ready()));
+            metrics.set_model_ready(&model.config.name, model.is_ready());
         }
         let threads = match config.limits.inference_threads {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -148,12 +143,7 @@ impl Node {
             self.config.limits.max_batch_size,
         )?;
         let inference = self.pool.infer(index, inputs, outputs).await?;
-        self.metrics
-            .inference_duration
-            .get_or_create(&ModelLabels {
-                model: name.clone(),
-            })
-            .observe(inference.elapsed.as_secs_f64());
+        self.metrics.observe_inference(name, inference.elapsed);
         Ok(inference)
     }
 }

@@ -11,7 +11,6 @@ pub mod upstream;
 use combine::Accumulator;
 
 use crate::error::{RequestError, UpstreamError};
-use crate::metrics::{DecisionLabels, ServiceLabels, UpstreamErrorLabels, UpstreamLabels};
 use crate::node::Node;
 use crate::wire::context::RequestContext;
 use crate::wire::provenance::{self, Provenance};
@@ -85,7 +84,8 @@ impl Node {
             ));
         }
         let answer = self.apply(service, inputs, context).await?;
-        self.record(service, &answer);
+        self.metrics
+            .record_decisions(&self.config.node, &service.name, &answer.items);
         Ok(answer)
     }
 
@@ -165,17 +165,8 @@ impl Node {
                 &threshold.confidence,
             )
             .await?;
-        {
-            // The guard is not Send: keep it out of the awaits below.
-            let histogram = self
-                .metrics
-                .confidence
-                .get_or_create(&self.service_labels(service));
-            answer
-                .items
-                .iter()
-                .for_each(|item| histogram.observe(item.confidence));
-        }
+        self.metrics
+            .observe_confidence(&self.config.node, &service.name, &answer.items);
         let unsure: Vec<usize> = (0..answer.items.len())
             .filter(|&i| answer.items[i].confidence < threshold.tau)
             .collect();
@@ -296,9 +287,7 @@ impl Node {
             }
         }
         self.metrics
-            .ensemble_members
-            .get_or_create(&self.service_labels(service))
-            .observe(queried as f64);
+            .observe_ensemble(&self.config.node, &service.name, queried);
         let Some(acc) = accumulator else {
             return Err(last_failure.unwrap_or_else(|| {
                 RequestError::DeadlineExceeded(
@@ -438,12 +427,7 @@ impl Node {
             )
             .await
             .and_then(|(response, elapsed)| {
-                self.metrics
-                    .upstream_duration
-                    .get_or_create(&UpstreamLabels {
-                        upstream: upstream.to_owned(),
-                    })
-                    .observe(elapsed.as_secs_f64());
+                self.metrics.observe_upstream(upstream, elapsed);
                 let invalid = |message: String| UpstreamError::Invalid {
                     upstream: upstream.to_owned(),
                     message,
@@ -459,13 +443,7 @@ impl Node {
                 Ok((response.model_name, response.parameters, classes, probs))
             });
         let (model, parameters, classes, probs) = result.map_err(|e| {
-            self.metrics
-                .upstream_errors
-                .get_or_create(&UpstreamErrorLabels {
-                    upstream: upstream.to_owned(),
-                    kind: e.kind(),
-                })
-                .inc();
+            self.metrics.count_upstream_error(upstream, &e);
             RequestError::Upstream(e)
         })?;
         let mut path = self.path_here(context);
@@ -499,42 +477,5 @@ impl Node {
         let mut path = context.path.clone();
         path.push(self.config.node.clone());
         path
-    }
-
-    fn service_labels(&self, service: &ServiceConfig) -> ServiceLabels {
-        ServiceLabels {
-            node: self.config.node.clone(),
-            service: service.name.clone(),
-        }
-    }
-
-    /// Counts each item's decision and updates the service's forward ratio.
-    fn record(&self, service: &ServiceConfig, answer: &Answer) {
-        let labels = |decision: Decision| DecisionLabels {
-            node: self.config.node.clone(),
-            service: service.name.clone(),
-            decision: decision.as_str(),
-        };
-        for decision in Decision::ALL {
-            let count = answer
-                .items
-                .iter()
-                .filter(|i| i.decision == decision)
-                .count();
-            if count > 0 {
-                self.metrics
-                    .decisions
-                    .get_or_create(&labels(decision))
-                    .inc_by(count as u64);
-            }
-        }
-        let count = |d| self.metrics.decisions.get_or_create(&labels(d)).get();
-        let total: u64 = Decision::ALL.into_iter().map(count).sum();
-        if total > 0 {
-            self.metrics
-                .forward_ratio
-                .get_or_create(&self.service_labels(service))
-                .set(count(Decision::Forwarded) as f64 / total as f64);
-        }
     }
 }

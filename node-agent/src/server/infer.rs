@@ -2,7 +2,7 @@
 //! encode; and the request metrics around it.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
@@ -13,7 +13,6 @@ use tracing::Instrument;
 
 use super::response::{Body, error_response, http_status};
 use crate::error::RequestError;
-use crate::metrics::{self, ModelLabels, RequestLabels};
 use crate::node::Node;
 use crate::wire::context::RequestContext;
 use crate::wire::provenance;
@@ -56,10 +55,7 @@ pub(super) async fn infer(
     version: Option<&str>,
     request: Request<Incoming>,
 ) -> Response<Body> {
-    let start = Instant::now();
-    let known = node.serves(name);
-    let label = if known { name } else { metrics::UNKNOWN_MODEL };
-    node.metrics.in_flight.inc();
+    let timer = node.metrics.request_started();
     let response = run_infer(node, name, version, request)
         .instrument(tracing::debug_span!("infer", model = %name))
         .await
@@ -71,22 +67,8 @@ pub(super) async fn infer(
             }
             error_response(&e)
         });
-    node.metrics.in_flight.dec();
-    node.metrics
-        .requests
-        .get_or_create(&RequestLabels {
-            model: label.to_owned(),
-            status: response.status().as_u16(),
-        })
-        .inc();
-    if known {
-        node.metrics
-            .request_duration
-            .get_or_create(&ModelLabels {
-                model: label.to_owned(),
-            })
-            .observe(start.elapsed().as_secs_f64());
-    }
+    let served = node.serves(name).then_some(name);
+    timer.finish(served, response.status().as_u16());
     response
 }
 
