@@ -31,6 +31,9 @@ pub enum Error {
         addr: String,
         source: std::io::Error,
     },
+    /// A strategy names a model, service or upstream the node does not have.
+    #[error("node {node}: {}", problems.join("; "))]
+    Unresolved { node: String, problems: Vec<String> },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

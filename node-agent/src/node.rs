@@ -1,35 +1,53 @@
-//! A running node: its config, its models, the pool that runs them, its upstreams and its
-//! metrics. Everything a request handler needs, built once at start-up.
+//! A running node: its config, its models, the pool that runs them, its services resolved
+//! against them, its upstreams and its metrics. Everything a request handler needs, built once
+//! at start-up.
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::delivery::upstream::{self, Upstreams};
-use crate::error::{RequestError, Result};
+use crate::delivery::{self, Answer, Backend, Delivery, Service};
+use crate::error::{Error, RequestError, Result, UpstreamError};
 use crate::metrics::Metrics;
 use crate::model::Signature;
 use crate::model::ort_library;
 use crate::model::pool::{Inference, InferencePool};
 use crate::model::runtime::{Model, ModelState};
+use crate::wire::InferResponse;
+use crate::wire::context::RequestContext;
 use crate::wire::tensor::Tensor;
-use idn_contract::config::{NodeAgentConfig, ServiceConfig};
+use idn_contract::config::NodeAgentConfig;
 
 pub struct Node {
-    pub config: NodeAgentConfig,
-    pub models: Vec<Model>,
+    config: NodeAgentConfig,
+    models: Vec<Model>,
     model_index: HashMap<String, usize>,
+    services: Vec<Service>,
     pool: InferencePool,
-    pub upstreams: Upstreams,
+    upstreams: Upstreams,
     /// Token callers must present, when `auth` is configured.
-    pub token: Option<String>,
-    pub metrics: Metrics,
+    token: Option<String>,
+    metrics: Metrics,
+}
+
+/// What a name in a request path is at this node.
+pub(crate) enum Served<'n> {
+    Service(&'n Service),
+    /// A model, with its index in the pool.
+    Model(usize, &'n Model),
 }
 
 impl Node {
-    /// Loads every model (a model that fails is kept as unavailable), reads token files and
-    /// starts the pool. Fails only when ONNX Runtime or a token file cannot be loaded.
+    /// Resolves the services, loads every model (a model that fails is kept as unavailable),
+    /// reads token files and starts the pool. Fails when ONNX Runtime or a token file cannot
+    /// be loaded, or when a strategy names a model, service or upstream the node lacks.
     pub fn start(config: NodeAgentConfig) -> Result<Arc<Node>> {
         ort_library::environment()?;
+        let services = delivery::resolve(&config).map_err(|problems| Error::Unresolved {
+            node: config.node.clone(),
+            problems,
+        })?;
         let token = config
             .auth
             .as_ref()
@@ -63,11 +81,29 @@ impl Node {
             config,
             models,
             model_index,
+            services,
             pool,
             upstreams,
             token,
             metrics,
         }))
+    }
+
+    /// The config the node runs: its name, tier, limits, models and services.
+    pub fn config(&self) -> &NodeAgentConfig {
+        &self.config
+    }
+
+    /// Each model that is not ready, with the reason.
+    pub fn unready_models(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.models.iter().filter_map(|m| match &m.state {
+            ModelState::Unavailable { reason } => Some((m.config.name.as_str(), reason.as_str())),
+            ModelState::Ready { .. } => None,
+        })
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     /// Ready when at least one model serves, or the node only forwards: one broken model must
@@ -77,17 +113,30 @@ impl Node {
         self.models.iter().any(Model::is_ready) || self.models.is_empty()
     }
 
-    pub fn service(&self, name: &str) -> Option<&ServiceConfig> {
-        self.config.services.iter().find(|s| s.name == name)
+    pub(crate) fn service(&self, name: &str) -> Option<&Service> {
+        self.services.iter().find(|s| s.name() == name)
     }
 
     /// Whether `name` is a model or service of this node (a metric label may be used for it).
-    pub fn serves(&self, name: &str) -> bool {
+    pub(crate) fn serves(&self, name: &str) -> bool {
         self.model_index.contains_key(name) || self.service(name).is_some()
     }
 
+    /// The service or model a request names; 404 naming what this node serves otherwise.
+    pub(crate) fn lookup(
+        &self,
+        name: &str,
+        version: Option<&str>,
+    ) -> Result<Served<'_>, RequestError> {
+        if let Some(service) = self.service(name) {
+            return Ok(Served::Service(service));
+        }
+        let (index, model) = self.model(name, version)?;
+        Ok(Served::Model(index, model))
+    }
+
     /// A model by name and optional version; 404 naming what this node serves otherwise.
-    pub fn model(
+    pub(crate) fn model(
         &self,
         name: &str,
         version: Option<&str>,
@@ -97,7 +146,7 @@ impl Node {
                 .models
                 .iter()
                 .map(|m| m.config.name.as_str())
-                .chain(self.config.services.iter().map(|s| s.name.as_str()))
+                .chain(self.services.iter().map(Service::name))
                 .collect();
             RequestError::NotFound(format!(
                 "model {name:?} is not served by node {:?} (models and services: {})",
@@ -115,21 +164,33 @@ impl Node {
         }
     }
 
-    /// The signature of a model that is ready; 503 with the reason otherwise.
-    pub fn ready_signature<'m>(
-        name: &str,
-        model: &'m Model,
-    ) -> Result<&'m Signature, RequestError> {
+    /// The signature of a model that is ready; unavailable with the reason otherwise.
+    pub(crate) fn ready_signature(model: &Model) -> Result<&Signature, RequestError> {
         match &model.state {
             ModelState::Ready { signature, .. } => Ok(signature),
             ModelState::Unavailable { reason } => Err(RequestError::Unavailable(format!(
-                "model {name:?} is not ready: {reason}"
+                "model {:?} is not ready: {reason}",
+                model.config.name
             ))),
         }
     }
 
+    /// Refuses a call without the node's bearer token, when one is configured.
+    pub(crate) fn check_token(&self, presented: Option<&str>) -> Result<(), RequestError> {
+        let Some(token) = &self.token else {
+            return Ok(());
+        };
+        match presented {
+            Some(p) if constant_time_eq(p.as_bytes(), token.as_bytes()) => Ok(()),
+            Some(_) => Err(RequestError::Unauthorized("invalid bearer token")),
+            None => Err(RequestError::Unauthorized(
+                "this node requires an Authorization: Bearer token",
+            )),
+        }
+    }
+
     /// Checks inputs against a model and runs it on the pool, recording the inference time.
-    pub async fn run_model(
+    pub(crate) async fn infer(
         &self,
         index: usize,
         inputs: Vec<Tensor>,
@@ -137,7 +198,7 @@ impl Node {
     ) -> Result<Inference, RequestError> {
         let model = &self.models[index];
         let name = &model.config.name;
-        Self::ready_signature(name, model)?.check_inputs(
+        Self::ready_signature(model)?.check_inputs(
             name,
             &inputs,
             self.config.limits.max_batch_size,
@@ -146,4 +207,62 @@ impl Node {
         self.metrics.observe_inference(name, inference.elapsed);
         Ok(inference)
     }
+
+    /// Answers a request to one of this node's services by its strategy.
+    pub(crate) async fn deliver(
+        &self,
+        service: &Service,
+        inputs: &[Tensor],
+        context: &RequestContext,
+    ) -> Result<Answer, RequestError> {
+        let delivery = Delivery {
+            node: &self.config.node,
+            services: &self.services,
+            backend: self,
+            metrics: &self.metrics,
+        };
+        delivery.deliver(service, inputs, context).await
+    }
+}
+
+/// The node answers for its strategies with its inference pool and its upstream client.
+impl Backend for Node {
+    async fn run_model(
+        &self,
+        model: usize,
+        output: &str,
+        inputs: &[Tensor],
+    ) -> Result<Tensor, RequestError> {
+        let inference = self
+            .infer(model, inputs.to_vec(), vec![output.to_owned()])
+            .await?;
+        inference.outputs.into_iter().next().ok_or_else(|| {
+            RequestError::Internal(format!("model #{model} returned no output {output:?}"))
+        })
+    }
+
+    async fn call_upstream(
+        &self,
+        upstream: usize,
+        service: &str,
+        output: &str,
+        inputs: &[Tensor],
+        context: &RequestContext,
+    ) -> Result<(InferResponse, Duration), UpstreamError> {
+        self.upstreams
+            .infer(
+                upstream,
+                service,
+                output,
+                inputs,
+                context,
+                &self.config.node,
+            )
+            .await
+    }
+}
+
+/// Compares secrets without an early exit, so timing does not reveal a matching prefix.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

@@ -407,7 +407,7 @@ async fn shutdown_drains_in_flight_requests() {
         )
         .await
     });
-    while agent.node.metrics.in_flight() == 0 {
+    while agent.node.metrics().in_flight() == 0 {
         tokio::time::sleep(std::time::Duration::from_millis(1)).await;
     }
     agent.stop().await;

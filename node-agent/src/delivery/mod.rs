@@ -1,83 +1,86 @@
 //! Delivery: what a node does with a request to one of its services. Each strategy decides,
 //! item by item, which targets (local models, local services, upstream services) answer, and
 //! every answered item carries its provenance.
+//!
+//! A strategy is a file: [`local`], [`forward`], [`threshold`], [`ensemble`]. They ask targets
+//! for answers through [`target`], which reaches models and upstreams through a [`Backend`]: the
+//! node with its inference pool and upstream client, or a script in tests.
+
+mod answer;
+mod combine;
+mod ensemble;
+mod forward;
+mod local;
+mod service;
+mod target;
+mod threshold;
+pub(crate) mod upstream;
+
+#[cfg(test)]
+mod script;
 
 use std::future::Future;
 use std::pin::Pin;
+use std::time::Duration;
 
-mod combine;
-pub mod upstream;
-
-use combine::Accumulator;
+pub(crate) use answer::Answer;
+use service::Strategy;
+pub(crate) use service::{Service, resolve};
 
 use crate::error::{RequestError, UpstreamError};
-use crate::node::Node;
+use crate::metrics::Metrics;
+use crate::wire::InferResponse;
 use crate::wire::context::RequestContext;
-use crate::wire::provenance::{self, Provenance};
-use crate::wire::tensor::{Tensor, TensorData};
-use idn_contract::confidence::Confidence;
-use idn_contract::config::{
-    EnsembleMode, EnsembleStrategy, FailurePolicy, ForwardStrategy, ServiceConfig, StrategyConfig,
-    Target, ThresholdStrategy,
-};
-use idn_contract::provenance::Decision;
+use crate::wire::tensor::Tensor;
+use idn_contract::config::FailurePolicy;
 
-/// A batch answered: class probabilities (items × classes) and each item's provenance.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Answer {
-    pub classes: usize,
-    pub probs: Vec<f32>,
-    pub items: Vec<Provenance>,
-}
-
-impl Answer {
-    /// Replaces the items at `rows` by the items of `other`, in order.
-    fn splice(&mut self, rows: &[usize], other: Answer) {
-        let c = self.classes;
-        for (j, &row) in rows.iter().enumerate() {
-            self.probs[row * c..(row + 1) * c].copy_from_slice(&other.probs[j * c..(j + 1) * c]);
-        }
-        for (&row, item) in rows.iter().zip(other.items) {
-            self.items[row] = item;
-        }
-    }
-}
-
-type Delivery<'a> = Pin<Box<dyn Future<Output = Result<Answer, RequestError>> + Send + 'a>>;
-
-/// The batch size of checked inputs (they share their first dimension).
-fn batch_size(inputs: &[Tensor]) -> usize {
-    inputs.first().map_or(0, Tensor::batch_size)
-}
-
-fn select_rows(inputs: &[Tensor], rows: &[usize]) -> Vec<Tensor> {
-    inputs.iter().map(|t| t.select_rows(rows)).collect()
-}
-
-/// A probability output as `(classes, data)`: FP32 of shape `[items, classes]`.
-fn probabilities(tensor: Tensor, items: usize) -> Result<(usize, Vec<f32>), String> {
-    match (tensor.shape.as_slice(), tensor.data) {
-        ([n, classes], TensorData::Fp32(data)) if *n == items && *classes > 0 => {
-            Ok((*classes, data))
-        }
-        (shape, data) => Err(format!(
-            "output {:?} is {} {shape:?}, expected FP32 [{items}, classes]",
-            tensor.name,
-            data.datatype()
-        )),
-    }
-}
-
-impl Node {
-    /// Answers a request to a service, recording its decisions in the metrics.
-    pub async fn deliver(
+/// What strategies need from the node: its models and its upstreams, by the indices services
+/// were resolved to.
+pub(crate) trait Backend: Sync {
+    /// Runs model `model` on `inputs` (checked against its signature first) and returns its
+    /// output `output`.
+    fn run_model(
         &self,
-        service: &ServiceConfig,
+        model: usize,
+        output: &str,
+        inputs: &[Tensor],
+    ) -> impl Future<Output = Result<Tensor, RequestError>> + Send;
+
+    /// Asks upstream `upstream` to answer its service `service` for `inputs`, asking for
+    /// `output`; returns the response and how long the call took.
+    fn call_upstream(
+        &self,
+        upstream: usize,
+        service: &str,
+        output: &str,
+        inputs: &[Tensor],
+        context: &RequestContext,
+    ) -> impl Future<Output = Result<(InferResponse, Duration), UpstreamError>> + Send;
+}
+
+/// The delivery of one node: its name, its resolved services, what answers for it and where
+/// it counts what happened.
+pub(crate) struct Delivery<'a, B> {
+    pub node: &'a str,
+    pub services: &'a [Service],
+    pub backend: &'a B,
+    pub metrics: &'a Metrics,
+}
+
+/// An answer on its way. Boxed because a service may send to another service of the node,
+/// which makes the strategies recursive.
+type Pending<'a> = Pin<Box<dyn Future<Output = Result<Answer, RequestError>> + Send + 'a>>;
+
+impl<B: Backend> Delivery<'_, B> {
+    /// Answers a request to a service, recording its decisions in the metrics.
+    pub(crate) async fn deliver(
+        &self,
+        service: &Service,
         inputs: &[Tensor],
         context: &RequestContext,
     ) -> Result<Answer, RequestError> {
-        context.check_route(&self.config.node, service.max_hops)?;
-        let n = batch_size(inputs);
+        context.check_route(self.node, service.config.max_hops)?;
+        let n = answer::batch_size(inputs);
         if inputs.iter().any(|t| t.batch_size() != n) {
             return Err(RequestError::Invalid(
                 "inputs of a service request must share their first (batch) dimension".into(),
@@ -85,397 +88,182 @@ impl Node {
         }
         let answer = self.apply(service, inputs, context).await?;
         self.metrics
-            .record_decisions(&self.config.node, &service.name, &answer.items);
+            .record_decisions(self.node, service.name(), &answer.items);
         Ok(answer)
     }
 
+    /// Answers `inputs` by the service's strategy.
     fn apply<'a>(
         &'a self,
-        service: &'a ServiceConfig,
+        service: &'a Service,
         inputs: &'a [Tensor],
         context: &'a RequestContext,
-    ) -> Delivery<'a> {
+    ) -> Pending<'a> {
         Box::pin(async move {
             match &service.strategy {
-                StrategyConfig::Local(target) => {
-                    self.target(service, target, inputs, context, &Confidence::default())
+                Strategy::Local(target) => self.local(service, target, inputs, context).await,
+                Strategy::Forward { to, fallback } => {
+                    self.forward(service, to, fallback.as_ref(), inputs, context)
                         .await
                 }
-                StrategyConfig::Forward(forward) => {
-                    self.forward(service, forward, inputs, context).await
-                }
-                StrategyConfig::Threshold(threshold) => {
+                Strategy::Threshold(threshold) => {
                     self.threshold(service, threshold, inputs, context).await
                 }
-                StrategyConfig::Ensemble(ensemble) => {
+                Strategy::Ensemble(ensemble) => {
                     self.ensemble(service, ensemble, inputs, context).await
                 }
             }
         })
     }
 
-    /// `forward`: everything goes to the target; a failed upstream falls back to the local
-    /// model when one is configured and the policy allows.
-    async fn forward(
-        &self,
-        service: &ServiceConfig,
-        forward: &ForwardStrategy,
-        inputs: &[Tensor],
-        context: &RequestContext,
-    ) -> Result<Answer, RequestError> {
-        let confidence = Confidence::default();
-        match self
-            .target(service, &forward.to, inputs, context, &confidence)
-            .await
-        {
-            Ok(answer) => Ok(answer),
-            Err(failure) => {
-                let Some(model) = &forward.fallback_model else {
-                    return Err(failure);
-                };
-                self.may_fall_back(service, &failure)?;
-                let target = Target::Model(model.clone());
-                let mut answer = self
-                    .target(service, &target, inputs, context, &confidence)
-                    .await?;
-                answer
-                    .items
-                    .iter_mut()
-                    .for_each(|item| item.decision = Decision::Fallback);
-                Ok(answer)
-            }
-        }
-    }
-
-    /// `threshold`: the local answer stands for items whose confidence reaches τ; the others
-    /// are forwarded as one sub-batch and spliced back in order.
-    async fn threshold(
-        &self,
-        service: &ServiceConfig,
-        threshold: &ThresholdStrategy,
-        inputs: &[Tensor],
-        context: &RequestContext,
-    ) -> Result<Answer, RequestError> {
-        let mut answer = self
-            .target(
-                service,
-                &threshold.local,
-                inputs,
-                context,
-                &threshold.confidence,
-            )
-            .await?;
-        self.metrics
-            .observe_confidence(&self.config.node, &service.name, &answer.items);
-        let unsure: Vec<usize> = (0..answer.items.len())
-            .filter(|&i| answer.items[i].confidence < threshold.tau)
-            .collect();
-        if unsure.is_empty() {
-            return Ok(answer);
-        }
-        let sub_batch = select_rows(inputs, &unsure);
-        match self
-            .target(
-                service,
-                &threshold.forward,
-                &sub_batch,
-                context,
-                &threshold.confidence,
-            )
-            .await
-        {
-            Ok(upstream) => answer.splice(&unsure, upstream),
-            Err(failure) => {
-                self.may_fall_back(service, &failure)?;
-                for &row in &unsure {
-                    answer.items[row].decision = Decision::Fallback;
-                }
-            }
-        }
-        Ok(answer)
-    }
-
-    /// `ensemble`: members are queried cheapest first (sequential) or all at once (parallel)
-    /// and their answers merged per item.
-    async fn ensemble(
-        &self,
-        service: &ServiceConfig,
-        ensemble: &EnsembleStrategy,
-        inputs: &[Tensor],
-        context: &RequestContext,
-    ) -> Result<Answer, RequestError> {
-        let n = batch_size(inputs);
-        let mut order: Vec<usize> = (0..ensemble.members.len()).collect();
-        order.sort_by(|&a, &b| {
-            ensemble.members[a]
-                .cost
-                .total_cmp(&ensemble.members[b].cost)
-        });
-        let confidence = &ensemble.confidence;
-        let mut accumulator: Option<Accumulator> = None;
-        let mut last_failure = None;
-        let mut queried = 0;
-        let merge = |accumulator: &mut Option<Accumulator>,
-                     member: usize,
-                     rows: &[usize],
-                     answer: Answer| {
-            let acc = accumulator
-                .get_or_insert_with(|| Accumulator::new(ensemble.combine, n, answer.classes));
-            if acc.classes() != answer.classes {
-                return Err(RequestError::Mismatch(format!(
-                    "ensemble member {} answered {} classes, another answered {}",
-                    ensemble.members[member].target.display_name(),
-                    answer.classes,
-                    acc.classes()
-                )));
-            }
-            acc.add(
-                member,
-                ensemble.members[member].weight,
-                rows,
-                &answer.probs,
-                confidence,
-            );
-            Ok(())
-        };
-        match ensemble.mode {
-            EnsembleMode::Sequential => {
-                let budget = ensemble.max_members.unwrap_or(order.len());
-                let mut active: Vec<usize> = (0..n).collect();
-                for &member in order.iter().take(budget) {
-                    if active.is_empty() || context.remaining().is_zero() {
-                        break;
-                    }
-                    queried += 1;
-                    let sub_batch = select_rows(inputs, &active);
-                    let target = &ensemble.members[member].target;
-                    match self
-                        .target(service, target, &sub_batch, context, confidence)
-                        .await
-                    {
-                        Ok(answer) => merge(&mut accumulator, member, &active, answer)?,
-                        Err(failure) => {
-                            self.may_fall_back(service, &failure)?;
-                            last_failure = Some(failure);
-                            continue;
-                        }
-                    }
-                    if let (Some(tau), Some(acc)) = (ensemble.tau, &accumulator) {
-                        active.retain(|&row| confidence.score(&acc.combined(row)) < tau);
-                    }
-                }
-            }
-            EnsembleMode::Parallel => {
-                let all: Vec<usize> = (0..n).collect();
-                let calls = order.iter().map(|&member| async move {
-                    let target = &ensemble.members[member].target;
-                    let call = self.target(service, target, inputs, context, confidence);
-                    let result = tokio::time::timeout(context.remaining(), call).await;
-                    (member, result)
-                });
-                for (member, result) in futures_util::future::join_all(calls).await {
-                    queried += 1;
-                    match result {
-                        Ok(Ok(answer)) => merge(&mut accumulator, member, &all, answer)?,
-                        Ok(Err(failure)) => {
-                            self.may_fall_back(service, &failure)?;
-                            last_failure = Some(failure);
-                        }
-                        Err(_) => {} // past the deadline: merged without it
-                    }
-                }
-            }
-        }
-        self.metrics
-            .observe_ensemble(&self.config.node, &service.name, queried);
-        let Some(acc) = accumulator else {
-            return Err(last_failure.unwrap_or_else(|| {
-                RequestError::DeadlineExceeded(
-                    "no ensemble member answered before the deadline".into(),
-                )
-            }));
-        };
-        let mut probs = Vec::with_capacity(n * acc.classes());
-        let items = (0..n)
-            .map(|row| {
-                let combined = acc.combined(row);
-                let item = Provenance {
-                    node: self.config.node.clone(),
-                    model: acc.members[row]
-                        .iter()
-                        .map(|&m| ensemble.members[m].target.display_name())
-                        .collect::<Vec<_>>()
-                        .join("+"),
-                    decision: Decision::Ensembled,
-                    confidence: confidence.score(&combined),
-                    path: self.path_here(context),
-                };
-                probs.extend(combined);
-                item
-            })
-            .collect();
-        Ok(Answer {
-            classes: acc.classes(),
-            probs,
-            items,
-        })
-    }
-
     /// Whether a failed target may be replaced by a local (degraded) answer: only upstream
-    /// failures other than routing errors, and only when the service's policy says so.
-    fn may_fall_back(
+    /// failures other than routing errors, and only when the service's policy says so. Hands
+    /// the failure back when it may; returns it as the error when it may not.
+    fn tolerate(
         &self,
-        service: &ServiceConfig,
-        failure: &RequestError,
-    ) -> Result<(), RequestError> {
-        match failure {
+        service: &Service,
+        failure: RequestError,
+    ) -> Result<RequestError, RequestError> {
+        match &failure {
             RequestError::Upstream(e)
-                if service.on_upstream_failure == FailurePolicy::Fallback
+                if service.config.on_upstream_failure == FailurePolicy::Fallback
                     && !e.is_routing_error() =>
             {
-                tracing::warn!(service = %service.name, error = %e, "upstream failed; answering locally");
-                Ok(())
+                tracing::warn!(service = %service.name(), error = %e, "upstream failed; answering locally");
+                Ok(failure)
             }
-            other => Err(other.clone()),
+            _ => Err(failure),
         }
-    }
-
-    /// Asks one target for an answer to the whole batch `inputs`.
-    fn target<'a>(
-        &'a self,
-        service: &'a ServiceConfig,
-        target: &'a Target,
-        inputs: &'a [Tensor],
-        context: &'a RequestContext,
-        confidence: &'a Confidence,
-    ) -> Delivery<'a> {
-        Box::pin(async move {
-            match target {
-                Target::Model(model) => self.local_model(model, inputs, context, confidence).await,
-                Target::Upstream {
-                    upstream,
-                    service: remote,
-                } => {
-                    let remote = remote.as_deref().unwrap_or(&service.name);
-                    self.upstream(service, upstream, remote, inputs, context, confidence)
-                        .await
-                }
-                Target::Service(name) => {
-                    let other = self.service(name).expect("validated at load");
-                    self.apply(other, inputs, context).await
-                }
-            }
-        })
-    }
-
-    async fn local_model(
-        &self,
-        name: &str,
-        inputs: &[Tensor],
-        context: &RequestContext,
-        confidence: &Confidence,
-    ) -> Result<Answer, RequestError> {
-        let (index, model) = self.model(name, None)?;
-        let output = model.config.outputs[0].clone();
-        let n = batch_size(inputs);
-        let inference = self.run_model(index, inputs.to_vec(), vec![output]).await?;
-        let tensor = inference
-            .outputs
-            .into_iter()
-            .next()
-            .expect("one output asked");
-        let (classes, probs) = probabilities(tensor, n)
-            .map_err(|e| RequestError::Internal(format!("model {name:?}: {e}")))?;
-        let path = self.path_here(context);
-        let items = confidence
-            .scores(&probs, classes)
-            .into_iter()
-            .map(|score| Provenance {
-                node: self.config.node.clone(),
-                model: name.to_owned(),
-                decision: Decision::Served,
-                confidence: score,
-                path: path.clone(),
-            })
-            .collect();
-        Ok(Answer {
-            classes,
-            probs,
-            items,
-        })
-    }
-
-    async fn upstream(
-        &self,
-        service: &ServiceConfig,
-        upstream: &str,
-        remote: &str,
-        inputs: &[Tensor],
-        context: &RequestContext,
-        confidence: &Confidence,
-    ) -> Result<Answer, RequestError> {
-        let n = batch_size(inputs);
-        let result = self
-            .upstreams
-            .infer(
-                upstream,
-                remote,
-                &service.output,
-                inputs,
-                context,
-                &self.config.node,
-            )
-            .await
-            .and_then(|(response, elapsed)| {
-                self.metrics.observe_upstream(upstream, elapsed);
-                let invalid = |message: String| UpstreamError::Invalid {
-                    upstream: upstream.to_owned(),
-                    message,
-                };
-                let tensor = response
-                    .outputs
-                    .into_iter()
-                    .find(|t| t.name == service.output)
-                    .ok_or_else(|| {
-                        invalid(format!("no output {:?} in the response", service.output))
-                    })?;
-                let (classes, probs) = probabilities(tensor, n).map_err(invalid)?;
-                Ok((response.model_name, response.parameters, classes, probs))
-            });
-        let (model, parameters, classes, probs) = result.map_err(|e| {
-            self.metrics.count_upstream_error(upstream, &e);
-            RequestError::Upstream(e)
-        })?;
-        let mut path = self.path_here(context);
-        path.push(upstream.to_owned());
-        let default = Provenance {
-            node: upstream.to_owned(),
-            model,
-            decision: Decision::Served,
-            confidence: f64::NAN,
-            path,
-        };
-        let mut items = provenance::decode(&parameters, n, &default);
-        for (item, row) in items.iter_mut().zip(probs.chunks_exact(classes)) {
-            if item.confidence.is_nan() {
-                item.confidence = confidence.score(row);
-            }
-            // Served upstream is forwarded from here; other decisions say more and stay.
-            if item.decision == Decision::Served {
-                item.decision = Decision::Forwarded;
-            }
-        }
-        Ok(Answer {
-            classes,
-            probs,
-            items,
-        })
     }
 
     /// The request's path up to and including this node.
     fn path_here(&self, context: &RequestContext) -> Vec<String> {
         let mut path = context.path.clone();
-        path.push(self.config.node.clone());
+        path.push(self.node.to_owned());
         path
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::script::{Reply, Script, loop_detected, rows};
+    use crate::error::RequestError;
+    use crate::server::http_status;
+    use idn_contract::provenance::Decision;
+
+    const LOCAL: &str = "
+services:
+  - name: mnist
+    maxHops: 2
+    strategy: {local: {model: small}}
+  - name: alias
+    strategy: {local: {service: mnist}}";
+
+    #[tokio::test]
+    async fn loops_and_hop_limits_are_refused_before_any_target_runs() {
+        let script = Script::new(LOCAL).model("small", rows(&[[0.9, 0.1]]));
+        let looped = script
+            .deliver_from(&["access", "edge"], "mnist", 1)
+            .await
+            .unwrap_err();
+        assert_eq!(
+            looped,
+            RequestError::Routing("forwarding loop: access -> edge -> edge".into())
+        );
+        let limited = script
+            .deliver_from(&["a", "b", "c"], "mnist", 1)
+            .await
+            .unwrap_err();
+        assert_eq!(
+            limited,
+            RequestError::Routing("hop limit 2 exceeded: a -> b -> c -> edge".into())
+        );
+        assert_eq!(http_status(&limited).as_u16(), 508);
+        assert!(script.calls().is_empty());
+        assert!(script.deliver_from(&["a", "b"], "mnist", 1).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn inputs_of_a_service_request_share_their_batch() {
+        let script = Script::new(LOCAL).model("small", rows(&[[0.9, 0.1]]));
+        let mut inputs = Script::batch(2);
+        inputs.push(Script::batch(3).remove(0));
+        let err = script
+            .deliver_inputs("mnist", &inputs, &script.context(&[]))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, RequestError::Invalid(_)), "{err:?}");
+        assert!(script.calls().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_service_target_answers_through_the_other_service() {
+        let script = Script::new(LOCAL).model("small", rows(&[[0.9, 0.1], [0.2, 0.8]]));
+        let answer = script.deliver("alias", 2).await.unwrap();
+        assert_eq!(answer.probs, [0.9, 0.1, 0.2, 0.8]);
+        assert!(answer.items.iter().all(|i| i.model == "small"));
+        let metrics = script.metrics();
+        assert!(
+            metrics.contains(
+                "idn_decisions_total{node=\"edge\",service=\"alias\",decision=\"served\"} 2"
+            ),
+            "{metrics}"
+        );
+        assert!(!metrics.contains("service=\"mnist\",decision"), "{metrics}");
+    }
+
+    #[tokio::test]
+    async fn decisions_and_the_forward_ratio_are_counted_per_service() {
+        let script = Script::new(
+            "upstreams: [{name: cloud, url: 'http://cloud:8000'}]
+services:
+  - name: mnist
+    strategy: {threshold: {local: {model: small}, forward: {upstream: cloud}, tau: 0.8}}",
+        )
+        .model(
+            "small",
+            rows(&[[0.9, 0.1], [0.6, 0.4], [0.5, 0.5], [0.95, 0.05]]),
+        )
+        .upstream("cloud", rows(&[[0.0, 1.0]; 4]));
+        script.deliver("mnist", 4).await.unwrap();
+        let metrics = script.metrics();
+        for decision in Decision::ALL {
+            let count = match decision {
+                Decision::Served | Decision::Forwarded => 2,
+                _ => 0,
+            };
+            let line = format!(
+                "idn_decisions_total{{node=\"edge\",service=\"mnist\",decision=\"{}\"}} {count}",
+                decision.as_str()
+            );
+            assert!(metrics.contains(&line), "{line} not in {metrics}");
+        }
+        assert!(metrics.contains("idn_forward_ratio{node=\"edge\",service=\"mnist\"} 0.5"));
+        assert!(metrics.contains("idn_confidence_count{node=\"edge\",service=\"mnist\"} 4"));
+    }
+
+    #[tokio::test]
+    async fn a_routing_error_from_the_upstream_is_reported_even_with_a_fallback() {
+        let script = Script::new(
+            "upstreams: [{name: cloud, url: 'http://cloud:8000'}]
+services:
+  - name: forward
+    strategy: {forward: {to: {upstream: cloud}, fallbackModel: small}}
+  - name: threshold
+    strategy: {threshold: {local: {model: small}, forward: {upstream: cloud}, tau: 1.0}}
+  - name: ensemble
+    strategy: {ensemble: {members: [{model: small}, {upstream: cloud}]}}",
+        )
+        .model("small", rows(&[[0.6, 0.4]]))
+        .upstream("cloud", Reply::Fail(loop_detected("cloud")));
+        for service in ["forward", "threshold", "ensemble"] {
+            let err = script.deliver(service, 1).await.unwrap_err();
+            assert_eq!(
+                err,
+                RequestError::Upstream(loop_detected("cloud")),
+                "{service}"
+            );
+            assert_eq!(http_status(&err).as_u16(), 508, "{service}");
+        }
     }
 }

@@ -2,7 +2,6 @@
 //! timeouts bounded by the request deadline, an optional bearer token and CA, the request
 //! context headers, and an optional emulated link delay.
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -30,27 +29,26 @@ struct Upstream {
     client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
 }
 
-/// The upstreams of this node.
-pub struct Upstreams {
-    upstreams: HashMap<String, Upstream>,
+/// The upstreams of this node, in config order: services address them by index.
+pub(crate) struct Upstreams {
+    upstreams: Vec<Upstream>,
     max_body_bytes: usize,
 }
 
 impl Upstreams {
     /// Reads each upstream's token and CA files; a missing or unreadable one is a start-up
     /// error.
-    pub fn new(configs: &[UpstreamConfig], max_body_bytes: usize) -> Result<Self> {
+    pub(crate) fn new(configs: &[UpstreamConfig], max_body_bytes: usize) -> Result<Self> {
         let upstreams = configs
             .iter()
             .map(|config| {
                 let token = config.token_file.as_deref().map(read_token).transpose()?;
-                let upstream = Upstream {
+                Ok(Upstream {
                     base: config.url.trim_end_matches('/').to_owned(),
                     client: client(config.ca_file.as_deref())?,
                     config: config.clone(),
                     token,
-                };
-                Ok((config.name.clone(), upstream))
+                })
             })
             .collect::<Result<_>>()?;
         Ok(Upstreams {
@@ -59,11 +57,11 @@ impl Upstreams {
         })
     }
 
-    /// Asks `upstream` to run `service` on `inputs`, returning its response and how long the
-    /// call took (link delay included).
-    pub async fn infer(
+    /// Asks upstream `upstream` (by index) to run `service` on `inputs`, returning its
+    /// response and how long the call took (link delay included).
+    pub(crate) async fn infer(
         &self,
-        upstream: &str,
+        upstream: usize,
         service: &str,
         output: &str,
         inputs: &[Tensor],
@@ -71,8 +69,7 @@ impl Upstreams {
         node: &str,
     ) -> Result<(InferResponse, Duration), UpstreamError> {
         let start = Instant::now();
-        let up = self.upstreams.get(upstream).expect("validated at load");
-        let name = || upstream.to_owned();
+        let up = &self.upstreams[upstream];
         if up.config.delay_ms > 0 {
             let delay = Duration::from_millis(up.config.delay_ms).min(context.remaining());
             // tokio's timer rounds up to whole milliseconds (+0.5 ms on average, 10% of a 5 ms
@@ -81,20 +78,43 @@ impl Upstreams {
         }
         let timeout = Duration::from_millis(up.config.timeout_ms).min(context.remaining());
         let timed_out = || UpstreamError::Timeout {
-            upstream: name(),
+            upstream: up.name(),
             timeout_ms: timeout.as_millis(),
         };
         if timeout.is_zero() {
             return Err(timed_out());
         }
+        let request = up.request(service, output, inputs, context, node)?;
+        let (parts, body) = tokio::time::timeout(timeout, up.send(request, self.max_body_bytes))
+            .await
+            .map_err(|_| timed_out())??;
+        let response = up.answer(&parts, &body)?;
+        Ok((response, start.elapsed()))
+    }
+}
+
+impl Upstream {
+    fn name(&self) -> String {
+        self.config.name.clone()
+    }
+
+    /// The OIP request for `service` here, with the request context's headers and the token.
+    fn request(
+        &self,
+        service: &str,
+        output: &str,
+        inputs: &[Tensor],
+        context: &RequestContext,
+        node: &str,
+    ) -> Result<Request<Full<Bytes>>, UpstreamError> {
         let body = wire::encode_request(
             context.request_id.as_deref(),
             &Parameters::new(),
             inputs,
             &[output],
-            up.config.binary_data,
+            self.config.binary_data,
         );
-        let mut request = Request::post(format!("{}/v2/models/{service}/infer", up.base))
+        let mut request = Request::post(format!("{}/v2/models/{service}/infer", self.base))
             .header(CONTENT_TYPE, "application/json");
         if let Some(length) = body.header_length {
             request = request.header(wire::HEADER_LENGTH, length);
@@ -102,45 +122,57 @@ impl Upstreams {
         for (header, value) in context.forward_headers(node) {
             request = request.header(header, value);
         }
-        if let Some(token) = &up.token {
+        if let Some(token) = &self.token {
             request = request.header(AUTHORIZATION, format!("Bearer {token}"));
         }
-        let request = request
+        request
             .body(Full::new(body.bytes))
             .map_err(|e| UpstreamError::Invalid {
-                upstream: name(),
+                upstream: self.name(),
                 message: format!("cannot build the request: {e}"),
-            })?;
-        let call = async {
-            let response =
-                up.client
-                    .request(request)
-                    .await
-                    .map_err(|e| UpstreamError::Unreachable {
-                        upstream: name(),
-                        message: error_chain(&e),
-                    })?;
-            let (parts, body) = response.into_parts();
-            let body = Limited::new(body, self.max_body_bytes)
-                .collect()
+            })
+    }
+
+    /// Sends `request` and reads the whole answer, up to `max_body_bytes`.
+    async fn send(
+        &self,
+        request: Request<Full<Bytes>>,
+        max_body_bytes: usize,
+    ) -> Result<(http::response::Parts, Bytes), UpstreamError> {
+        let response =
+            self.client
+                .request(request)
                 .await
-                .map_err(|e| UpstreamError::Invalid {
-                    upstream: name(),
-                    message: format!("cannot read the body: {e}"),
-                })?
-                .to_bytes();
-            Ok::<_, UpstreamError>((parts, body))
-        };
-        let (parts, body) = tokio::time::timeout(timeout, call)
+                .map_err(|e| UpstreamError::Unreachable {
+                    upstream: self.name(),
+                    message: error_chain(&e),
+                })?;
+        let (parts, body) = response.into_parts();
+        let body = Limited::new(body, max_body_bytes)
+            .collect()
             .await
-            .map_err(|_| timed_out())??;
+            .map_err(|e| UpstreamError::Invalid {
+                upstream: self.name(),
+                message: format!("cannot read the body: {e}"),
+            })?
+            .to_bytes();
+        Ok((parts, body))
+    }
+
+    /// The decoded response of a call that succeeded; the upstream's status and error message
+    /// otherwise.
+    fn answer(
+        &self,
+        parts: &http::response::Parts,
+        body: &[u8],
+    ) -> Result<InferResponse, UpstreamError> {
         if !parts.status.is_success() {
-            let message = serde_json::from_slice::<serde_json::Value>(&body)
+            let message = serde_json::from_slice::<serde_json::Value>(body)
                 .ok()
                 .and_then(|v| v["error"].as_str().map(str::to_owned))
-                .unwrap_or_else(|| String::from_utf8_lossy(&body).chars().take(200).collect());
+                .unwrap_or_else(|| String::from_utf8_lossy(body).chars().take(200).collect());
             return Err(UpstreamError::Status {
-                upstream: name(),
+                upstream: self.name(),
                 status: parts.status,
                 message,
             });
@@ -149,12 +181,10 @@ impl Upstreams {
             .headers
             .get(wire::HEADER_LENGTH)
             .and_then(|v| v.to_str().ok());
-        let response =
-            wire::decode_response(&body, header_length).map_err(|e| UpstreamError::Invalid {
-                upstream: name(),
-                message: e.to_string(),
-            })?;
-        Ok((response, start.elapsed()))
+        wire::decode_response(body, header_length).map_err(|e| UpstreamError::Invalid {
+            upstream: self.name(),
+            message: e.to_string(),
+        })
     }
 }
 
@@ -206,7 +236,7 @@ fn client(
 
 /// Reads a bearer token file, trimming the trailing newline editors and `kubectl create secret`
 /// leave.
-pub fn read_token(path: &std::path::Path) -> Result<String> {
+pub(crate) fn read_token(path: &std::path::Path) -> Result<String> {
     std::fs::read_to_string(path)
         .map(|t| t.trim().to_owned())
         .map_err(|source| Error::TokenFile {

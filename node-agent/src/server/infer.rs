@@ -12,13 +12,15 @@ use hyper::body::Incoming;
 use tracing::Instrument;
 
 use super::response::{Body, error_response, http_status};
+use crate::delivery::Service;
 use crate::error::RequestError;
+use crate::model::runtime::Model;
 use crate::node::Node;
+use crate::node::Served;
 use crate::wire::context::RequestContext;
 use crate::wire::provenance;
 use crate::wire::tensor::{Tensor, TensorData};
 use crate::wire::{self, InferRequest, InferResponse};
-use idn_contract::config::ServiceConfig;
 
 /// Reads the whole body, refusing one over `limit` bytes or one that does not arrive in time,
 /// so a slow or oversized client cannot hold memory or a connection.
@@ -55,7 +57,7 @@ pub(super) async fn infer(
     version: Option<&str>,
     request: Request<Incoming>,
 ) -> Response<Body> {
-    let timer = node.metrics.request_started();
+    let timer = node.metrics().request_started();
     let response = run_infer(node, name, version, request)
         .instrument(tracing::debug_span!("infer", model = %name))
         .await
@@ -72,46 +74,24 @@ pub(super) async fn infer(
     response
 }
 
-/// Refuses a call without the node's bearer token, when one is configured.
-fn authorize(node: &Node, headers: &http::HeaderMap) -> Result<(), RequestError> {
-    let Some(token) = &node.token else {
-        return Ok(());
-    };
-    let presented = headers
-        .get(http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    match presented {
-        Some(p) if constant_time_eq(p.as_bytes(), token.as_bytes()) => Ok(()),
-        Some(_) => Err(RequestError::Unauthorized("invalid bearer token")),
-        None => Err(RequestError::Unauthorized(
-            "this node requires an Authorization: Bearer token",
-        )),
-    }
-}
-
-/// Compares secrets without an early exit, so timing does not reveal a matching prefix.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 async fn run_infer(
     node: &Arc<Node>,
     name: &str,
     version: Option<&str>,
     request: Request<Incoming>,
 ) -> Result<Response<Body>, RequestError> {
-    authorize(node, request.headers())?;
-    let service = node.service(name);
-    let model = match service {
-        Some(_) => None,
-        None => {
-            let (index, model) = node.model(name, version)?;
-            Node::ready_signature(name, model)?;
-            Some(index)
-        }
-    };
-    let limits = &node.config.limits;
+    let token = request
+        .headers()
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    node.check_token(token)?;
+    let served = node.lookup(name, version)?;
+    if let Served::Model(_, model) = served {
+        // Refused before its body is read: the body would be wasted.
+        Node::ready_signature(model)?;
+    }
+    let limits = &node.config().limits;
     let (parts, body) = read_body(
         request,
         limits.max_body_bytes,
@@ -122,11 +102,13 @@ async fn run_infer(
         .headers
         .get(wire::HEADER_LENGTH)
         .map(|v| v.to_str().unwrap_or("(not text)"));
-    let request = wire::decode_request(&body, header_length)?;
-    let response = match (service, model) {
-        (Some(service), _) => infer_service(node, service, &parts.headers, &request).await?,
-        (None, Some(index)) => infer_model(node, index, &request).await?,
-        (None, None) => unreachable!("a name is a service or a model"),
+    let mut request = wire::decode_request(&body, header_length)?;
+    let response = match served {
+        Served::Service(service) => infer_service(node, service, &parts.headers, &request).await?,
+        Served::Model(index, model) => {
+            let inputs = std::mem::take(&mut request.inputs);
+            infer_model(node, index, model, inputs, &request).await?
+        }
     };
     let encoded = wire::encode_response(&response, |output| {
         request
@@ -147,14 +129,16 @@ async fn run_infer(
         .expect("headers are valid"))
 }
 
+/// Runs model `index` on `inputs`, for the outputs `request` asks (default: the model's).
 async fn infer_model(
     node: &Node,
     index: usize,
+    model: &Model,
+    inputs: Vec<Tensor>,
     request: &InferRequest,
 ) -> Result<InferResponse, RequestError> {
-    let model = &node.models[index];
     let name = &model.config.name;
-    let signature = Node::ready_signature(name, model)?;
+    let signature = Node::ready_signature(model)?;
     let outputs: Vec<String> = if request.outputs.is_empty() {
         model.config.outputs.clone()
     } else {
@@ -180,9 +164,7 @@ async fn infer_model(
             })
             .collect::<Result<_, _>>()?
     };
-    let inference = node
-        .run_model(index, request.inputs.clone(), outputs)
-        .await?;
+    let inference = node.infer(index, inputs, outputs).await?;
     Ok(InferResponse {
         model_name: name.clone(),
         model_version: model.config.version.clone(),
@@ -192,22 +174,24 @@ async fn infer_model(
     })
 }
 
+/// Answers `request` by the service's strategy, with the provenance of every item.
 async fn infer_service(
     node: &Node,
-    service: &ServiceConfig,
+    service: &Service,
     headers: &http::HeaderMap,
     request: &InferRequest,
 ) -> Result<InferResponse, RequestError> {
-    if let Some(other) = request.outputs.iter().find(|o| o.name != service.output) {
+    let config = &service.config;
+    if let Some(other) = request.outputs.iter().find(|o| o.name != config.output) {
         return Err(RequestError::Invalid(format!(
             "service {:?} has no output {:?} (outputs: {})",
-            service.name, other.name, service.output
+            config.name, other.name, config.output
         )));
     }
     let mut context = RequestContext::from_request(
         headers,
         &request.parameters,
-        Duration::from_millis(service.deadline_ms),
+        Duration::from_millis(config.deadline_ms),
     )?;
     if context.request_id.is_none() {
         context.request_id = request.id.clone();
@@ -216,12 +200,12 @@ async fn infer_service(
     let mut parameters = wire::Parameters::new();
     provenance::encode(&answer.items, &mut parameters);
     Ok(InferResponse {
-        model_name: service.name.clone(),
+        model_name: config.name.clone(),
         model_version: "1".to_owned(),
         id: request.id.clone(),
         parameters,
         outputs: vec![Tensor {
-            name: service.output.clone(),
+            name: config.output.clone(),
             shape: vec![answer.items.len(), answer.classes],
             data: TensorData::Fp32(answer.probs),
         }],

@@ -9,7 +9,7 @@ use super::response::{Body, json_response};
 use crate::error::RequestError;
 use crate::model::TensorSpec;
 use crate::model::runtime::ModelState;
-use crate::node::Node;
+use crate::node::{Node, Served};
 use idn_contract::config::ServiceConfig;
 
 pub(super) fn server_ready(node: &Node) -> Response<Body> {
@@ -29,8 +29,8 @@ pub(super) fn server_metadata(node: &Node) -> Response<Body> {
             "name": "idn-node-agent",
             "version": env!("CARGO_PKG_VERSION"),
             "extensions": ["binary_tensor_data"],
-            "node": node.config.node,
-            "tier": node.config.tier,
+            "node": node.config().node,
+            "tier": node.config().tier,
         }),
     )
 }
@@ -47,10 +47,10 @@ pub(super) fn model_metadata(
     name: &str,
     version: Option<&str>,
 ) -> Result<Response<Body>, RequestError> {
-    if let Some(service) = node.service(name) {
-        return Ok(service_metadata(service));
-    }
-    let (_, model) = node.model(name, version)?;
+    let model = match node.lookup(name, version)? {
+        Served::Service(service) => return Ok(service_metadata(&service.config)),
+        Served::Model(_, model) => model,
+    };
     let mut body = json!({
         "name": model.config.name,
         "versions": [model.config.version],
@@ -96,13 +96,15 @@ pub(super) fn model_ready(
     name: &str,
     version: Option<&str>,
 ) -> Result<Response<Body>, RequestError> {
-    if node.service(name).is_some() {
-        return Ok(json_response(
-            StatusCode::OK,
-            json!({ "name": name, "ready": true }),
-        ));
-    }
-    let (_, model) = node.model(name, version)?;
+    let model = match node.lookup(name, version)? {
+        Served::Service(_) => {
+            return Ok(json_response(
+                StatusCode::OK,
+                json!({ "name": name, "ready": true }),
+            ));
+        }
+        Served::Model(_, model) => model,
+    };
     Ok(match &model.state {
         ModelState::Ready { .. } => {
             json_response(StatusCode::OK, json!({ "name": name, "ready": true }))

@@ -45,7 +45,7 @@ async fn handle(node: Arc<Node>, request: Request<Incoming>) -> Response<Body> {
         Ok(Route::ServerMetadata) => Ok(metadata::server_metadata(&node)),
         Ok(Route::Metrics) => Ok(Response::builder()
             .header(CONTENT_TYPE, OPENMETRICS_CONTENT_TYPE)
-            .body(Full::new(Bytes::from(node.metrics.encode())))
+            .body(Full::new(Bytes::from(node.metrics().encode())))
             .expect("static headers are valid")),
         Ok(Route::ModelMetadata(name, version)) => metadata::model_metadata(&node, name, version),
         Ok(Route::ModelReady(name, version)) => metadata::model_ready(&node, name, version),
@@ -103,7 +103,7 @@ pub async fn serve(node: Arc<Node>, listener: TcpListener, shutdown: impl Future
         });
     }
     drop(listener);
-    let drain = Duration::from_secs(node.config.limits.drain_timeout_seconds);
+    let drain = Duration::from_secs(node.config().limits.drain_timeout_seconds);
     tracing::info!(connections = graceful.count(), "draining");
     if tokio::time::timeout(drain, graceful.shutdown())
         .await

@@ -1,9 +1,11 @@
 //! What travels with a request from node to node: the nodes it visited (for hop limits and
 //! loop detection), its deadline (as the remaining budget), its id and its W3C trace context.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use http::HeaderMap;
+// tokio's clock, so that tests on paused time can let a deadline pass.
+use tokio::time::Instant;
 
 use super::message::Parameters;
 use crate::error::RequestError;
