@@ -88,7 +88,7 @@ pub enum RequestError {
 
 impl RequestError {
     /// The kind, as logs and metrics name it.
-    pub fn kind(&self) -> &'static str {
+    pub(crate) fn kind(&self) -> &'static str {
         match self {
             RequestError::Invalid(_) => "invalid",
             RequestError::NotFound(_) => "not_found",
@@ -127,7 +127,7 @@ pub enum UpstreamError {
 
 impl UpstreamError {
     /// Metric label.
-    pub fn kind(&self) -> &'static str {
+    pub(crate) fn kind(&self) -> &'static str {
         match self {
             UpstreamError::Timeout { .. } => "timeout",
             UpstreamError::Unreachable { .. } => "unreachable",
@@ -139,12 +139,12 @@ impl UpstreamError {
 
     /// A loop or hop-limit refusal is a topology error: it is reported, never hidden behind a
     /// fallback answer.
-    pub fn is_routing_error(&self) -> bool {
+    pub(crate) fn is_routing_error(&self) -> bool {
         matches!(self, UpstreamError::Status { status, .. } if *status == StatusCode::LOOP_DETECTED)
     }
 
     /// The upstream refused for lack of capacity (and may answer a retry later).
-    pub fn is_overload(&self) -> bool {
+    pub(crate) fn is_overload(&self) -> bool {
         matches!(
             self,
             UpstreamError::Status { status, .. }

@@ -10,10 +10,8 @@ use crate::delivery::upstream::{self, Upstreams};
 use crate::delivery::{self, Answer, Backend, Delivery, Service};
 use crate::error::{Error, RequestError, Result, UpstreamError};
 use crate::metrics::Metrics;
-use crate::model::Signature;
 use crate::model::ort_library;
-use crate::model::pool::{Inference, InferencePool};
-use crate::model::runtime::{Model, ModelState};
+use crate::model::{Inference, InferencePool, Model};
 use crate::wire::InferResponse;
 use crate::wire::context::RequestContext;
 use crate::wire::tensor::Tensor;
@@ -57,15 +55,11 @@ impl Node {
         let models: Vec<Model> = config.models.iter().cloned().map(Model::load).collect();
         let metrics = Metrics::default();
         for model in &models {
-            match &model.state {
-                ModelState::Ready { .. } => {
-                    tracing::info!(model = %model.config.name, "model ready")
-                }
-                ModelState::Unavailable { reason } => {
-                    tracing::error!(model = %model.config.name, %reason, "model not ready")
-                }
+            match model.readiness() {
+                Ok(_) => tracing::info!(model = %model.name(), "model ready"),
+                Err(reason) => tracing::error!(model = %model.name(), %reason, "model not ready"),
             }
-            metrics.set_model_ready(&model.config.name, model.is_ready());
+            metrics.set_model_ready(model.name(), model.is_ready());
         }
         let threads = match config.limits.inference_threads {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -75,7 +69,7 @@ impl Node {
         let model_index = models
             .iter()
             .enumerate()
-            .map(|(i, m)| (m.config.name.clone(), i))
+            .map(|(i, m)| (m.name().to_owned(), i))
             .collect();
         Ok(Arc::new(Node {
             config,
@@ -96,10 +90,9 @@ impl Node {
 
     /// Each model that is not ready, with the reason.
     pub fn unready_models(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.models.iter().filter_map(|m| match &m.state {
-            ModelState::Unavailable { reason } => Some((m.config.name.as_str(), reason.as_str())),
-            ModelState::Ready { .. } => None,
-        })
+        self.models
+            .iter()
+            .filter_map(|m| Some((m.name(), m.readiness().err()?)))
     }
 
     pub fn metrics(&self) -> &Metrics {
@@ -109,7 +102,7 @@ impl Node {
     /// Ready when at least one model serves, or the node only forwards: one broken model must
     /// not take the node out of its Service while the rest works (per-model readiness tells
     /// which).
-    pub fn is_ready(&self) -> bool {
+    pub(crate) fn is_ready(&self) -> bool {
         self.models.iter().any(Model::is_ready) || self.models.is_empty()
     }
 
@@ -145,7 +138,7 @@ impl Node {
             let served: Vec<&str> = self
                 .models
                 .iter()
-                .map(|m| m.config.name.as_str())
+                .map(Model::name)
                 .chain(self.services.iter().map(Service::name))
                 .collect();
             RequestError::NotFound(format!(
@@ -156,22 +149,11 @@ impl Node {
         })?;
         let model = &self.models[i];
         match version {
-            Some(v) if v != model.config.version => Err(RequestError::NotFound(format!(
+            Some(v) if v != model.config().version => Err(RequestError::NotFound(format!(
                 "model {name:?} has no version {v:?} (versions: {})",
-                model.config.version
+                model.config().version
             ))),
             _ => Ok((i, model)),
-        }
-    }
-
-    /// The signature of a model that is ready; unavailable with the reason otherwise.
-    pub(crate) fn ready_signature(model: &Model) -> Result<&Signature, RequestError> {
-        match &model.state {
-            ModelState::Ready { signature, .. } => Ok(signature),
-            ModelState::Unavailable { reason } => Err(RequestError::Unavailable(format!(
-                "model {:?} is not ready: {reason}",
-                model.config.name
-            ))),
         }
     }
 
@@ -197,12 +179,10 @@ impl Node {
         outputs: Vec<String>,
     ) -> Result<Inference, RequestError> {
         let model = &self.models[index];
-        let name = &model.config.name;
-        Self::ready_signature(model)?.check_inputs(
-            name,
-            &inputs,
-            self.config.limits.max_batch_size,
-        )?;
+        let name = model.name();
+        model
+            .ready_signature()?
+            .check_inputs(name, &inputs, self.config.limits.max_batch_size)?;
         let inference = self.pool.infer(index, inputs, outputs).await?;
         self.metrics.observe_inference(name, inference.elapsed);
         Ok(inference)

@@ -422,8 +422,7 @@ async fn shutdown_drains_in_flight_requests() {
 
 #[tokio::test]
 async fn a_full_inference_queue_refuses_at_once_with_503() {
-    use idn_node_agent::model::pool::InferencePool;
-    use idn_node_agent::model::runtime::Model;
+    use idn_node_agent::model::{InferencePool, Model};
     use idn_node_agent::wire::tensor::{Tensor, TensorData};
 
     let models: Vec<Model> = example_config()
@@ -431,10 +430,7 @@ async fn a_full_inference_queue_refuses_at_once_with_503() {
         .into_iter()
         .map(Model::load)
         .collect();
-    let cnn = models
-        .iter()
-        .position(|m| m.config.name == "mnist-cnn")
-        .unwrap();
+    let cnn = models.iter().position(|m| m.name() == "mnist-cnn").unwrap();
     // One worker and room for one waiting job: a large CNN batch keeps the worker busy while
     // the other requests arrive.
     let pool = InferencePool::start(&models, 1, 1);

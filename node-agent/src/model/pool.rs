@@ -9,11 +9,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
-use ort::session::Session;
 use tokio::sync::oneshot;
 
-use super::Signature;
-use super::runtime::{self, Model, ModelState};
+use super::runtime::{Model, ModelSession};
 use crate::error::RequestError;
 use crate::wire::tensor::Tensor;
 
@@ -28,7 +26,7 @@ struct Job {
     model: usize,
     inputs: Vec<Tensor>,
     outputs: Vec<String>,
-    reply: oneshot::Sender<Result<Inference, String>>,
+    reply: oneshot::Sender<Result<Inference, RequestError>>,
 }
 
 /// Handle to the worker threads; cloning shares the same queue.
@@ -79,40 +77,37 @@ impl InferencePool {
         answer
             .await
             .map_err(|_| RequestError::Unavailable("the inference worker stopped".into()))?
-            .map_err(|e| RequestError::Internal(format!("inference failed: {e}")))
     }
 }
 
 /// A worker: opens its sessions, then serves jobs until every sender is gone.
 fn work(models: &[Model], jobs: &Receiver<Job>) {
-    let mut sessions: Vec<Option<(Session, &Signature)>> = models
+    let mut sessions: Vec<Option<ModelSession>> = models
         .iter()
-        .map(|m| match &m.state {
-            ModelState::Ready { signature, bytes } => match runtime::open_session(bytes) {
-                Ok(session) => Some((session, signature)),
-                Err(e) => {
-                    tracing::error!(model = %m.config.name, error = %e, "worker cannot open a session");
-                    None
-                }
-            },
-            ModelState::Unavailable { .. } => None,
+        .map(|m| {
+            if !m.is_ready() {
+                return None;
+            }
+            m.open_session()
+                .inspect_err(|e| tracing::error!(model = %m.name(), error = %e, "worker cannot open a session"))
+                .ok()
         })
         .collect();
     for job in jobs {
         let result = match sessions.get_mut(job.model).and_then(Option::as_mut) {
-            Some((session, signature)) => {
+            Some(session) => {
                 let start = Instant::now();
-                runtime::run(session, signature, job.inputs, &job.outputs).map(|outputs| {
-                    Inference {
+                session
+                    .run(job.inputs, &job.outputs)
+                    .map(|outputs| Inference {
                         outputs,
                         elapsed: start.elapsed(),
-                    }
-                })
+                    })
             }
-            None => Err(format!(
-                "model #{} has no session on this worker",
+            None => Err(RequestError::Internal(format!(
+                "inference failed: model #{} has no session on this worker",
                 job.model
-            )),
+            ))),
         };
         // The client may have gone away; its answer is then dropped.
         let _ = job.reply.send(result);

@@ -1,8 +1,8 @@
 //! The model runtime: loading ONNX models through ONNX Runtime and running a session.
 //!
 //! A model that cannot be loaded (missing file, wrong sha256, not an ONNX graph, names that do
-//! not match the config) is kept as [`ModelState::Unavailable`] with the reason, so the agent
-//! serves its other models and reports why this one is not ready.
+//! not match the config) is kept, not ready, with the reason, so the agent serves its other
+//! models and reports why this one is not ready.
 
 use std::sync::Arc;
 
@@ -12,12 +12,13 @@ use ort::value::{DynValue, TensorElementType, ValueType};
 
 use super::ort_library;
 use super::signature::{Signature, TensorSpec, check_config};
+use crate::error::RequestError;
 use crate::wire::tensor::{DataType, Tensor, TensorData};
 use idn_contract::config::ModelConfig;
 
 /// Whether a model can serve, and what a worker needs to open a session on it.
 #[derive(Debug, Clone)]
-pub enum ModelState {
+enum ModelState {
     Ready {
         signature: Signature,
         bytes: Arc<[u8]>,
@@ -30,12 +31,12 @@ pub enum ModelState {
 /// A model of this node: its config and what loading it gave.
 #[derive(Debug, Clone)]
 pub struct Model {
-    pub config: ModelConfig,
-    pub state: ModelState,
+    config: ModelConfig,
+    state: ModelState,
 }
 
 impl Model {
-    /// Loads a model; failures become [`ModelState::Unavailable`].
+    /// Loads a model; a failure leaves it not ready, with the reason.
     pub fn load(config: ModelConfig) -> Self {
         let state = match load_checked(&config) {
             Ok((signature, bytes)) => ModelState::Ready { signature, bytes },
@@ -44,15 +45,73 @@ impl Model {
         Model { config, state }
     }
 
+    pub fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+
+    pub fn name(&self) -> &str {
+        &self.config.name
+    }
+
     pub fn is_ready(&self) -> bool {
         matches!(self.state, ModelState::Ready { .. })
     }
 
-    pub fn signature(&self) -> Option<&Signature> {
+    /// The signature of a model that loaded; why it did not otherwise.
+    pub fn readiness(&self) -> Result<&Signature, &str> {
         match &self.state {
-            ModelState::Ready { signature, .. } => Some(signature),
-            ModelState::Unavailable { .. } => None,
+            ModelState::Ready { signature, .. } => Ok(signature),
+            ModelState::Unavailable { reason } => Err(reason),
         }
+    }
+
+    /// The signature, or the request error of a model that cannot serve.
+    pub(crate) fn ready_signature(&self) -> Result<&Signature, RequestError> {
+        self.readiness().map_err(|reason| {
+            RequestError::Unavailable(format!("model {:?} is not ready: {reason}", self.name()))
+        })
+    }
+
+    /// A session of its own on this model; each inference worker holds one per model.
+    pub fn open_session(&self) -> Result<ModelSession, RequestError> {
+        let ModelState::Ready { signature, bytes } = &self.state else {
+            return Err(self.ready_signature().unwrap_err());
+        };
+        let session = open_session(bytes).map_err(RequestError::Unavailable)?;
+        Ok(ModelSession {
+            session,
+            signature: signature.clone(),
+        })
+    }
+
+    /// Checks `inputs` against the signature (no batch limit) and runs them once on a session
+    /// of their own: for offline use, where no pool is worth starting.
+    pub fn infer_once(
+        &self,
+        inputs: Vec<Tensor>,
+        outputs: &[String],
+    ) -> Result<Vec<Tensor>, RequestError> {
+        self.ready_signature()?
+            .check_inputs(self.name(), &inputs, usize::MAX)?;
+        self.open_session()?.run(inputs, outputs)
+    }
+}
+
+/// An ONNX Runtime session on one model, used by one thread at a time.
+pub struct ModelSession {
+    session: Session,
+    signature: Signature,
+}
+
+impl ModelSession {
+    /// Runs checked inputs and returns the named outputs, in the order asked.
+    pub fn run(
+        &mut self,
+        inputs: Vec<Tensor>,
+        outputs: &[String],
+    ) -> Result<Vec<Tensor>, RequestError> {
+        run(&mut self.session, &self.signature, inputs, outputs)
+            .map_err(|e| RequestError::Internal(format!("inference failed: {e}")))
     }
 }
 
@@ -76,9 +135,9 @@ fn load_checked(config: &ModelConfig) -> Result<(Signature, Arc<[u8]>), String> 
     Ok((signature, bytes.into()))
 }
 
-/// Opens a session; each inference worker holds its own, single-threaded, so that the pool's
-/// size alone decides how many cores inference uses.
-pub fn open_session(bytes: &[u8]) -> Result<Session, String> {
+/// Opens a session, single-threaded, so that the pool's size alone decides how many cores
+/// inference uses.
+fn open_session(bytes: &[u8]) -> Result<Session, String> {
     let environment = ort_library::environment().map_err(|e| e.to_string())?;
     let open = || -> ort::Result<Session> {
         Session::builder(environment)?
@@ -120,7 +179,7 @@ fn datatype(ty: TensorElementType) -> Option<DataType> {
     })
 }
 /// Runs checked inputs through a session and returns the named outputs, in the order asked.
-pub fn run(
+fn run(
     session: &mut Session,
     signature: &Signature,
     inputs: Vec<Tensor>,

@@ -56,7 +56,7 @@ pub(super) fn check_config(config: &ModelConfig, signature: &Signature) -> Resul
 }
 
 impl Signature {
-    pub fn output(&self, name: &str) -> Option<&TensorSpec> {
+    pub(crate) fn output(&self, name: &str) -> Option<&TensorSpec> {
         self.outputs.iter().find(|s| s.name == name)
     }
 

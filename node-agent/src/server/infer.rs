@@ -14,7 +14,7 @@ use tracing::Instrument;
 use super::response::{Body, error_response, http_status};
 use crate::delivery::Service;
 use crate::error::RequestError;
-use crate::model::runtime::Model;
+use crate::model::Model;
 use crate::node::Node;
 use crate::node::Served;
 use crate::wire::context::RequestContext;
@@ -89,7 +89,7 @@ async fn run_infer(
     let served = node.lookup(name, version)?;
     if let Served::Model(_, model) = served {
         // Refused before its body is read: the body would be wasted.
-        Node::ready_signature(model)?;
+        model.ready_signature()?;
     }
     let limits = &node.config().limits;
     let (parts, body) = read_body(
@@ -137,10 +137,10 @@ async fn infer_model(
     inputs: Vec<Tensor>,
     request: &InferRequest,
 ) -> Result<InferResponse, RequestError> {
-    let name = &model.config.name;
-    let signature = Node::ready_signature(model)?;
+    let name = model.name();
+    let signature = model.ready_signature()?;
     let outputs: Vec<String> = if request.outputs.is_empty() {
-        model.config.outputs.clone()
+        model.config().outputs.clone()
     } else {
         request
             .outputs
@@ -166,8 +166,8 @@ async fn infer_model(
     };
     let inference = node.infer(index, inputs, outputs).await?;
     Ok(InferResponse {
-        model_name: name.clone(),
-        model_version: model.config.version.clone(),
+        model_name: name.to_owned(),
+        model_version: model.config().version.clone(),
         id: request.id.clone(),
         parameters: wire::Parameters::new(),
         outputs: inference.outputs,

@@ -8,7 +8,6 @@ use serde_json::json;
 use super::response::{Body, json_response};
 use crate::error::RequestError;
 use crate::model::TensorSpec;
-use crate::model::runtime::ModelState;
 use crate::node::{Node, Served};
 use idn_contract::config::ServiceConfig;
 
@@ -51,26 +50,27 @@ pub(super) fn model_metadata(
         Served::Service(service) => return Ok(service_metadata(&service.config)),
         Served::Model(_, model) => model,
     };
+    let config = model.config();
     let mut body = json!({
-        "name": model.config.name,
-        "versions": [model.config.version],
+        "name": config.name,
+        "versions": [config.version],
         "platform": "onnxruntime_onnx",
     });
-    match &model.state {
-        ModelState::Ready { signature, .. } => {
+    match model.readiness() {
+        Ok(signature) => {
             body["inputs"] = specs_json(&signature.inputs);
             body["outputs"] = specs_json(&signature.outputs);
             body["state"] = json!("READY");
         }
-        ModelState::Unavailable { reason } => {
+        Err(reason) => {
             body["inputs"] = json!([]);
             body["outputs"] = json!([]);
             body["state"] = json!("UNAVAILABLE");
             body["reason"] = json!(reason);
         }
     }
-    if !model.config.labels.is_empty() {
-        body["parameters"] = json!({ "labels": model.config.labels });
+    if !config.labels.is_empty() {
+        body["parameters"] = json!({ "labels": config.labels });
     }
     Ok(json_response(StatusCode::OK, body))
 }
@@ -105,12 +105,10 @@ pub(super) fn model_ready(
         }
         Served::Model(_, model) => model,
     };
-    Ok(match &model.state {
-        ModelState::Ready { .. } => {
-            json_response(StatusCode::OK, json!({ "name": name, "ready": true }))
-        }
+    Ok(match model.readiness() {
+        Ok(_) => json_response(StatusCode::OK, json!({ "name": name, "ready": true })),
         // OIP: a 4xx status means "not ready".
-        ModelState::Unavailable { reason } => json_response(
+        Err(reason) => json_response(
             StatusCode::BAD_REQUEST,
             json!({ "name": name, "ready": false, "error": format!("model {name:?} is not ready: {reason}") }),
         ),

@@ -4,15 +4,17 @@
 //! travels from node to node.
 
 mod binary;
-pub mod context;
+pub(crate) mod context;
 mod data;
 mod decode;
 mod encode;
 mod message;
-pub mod provenance;
+pub(crate) mod provenance;
 pub mod tensor;
 
-pub use binary::HEADER_LENGTH;
-pub use decode::{decode_request, decode_response};
-pub use encode::{encode_request, encode_response};
+pub(crate) use binary::HEADER_LENGTH;
+pub use decode::decode_request;
+pub(crate) use decode::decode_response;
+pub(crate) use encode::encode_request;
+pub use encode::encode_response;
 pub use message::{EncodedBody, InferRequest, InferResponse, Parameters, RequestedOutput};
