@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::delivery::upstream::{self, Upstreams};
-use crate::delivery::{self, Answer, Backend, Delivery, Service};
+use crate::delivery::{self, Backend, Delivery, Service, UpstreamCall};
 use crate::error::{Error, RequestError, Result, UpstreamError};
 use crate::metrics::Metrics;
 use crate::model::ort_library;
@@ -188,20 +188,15 @@ impl Node {
         Ok(inference)
     }
 
-    /// Answers a request to one of this node's services by its strategy.
-    pub(crate) async fn deliver(
-        &self,
-        service: &Service,
-        inputs: &[Tensor],
-        context: &RequestContext,
-    ) -> Result<Answer, RequestError> {
-        let delivery = Delivery {
+    /// The node's delivery: its services answered by their strategies, with this node's
+    /// models and upstreams.
+    pub(crate) fn delivery(&self) -> Delivery<'_, Node> {
+        Delivery {
             node: &self.config.node,
             services: &self.services,
             backend: self,
             metrics: &self.metrics,
-        };
-        delivery.deliver(service, inputs, context).await
+        }
     }
 }
 
@@ -223,21 +218,12 @@ impl Backend for Node {
 
     async fn call_upstream(
         &self,
-        upstream: usize,
-        service: &str,
-        output: &str,
+        call: UpstreamCall<'_>,
         inputs: &[Tensor],
         context: &RequestContext,
     ) -> Result<(InferResponse, Duration), UpstreamError> {
         self.upstreams
-            .infer(
-                upstream,
-                service,
-                output,
-                inputs,
-                context,
-                &self.config.node,
-            )
+            .infer(call, inputs, context, &self.config.node)
             .await
     }
 }

@@ -46,16 +46,21 @@ pub(crate) trait Backend: Sync {
         inputs: &[Tensor],
     ) -> impl Future<Output = Result<Tensor, RequestError>> + Send;
 
-    /// Asks upstream `upstream` to answer its service `service` for `inputs`, asking for
-    /// `output`; returns the response and how long the call took.
+    /// Makes `call` for `inputs`; returns the response and how long the call took.
     fn call_upstream(
         &self,
-        upstream: usize,
-        service: &str,
-        output: &str,
+        call: UpstreamCall<'_>,
         inputs: &[Tensor],
         context: &RequestContext,
     ) -> impl Future<Output = Result<(InferResponse, Duration), UpstreamError>> + Send;
+}
+
+/// One call to an upstream: which one (by index), the service asked there, the output wanted.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct UpstreamCall<'a> {
+    pub upstream: usize,
+    pub service: &'a str,
+    pub output: &'a str,
 }
 
 /// The delivery of one node: its name, its resolved services, what answers for it and where

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use http::StatusCode;
 
-use super::{Answer, Backend, Delivery, Service, resolve};
+use super::{Answer, Backend, Delivery, Service, UpstreamCall, resolve};
 use crate::error::{RequestError, UpstreamError};
 use crate::metrics::Metrics;
 use crate::wire::context::RequestContext;
@@ -281,16 +281,13 @@ impl Backend for Script {
 
     async fn call_upstream(
         &self,
-        upstream: usize,
-        service: &str,
-        output: &str,
+        call: UpstreamCall<'_>,
         inputs: &[Tensor],
         _context: &RequestContext,
     ) -> Result<(InferResponse, Duration), UpstreamError> {
-        let name = &self.config.upstreams[upstream].name;
-        let played = self
-            .play(name, format!("{name}/{service}"), output, inputs)
-            .await;
+        let name = &self.config.upstreams[call.upstream].name;
+        let asked = format!("{name}/{}", call.service);
+        let played = self.play(name, asked, call.output, inputs).await;
         let (tensor, parameters) = played.map_err(|e| match e {
             RequestError::Upstream(e) => e,
             other => panic!("an upstream fails with Reply::Fail, not {other:?}"),

@@ -3,7 +3,7 @@
 
 use super::answer::{batch_size, probabilities};
 use super::service::{Service, Target, TargetKind};
-use super::{Answer, Backend, Delivery};
+use super::{Answer, Backend, Delivery, UpstreamCall};
 use crate::error::{RequestError, UpstreamError};
 use crate::wire::context::RequestContext;
 use crate::wire::provenance::{self, Provenance};
@@ -53,19 +53,20 @@ impl<B: Backend> Delivery<'_, B> {
                 service: remote,
             } => {
                 let call = UpstreamCall {
-                    index: *index,
-                    upstream,
+                    upstream: *index,
                     service: remote,
                     output: &service.config.output,
                 };
-                self.ask_upstream(call, inputs, context, confidence).await
+                self.ask_upstream(upstream, call, inputs, context, confidence)
+                    .await
             }
         }
     }
 
-    /// Calls an upstream, counting the call (or its failure), and reads its answer.
+    /// Calls upstream `upstream`, counting the call (or its failure), and reads its answer.
     async fn ask_upstream(
         &self,
+        upstream: &str,
         call: UpstreamCall<'_>,
         inputs: &[Tensor],
         context: &RequestContext,
@@ -74,22 +75,22 @@ impl<B: Backend> Delivery<'_, B> {
         let items = batch_size(inputs);
         let answered = self
             .backend
-            .call_upstream(call.index, call.service, call.output, inputs, context)
+            .call_upstream(call, inputs, context)
             .await
             .and_then(|(response, elapsed)| {
-                self.metrics.observe_upstream(call.upstream, elapsed);
-                upstream_answer(call.upstream, call.output, response, items)
+                self.metrics.observe_upstream(upstream, elapsed);
+                upstream_answer(upstream, call.output, response, items)
             });
         let (model, parameters, classes, probs) = answered.map_err(|e| {
-            self.metrics.count_upstream_error(call.upstream, &e);
+            self.metrics.count_upstream_error(upstream, &e);
             RequestError::Upstream(e)
         })?;
         let default = Provenance {
-            node: call.upstream.to_owned(),
+            node: upstream.to_owned(),
             model,
             decision: Decision::Served,
             confidence: f64::NAN,
-            path: [self.path_here(context), vec![call.upstream.to_owned()]].concat(),
+            path: [self.path_here(context), vec![upstream.to_owned()]].concat(),
         };
         let mut items = provenance::decode(&parameters, items, &default);
         for (item, row) in items.iter_mut().zip(probs.chunks_exact(classes)) {
@@ -107,14 +108,6 @@ impl<B: Backend> Delivery<'_, B> {
             items,
         })
     }
-}
-
-/// One call to an upstream: which one, the service asked there and the output wanted.
-struct UpstreamCall<'a> {
-    index: usize,
-    upstream: &'a str,
-    service: &'a str,
-    output: &'a str,
 }
 
 /// The answering model, provenance parameters and probabilities `(classes, data)` of an

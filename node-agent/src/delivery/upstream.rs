@@ -15,6 +15,7 @@ use hyper_util::rt::TokioExecutor;
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 
+use super::UpstreamCall;
 use crate::error::{Error, Result, UpstreamError};
 use crate::wire::context::RequestContext;
 use crate::wire::tensor::Tensor;
@@ -57,19 +58,17 @@ impl Upstreams {
         })
     }
 
-    /// Asks upstream `upstream` (by index) to run `service` on `inputs`, returning its
-    /// response and how long the call took (link delay included).
+    /// Makes `call` for `inputs` on behalf of node `node`, returning the response and how
+    /// long the call took (link delay included).
     pub(crate) async fn infer(
         &self,
-        upstream: usize,
-        service: &str,
-        output: &str,
+        call: UpstreamCall<'_>,
         inputs: &[Tensor],
         context: &RequestContext,
         node: &str,
     ) -> Result<(InferResponse, Duration), UpstreamError> {
         let start = Instant::now();
-        let up = &self.upstreams[upstream];
+        let up = &self.upstreams[call.upstream];
         if up.config.delay_ms > 0 {
             let delay = Duration::from_millis(up.config.delay_ms).min(context.remaining());
             // tokio's timer rounds up to whole milliseconds (+0.5 ms on average, 10% of a 5 ms
@@ -84,7 +83,7 @@ impl Upstreams {
         if timeout.is_zero() {
             return Err(timed_out());
         }
-        let request = up.request(service, output, inputs, context, node)?;
+        let request = up.request(call, inputs, context, node)?;
         let (parts, body) = tokio::time::timeout(timeout, up.send(request, self.max_body_bytes))
             .await
             .map_err(|_| timed_out())??;
@@ -98,11 +97,10 @@ impl Upstream {
         self.config.name.clone()
     }
 
-    /// The OIP request for `service` here, with the request context's headers and the token.
+    /// The OIP request for `call` here, with the request context's headers and the token.
     fn request(
         &self,
-        service: &str,
-        output: &str,
+        call: UpstreamCall<'_>,
         inputs: &[Tensor],
         context: &RequestContext,
         node: &str,
@@ -111,11 +109,11 @@ impl Upstream {
             context.request_id.as_deref(),
             &Parameters::new(),
             inputs,
-            &[output],
+            &[call.output],
             self.config.binary_data,
         );
-        let mut request = Request::post(format!("{}/v2/models/{service}/infer", self.base))
-            .header(CONTENT_TYPE, "application/json");
+        let url = format!("{}/v2/models/{}/infer", self.base, call.service);
+        let mut request = Request::post(url).header(CONTENT_TYPE, "application/json");
         if let Some(length) = body.header_length {
             request = request.header(wire::HEADER_LENGTH, length);
         }

@@ -196,7 +196,10 @@ async fn infer_service(
     if context.request_id.is_none() {
         context.request_id = request.id.clone();
     }
-    let answer = node.deliver(service, &request.inputs, &context).await?;
+    let answer = node
+        .delivery()
+        .deliver(service, &request.inputs, &context)
+        .await?;
     let mut parameters = wire::Parameters::new();
     provenance::encode(&answer.items, &mut parameters);
     Ok(InferResponse {
