@@ -17,6 +17,7 @@ use crate::wire::context::RequestContext;
 use crate::wire::tensor::Tensor;
 use idn_contract::config::NodeAgentConfig;
 
+/// One node of an inference delivery network, running: shared by every request handler.
 pub struct Node {
     config: NodeAgentConfig,
     models: Vec<Model>,
@@ -115,7 +116,8 @@ impl Node {
         self.model_index.contains_key(name) || self.service(name).is_some()
     }
 
-    /// The service or model a request names; 404 naming what this node serves otherwise.
+    /// The service or model a request names; not found, naming what this node serves,
+    /// otherwise.
     pub(crate) fn lookup(
         &self,
         name: &str,
@@ -128,7 +130,8 @@ impl Node {
         Ok(Served::Model(index, model))
     }
 
-    /// A model by name and optional version; 404 naming what this node serves otherwise.
+    /// A model by name and optional version; not found, naming what this node serves,
+    /// otherwise.
     pub(crate) fn model(
         &self,
         name: &str,

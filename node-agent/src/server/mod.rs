@@ -1,6 +1,6 @@
-//! The OIP v2 HTTP server: one routing function ([`route`]), handlers returning
-//! `Result<_, RequestError>`, and one place ([`response`]) that turns an error into its status and
-//! OIP error body.
+//! The OIP v2 HTTP server: one routing function (`route`), handlers returning
+//! `Result<_, RequestError>`, and one place ([`http_status`]) that turns an error kind into its
+//! HTTP status, beside the OIP error body.
 
 mod infer;
 mod metadata;
