@@ -41,8 +41,11 @@ pub(super) fn check_config(config: &ModelConfig, signature: &Signature) -> Resul
             "config output {missing:?} is not a graph output (graph outputs: {graph_outputs:?})"
         ));
     }
-    if !config.labels.is_empty() {
-        let first = signature.output(&config.outputs[0]).expect("checked above");
+    // Labels name the classes of the first default output.
+    let first = config.outputs.first().and_then(|o| signature.output(o));
+    if let Some(first) = first
+        && !config.labels.is_empty()
+    {
         let classes = first.shape.last().copied().unwrap_or(1);
         if classes >= 0 && classes as usize != config.labels.len() {
             return Err(format!(
