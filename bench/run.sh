@@ -94,7 +94,7 @@ BENCH_IDN_CHANGES=$(git status --porcelain -- node-agent Cargo.lock Cargo.toml)
 # --- scratch space, servers and cleanup --------------------------------------------------------
 
 WORK=$(mktemp -d)
-AGENT=$WORK/idn-node-agent  # finds the ONNX Runtime library in .ort/ (node-agent/src/ort_library.rs)
+AGENT=$WORK/idn-node-agent  # finds the ONNX Runtime library in .ort/ (node-agent/src/model/ort_library.rs)
 cp target/release/idn-node-agent "$AGENT"
 SERVER_PID=
 stop_server() {

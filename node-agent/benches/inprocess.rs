@@ -1,9 +1,10 @@
 //! In-process ONNX Runtime on the served models: the limit the node-agent is measured against.
 //!
 //! No HTTP, no JSON, no queue: each thread owns a session opened exactly as an inference
-//! worker of the agent opens it ([`runtime::open_session`]) and calls [`runtime::run`] on one
-//! single-sample (batch 1) input, the first MNIST test image, back to back. Every call is timed
-//! with `Instant`; after a warm-up the calls of a fixed window give p50/p99 and throughput.
+//! worker of the agent opens it ([`Model::open_session`]) and runs it (`ModelSession::run`) on
+//! one single-sample (batch 1) input, the first MNIST test image, back to back. Every call is
+//! timed with `Instant`; after a warm-up the calls of a fixed window give p50/p99 and
+//! throughput.
 //!
 //! Two modes per model: concurrency 1 (one thread) and saturation (one thread per core, each
 //! with its own session, like the agent's pool). Results go to stdout as JSON lines, one per
@@ -29,10 +30,9 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use idn_contract::config::ModelConfig;
-use idn_node_agent::pool::InferencePool;
-use idn_node_agent::protocol::{self, InferResponse};
-use idn_node_agent::runtime::{self, Model, ModelState};
-use idn_node_agent::tensor::{Tensor, TensorData};
+use idn_node_agent::model::{InferencePool, Model};
+use idn_node_agent::wire::tensor::{Tensor, TensorData};
+use idn_node_agent::wire::{self, InferResponse};
 
 #[derive(Parser)]
 #[command(about = "In-process ONNX Runtime latency and throughput, batch 1")]
@@ -129,31 +129,27 @@ fn measure(
     warmup: Duration,
     duration: Duration,
 ) -> Measurement {
-    let ModelState::Ready { signature, bytes } = &model.state else {
-        panic!(
-            "model {} is not ready: {:?}",
-            model.config.name, model.state
-        );
-    };
-    let outputs = model.config.outputs.clone();
+    if let Err(reason) = model.readiness() {
+        panic!("model {} is not ready: {reason}", model.name());
+    }
+    let outputs = model.config().outputs.clone();
     let barrier = Arc::new(Barrier::new(threads + 1));
     let workers: Vec<_> = (0..threads)
         .map(|_| {
-            let (signature, bytes, input, outputs, barrier) = (
-                signature.clone(),
-                Arc::clone(bytes),
+            let (model, input, outputs, barrier) = (
+                model.clone(),
                 input.clone(),
                 outputs.clone(),
                 Arc::clone(&barrier),
             );
             thread::spawn(move || {
-                let mut session = runtime::open_session(&bytes).expect("opening a session");
+                let mut session = model.open_session().expect("opening a session");
                 let mut call = || {
                     // The clone stands for the decoded request the agent moves into `run`; it
                     // is made outside the timed region.
                     let inputs = vec![input.clone()];
                     let start = Instant::now();
-                    let result = runtime::run(&mut session, &signature, inputs, &outputs);
+                    let result = session.run(inputs, &outputs);
                     let elapsed = start.elapsed();
                     std::hint::black_box(result.expect("inference"));
                     elapsed
@@ -186,31 +182,26 @@ fn measure(
 /// The agent's per-request work minus HTTP and the thread hand-off, on one thread: decode the
 /// JSON body, check it, run the model, encode the JSON answer (what `server::run_infer` does).
 fn measure_codec(model: &Model, body: &[u8], warmup: Duration, duration: Duration) -> Measurement {
-    let ModelState::Ready { signature, bytes } = &model.state else {
-        panic!("model {} is not ready", model.config.name);
-    };
-    let mut session = runtime::open_session(bytes).expect("opening a session");
+    let signature = model.readiness().expect("a ready model");
+    let mut session = model.open_session().expect("opening a session");
+    let config = model.config();
     time_loop(warmup, duration, || {
         let start = Instant::now();
-        let request = protocol::decode_request(body, None).expect("a valid request body");
+        let request = wire::decode_request(body, None).expect("a valid request body");
         signature
-            .check_inputs(&model.config.name, &request.inputs, usize::MAX)
+            .check_inputs(&config.name, &request.inputs, usize::MAX)
             .expect("inputs that fit the model");
-        let outputs = runtime::run(
-            &mut session,
-            signature,
-            request.inputs,
-            &model.config.outputs,
-        )
-        .expect("inference");
+        let outputs = session
+            .run(request.inputs, &config.outputs)
+            .expect("inference");
         let response = InferResponse {
-            model_name: model.config.name.clone(),
-            model_version: model.config.version.clone(),
+            model_name: config.name.clone(),
+            model_version: config.version.clone(),
             id: request.id,
-            parameters: protocol::Parameters::new(),
+            parameters: wire::Parameters::new(),
             outputs,
         };
-        let encoded = protocol::encode_response(&response, |_| false);
+        let encoded = wire::encode_response(&response, |_| false);
         let elapsed = start.elapsed();
         std::hint::black_box(encoded.bytes);
         elapsed
@@ -218,7 +209,7 @@ fn measure_codec(model: &Model, body: &[u8], warmup: Duration, duration: Duratio
 }
 
 /// One request at a time through the agent's inference pool (one worker thread), from a task
-/// on a multi-thread tokio runtime as in the agent: `runtime::run` plus the hand-off to the
+/// on a multi-thread tokio runtime as in the agent: `ModelSession::run` plus the hand-off to the
 /// worker thread (bounded channel) and back (oneshot), no HTTP.
 fn measure_pool(
     model: &Model,
@@ -228,7 +219,7 @@ fn measure_pool(
 ) -> Measurement {
     let pool = InferencePool::start(std::slice::from_ref(model), 1, 16);
     let tokio = tokio::runtime::Runtime::new().expect("a tokio runtime");
-    let (input, outputs) = (input.clone(), model.config.outputs.clone());
+    let (input, outputs) = (input.clone(), model.config().outputs.clone());
     let task = tokio.spawn(async move {
         let mut latencies = Vec::with_capacity(1 << 20);
         let mut measuring_since = None;

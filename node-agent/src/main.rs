@@ -48,7 +48,7 @@ async fn run(args: Args) -> idn_node_agent::Result<()> {
     let listener = server::bind(&config).await?;
     let node = Node::start(config)?;
     tracing::info!(
-        node = %node.config.node,
+        node = %node.config().node,
         addr = %server::local_addr(&listener),
         "serving the Open Inference Protocol v2"
     );

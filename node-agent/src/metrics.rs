@@ -1,9 +1,11 @@
 //! Prometheus metrics of the node-agent, served at `/metrics` in OpenMetrics text format.
 //!
 //! Label values come only from the config (model names) and status codes, never from request
-//! paths, so a client cannot grow the number of series.
+//! paths, so a client cannot grow the number of series. Call sites say what happened
+//! (`record_decisions`, `observe_upstream`, ...); the label plumbing stays here.
 
 use std::sync::atomic::AtomicU64;
+use std::time::{Duration, Instant};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -12,43 +14,47 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets, linear_buckets};
 use prometheus_client::registry::{Registry, Unit};
 
+use crate::error::UpstreamError;
+use crate::wire::provenance::Provenance;
+use idn_contract::provenance::Decision;
+
 /// Model label used for requests that name no configured model.
-pub const UNKNOWN_MODEL: &str = "_unknown";
+const UNKNOWN_MODEL: &str = "_unknown";
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ModelLabels {
-    pub model: String,
+struct ModelLabels {
+    model: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct RequestLabels {
-    pub model: String,
-    pub status: u16,
+struct RequestLabels {
+    model: String,
+    status: u16,
 }
 
 /// Labels of service-level series: the node and the service.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ServiceLabels {
-    pub node: String,
-    pub service: String,
+struct ServiceLabels {
+    node: String,
+    service: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct DecisionLabels {
-    pub node: String,
-    pub service: String,
-    pub decision: &'static str,
+struct DecisionLabels {
+    node: String,
+    service: String,
+    decision: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct UpstreamLabels {
-    pub upstream: String,
+struct UpstreamLabels {
+    upstream: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct UpstreamErrorLabels {
-    pub upstream: String,
-    pub kind: &'static str,
+struct UpstreamErrorLabels {
+    upstream: String,
+    kind: &'static str,
 }
 
 type HistogramFamily<L = ModelLabels> = Family<L, Histogram, fn() -> Histogram>;
@@ -57,30 +63,30 @@ type HistogramFamily<L = ModelLabels> = Family<L, Histogram, fn() -> Histogram>;
 pub struct Metrics {
     registry: Registry,
     /// Inference requests answered, by model and HTTP status.
-    pub requests: Family<RequestLabels, Counter>,
+    requests: Family<RequestLabels, Counter>,
     /// Time from request received to response ready, by model.
-    pub request_duration: HistogramFamily,
+    request_duration: HistogramFamily,
     /// Time spent in ONNX Runtime, by model.
-    pub inference_duration: HistogramFamily,
+    inference_duration: HistogramFamily,
     /// Inference requests being processed.
-    pub in_flight: Gauge,
+    in_flight: Gauge,
     /// 1 when the model is loaded and serving, 0 otherwise.
-    pub model_ready: Family<ModelLabels, Gauge>,
+    model_ready: Family<ModelLabels, Gauge>,
     /// Batch items answered by a service, by decision: the per-node serving counts that
     /// serving-rate-aware federated training weighs nodes by.
-    pub decisions: Family<DecisionLabels, Counter>,
+    decisions: Family<DecisionLabels, Counter>,
     /// Confidence of the local answer of each item a service decided on: the distribution
     /// that tells which (harder) items a node passes upstream.
-    pub confidence: HistogramFamily<ServiceLabels>,
+    confidence: HistogramFamily<ServiceLabels>,
     /// Share of a service's items forwarded upstream since start.
-    pub forward_ratio: Family<ServiceLabels, Gauge<f64, AtomicU64>>,
+    forward_ratio: Family<ServiceLabels, Gauge<f64, AtomicU64>>,
     /// Duration of calls to each upstream (emulated link delay included).
-    pub upstream_duration: HistogramFamily<UpstreamLabels>,
+    upstream_duration: HistogramFamily<UpstreamLabels>,
     /// Failed upstream calls, by upstream and kind (timeout, unreachable, overloaded, status,
     /// invalid).
-    pub upstream_errors: Family<UpstreamErrorLabels, Counter>,
+    upstream_errors: Family<UpstreamErrorLabels, Counter>,
     /// Ensemble members queried per request.
-    pub ensemble_members: HistogramFamily<ServiceLabels>,
+    ensemble_members: HistogramFamily<ServiceLabels>,
 }
 
 /// 10 µs to ~5 s: single-sample inference on small models is in the microseconds.
@@ -98,6 +104,8 @@ fn members_histogram() -> Histogram {
 }
 
 impl Default for Metrics {
+    // One registration per family, kept in one function: the registration order is the order
+    // of the exposition, which scrapers and dashboards have seen since the first version.
     fn default() -> Self {
         let mut registry = Registry::with_prefix("idn");
         let requests = Family::<RequestLabels, Counter>::default();
@@ -191,10 +199,214 @@ impl Default for Metrics {
 
 impl Metrics {
     /// The OpenMetrics text exposition.
-    pub fn encode(&self) -> String {
+    pub(crate) fn encode(&self) -> String {
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
             .expect("writing to a String cannot fail");
         out
+    }
+
+    /// Inference requests being processed now.
+    pub fn in_flight(&self) -> i64 {
+        self.in_flight.get()
+    }
+
+    /// An inference request begins: it counts as in flight until its timer is dropped.
+    pub(crate) fn request_started(&self) -> RequestTimer<'_> {
+        self.in_flight.inc();
+        RequestTimer {
+            metrics: self,
+            start: Instant::now(),
+        }
+    }
+
+    pub(crate) fn set_model_ready(&self, model: &str, ready: bool) {
+        self.model_ready
+            .get_or_create(&ModelLabels {
+                model: model.to_owned(),
+            })
+            .set(i64::from(ready));
+    }
+
+    pub(crate) fn observe_inference(&self, model: &str, elapsed: Duration) {
+        self.inference_duration
+            .get_or_create(&ModelLabels {
+                model: model.to_owned(),
+            })
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// The confidence of each local answer a service's strategy decided on.
+    pub(crate) fn observe_confidence(&self, node: &str, service: &str, items: &[Provenance]) {
+        let histogram = self
+            .confidence
+            .get_or_create(&service_labels(node, service));
+        items
+            .iter()
+            .for_each(|item| histogram.observe(item.confidence));
+    }
+
+    pub(crate) fn observe_ensemble(&self, node: &str, service: &str, members_queried: usize) {
+        self.ensemble_members
+            .get_or_create(&service_labels(node, service))
+            .observe(members_queried as f64);
+    }
+
+    /// A call to an upstream that answered, however long it took.
+    pub(crate) fn observe_upstream(&self, upstream: &str, elapsed: Duration) {
+        self.upstream_duration
+            .get_or_create(&UpstreamLabels {
+                upstream: upstream.to_owned(),
+            })
+            .observe(elapsed.as_secs_f64());
+    }
+
+    pub(crate) fn count_upstream_error(&self, upstream: &str, error: &UpstreamError) {
+        self.upstream_errors
+            .get_or_create(&UpstreamErrorLabels {
+                upstream: upstream.to_owned(),
+                kind: error.kind(),
+            })
+            .inc();
+    }
+
+    /// Counts each item's decision and updates the service's forward ratio.
+    pub(crate) fn record_decisions(&self, node: &str, service: &str, items: &[Provenance]) {
+        let labels = |decision: Decision| DecisionLabels {
+            node: node.to_owned(),
+            service: service.to_owned(),
+            decision: decision.as_str(),
+        };
+        for decision in Decision::ALL {
+            let count = items.iter().filter(|i| i.decision == decision).count();
+            if count > 0 {
+                self.decisions
+                    .get_or_create(&labels(decision))
+                    .inc_by(count as u64);
+            }
+        }
+        let count = |d| self.decisions.get_or_create(&labels(d)).get();
+        let total: u64 = Decision::ALL.into_iter().map(count).sum();
+        if total > 0 {
+            self.forward_ratio
+                .get_or_create(&service_labels(node, service))
+                .set(count(Decision::Forwarded) as f64 / total as f64);
+        }
+    }
+}
+
+fn service_labels(node: &str, service: &str) -> ServiceLabels {
+    ServiceLabels {
+        node: node.to_owned(),
+        service: service.to_owned(),
+    }
+}
+
+/// An inference request in flight; dropping it (answered or abandoned) ends that.
+pub(crate) struct RequestTimer<'m> {
+    metrics: &'m Metrics,
+    start: Instant,
+}
+
+impl RequestTimer<'_> {
+    /// Counts the answered request by model and status; `model` is `None` for a name this
+    /// node does not serve, which is counted under one label and not timed.
+    pub(crate) fn finish(self, model: Option<&str>, status: u16) {
+        self.metrics
+            .requests
+            .get_or_create(&RequestLabels {
+                model: model.unwrap_or(UNKNOWN_MODEL).to_owned(),
+                status,
+            })
+            .inc();
+        if let Some(model) = model {
+            self.metrics
+                .request_duration
+                .get_or_create(&ModelLabels {
+                    model: model.to_owned(),
+                })
+                .observe(self.start.elapsed().as_secs_f64());
+        }
+    }
+}
+
+impl Drop for RequestTimer<'_> {
+    fn drop(&mut self) {
+        self.metrics.in_flight.dec();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(decision: Decision, confidence: f64) -> Provenance {
+        Provenance {
+            node: "n".into(),
+            model: "m".into(),
+            decision,
+            confidence,
+            path: vec!["n".into()],
+        }
+    }
+
+    /// Samples of a family in a fixed order (a family keeps its series in a hash map), and the
+    /// request duration rounded (it is measured, not given).
+    fn normalized(exposition: &str) -> Vec<String> {
+        let mut lines = Vec::new();
+        let mut samples: Vec<String> = Vec::new();
+        for line in exposition.lines() {
+            let line = match line.strip_prefix("idn_request_duration_seconds_sum{model=\"m\"} ") {
+                Some(value) => format!(
+                    "idn_request_duration_seconds_sum{{model=\"m\"}} {:.1}",
+                    value.parse::<f64>().unwrap()
+                ),
+                None => line.to_owned(),
+            };
+            if line.starts_with('#') {
+                samples.sort();
+                lines.append(&mut samples);
+                lines.push(line);
+            } else {
+                samples.push(line);
+            }
+        }
+        lines
+    }
+
+    #[test]
+    fn the_exposition_keeps_its_names_labels_and_help_texts() {
+        let metrics = Metrics::default();
+        let mut timer = metrics.request_started();
+        timer.start -= Duration::from_millis(500);
+        timer.finish(Some("m"), 200);
+        metrics.observe_inference("m", Duration::from_millis(250));
+        metrics.set_model_ready("m", true);
+        let local = [item(Decision::Served, 0.5), item(Decision::Served, 0.95)];
+        metrics.observe_confidence("n", "s", &local);
+        let mut answered = local.to_vec();
+        answered.push(item(Decision::Forwarded, 0.7));
+        metrics.record_decisions("n", "s", &answered);
+        metrics.observe_upstream("u", Duration::from_millis(125));
+        let timeout = UpstreamError::Timeout {
+            upstream: "u".into(),
+            timeout_ms: 1,
+        };
+        metrics.count_upstream_error("u", &timeout);
+        metrics.observe_ensemble("n", "s", 2);
+        assert_eq!(
+            normalized(&metrics.encode()),
+            normalized(include_str!("../tests/golden/metrics.txt"))
+        );
+    }
+
+    #[test]
+    fn an_abandoned_request_leaves_the_in_flight_count() {
+        let metrics = Metrics::default();
+        let timer = metrics.request_started();
+        assert_eq!(metrics.in_flight(), 1);
+        drop(timer);
+        assert_eq!(metrics.in_flight(), 0);
+        assert!(!metrics.encode().contains("idn_requests_total{"));
     }
 }

@@ -1,34 +1,52 @@
-//! A running node: its config, its models, the pool that runs them, its upstreams and its
-//! metrics. Everything a request handler needs, built once at start-up.
+//! A running node: its config, its models, the pool that runs them, its services resolved
+//! against them, its upstreams and its metrics. Everything a request handler needs, built once
+//! at start-up.
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
-use crate::metrics::{Metrics, ModelLabels};
-use crate::pool::{Inference, InferencePool};
-use crate::protocol::ApiError;
-use crate::runtime::{Model, ModelState, Signature};
-use crate::tensor::Tensor;
-use crate::upstream::{self, Upstreams};
-use crate::{Result, ort_library};
-use idn_contract::config::{NodeAgentConfig, ServiceConfig};
+use crate::delivery::upstream::{self, Upstreams};
+use crate::delivery::{self, Backend, Delivery, Service, UpstreamCall};
+use crate::error::{Error, RequestError, Result, UpstreamError};
+use crate::metrics::Metrics;
+use crate::model::ort_library;
+use crate::model::{Inference, InferencePool, Model};
+use crate::wire::InferResponse;
+use crate::wire::context::RequestContext;
+use crate::wire::tensor::Tensor;
+use idn_contract::config::NodeAgentConfig;
 
+/// One node of an inference delivery network, running: shared by every request handler.
 pub struct Node {
-    pub config: NodeAgentConfig,
-    pub models: Vec<Model>,
+    config: NodeAgentConfig,
+    models: Vec<Model>,
     model_index: HashMap<String, usize>,
+    services: Vec<Service>,
     pool: InferencePool,
-    pub upstreams: Upstreams,
+    upstreams: Upstreams,
     /// Token callers must present, when `auth` is configured.
-    pub token: Option<String>,
-    pub metrics: Metrics,
+    token: Option<String>,
+    metrics: Metrics,
+}
+
+/// What a name in a request path is at this node.
+pub(crate) enum Served<'n> {
+    Service(&'n Service),
+    /// A model, with its index in the pool.
+    Model(usize, &'n Model),
 }
 
 impl Node {
-    /// Loads every model (a model that fails is kept as unavailable), reads token files and
-    /// starts the pool. Fails only when ONNX Runtime or a token file cannot be loaded.
+    /// Resolves the services, loads every model (a model that fails is kept as unavailable),
+    /// reads token files and starts the pool. Fails when ONNX Runtime or a token file cannot
+    /// be loaded, or when a strategy names a model, service or upstream the node lacks.
     pub fn start(config: NodeAgentConfig) -> Result<Arc<Node>> {
         ort_library::environment()?;
+        let services = delivery::resolve(&config).map_err(|problems| Error::Unresolved {
+            node: config.node.clone(),
+            problems,
+        })?;
         let token = config
             .auth
             .as_ref()
@@ -38,20 +56,11 @@ impl Node {
         let models: Vec<Model> = config.models.iter().cloned().map(Model::load).collect();
         let metrics = Metrics::default();
         for model in &models {
-            match &model.state {
-                ModelState::Ready { .. } => {
-                    tracing::info!(model = %model.config.name, "model ready")
-                }
-                ModelState::Unavailable { reason } => {
-                    tracing::error!(model = %model.config.name, %reason, "model not ready")
-                }
+            match model.readiness() {
+                Ok(_) => tracing::info!(model = %model.name(), "model ready"),
+                Err(reason) => tracing::error!(model = %model.name(), %reason, "model not ready"),
             }
-            metrics
-                .model_ready
-                .get_or_create(&ModelLabels {
-                    model: model.config.name.clone(),
-                })
-                .set(i64::from(model.is_ready()));
+            metrics.set_model_ready(model.name(), model.is_ready());
         }
         let threads = match config.limits.inference_threads {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -61,12 +70,13 @@ impl Node {
         let model_index = models
             .iter()
             .enumerate()
-            .map(|(i, m)| (m.config.name.clone(), i))
+            .map(|(i, m)| (m.name().to_owned(), i))
             .collect();
         Ok(Arc::new(Node {
             config,
             models,
             model_index,
+            services,
             pool,
             upstreams,
             token,
@@ -74,32 +84,67 @@ impl Node {
         }))
     }
 
+    /// The config the node runs: its name, tier, limits, models and services.
+    pub fn config(&self) -> &NodeAgentConfig {
+        &self.config
+    }
+
+    /// Each model that is not ready, with the reason.
+    pub fn unready_models(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.models
+            .iter()
+            .filter_map(|m| Some((m.name(), m.readiness().err()?)))
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
     /// Ready when at least one model serves, or the node only forwards: one broken model must
     /// not take the node out of its Service while the rest works (per-model readiness tells
     /// which).
-    pub fn is_ready(&self) -> bool {
+    pub(crate) fn is_ready(&self) -> bool {
         self.models.iter().any(Model::is_ready) || self.models.is_empty()
     }
 
-    pub fn service(&self, name: &str) -> Option<&ServiceConfig> {
-        self.config.services.iter().find(|s| s.name == name)
+    pub(crate) fn service(&self, name: &str) -> Option<&Service> {
+        self.services.iter().find(|s| s.name() == name)
     }
 
     /// Whether `name` is a model or service of this node (a metric label may be used for it).
-    pub fn serves(&self, name: &str) -> bool {
+    pub(crate) fn serves(&self, name: &str) -> bool {
         self.model_index.contains_key(name) || self.service(name).is_some()
     }
 
-    /// A model by name and optional version; 404 naming what this node serves otherwise.
-    pub fn model(&self, name: &str, version: Option<&str>) -> Result<(usize, &Model), ApiError> {
+    /// The service or model a request names; not found, naming what this node serves,
+    /// otherwise.
+    pub(crate) fn lookup(
+        &self,
+        name: &str,
+        version: Option<&str>,
+    ) -> Result<Served<'_>, RequestError> {
+        if let Some(service) = self.service(name) {
+            return Ok(Served::Service(service));
+        }
+        let (index, model) = self.model(name, version)?;
+        Ok(Served::Model(index, model))
+    }
+
+    /// A model by name and optional version; not found, naming what this node serves,
+    /// otherwise.
+    pub(crate) fn model(
+        &self,
+        name: &str,
+        version: Option<&str>,
+    ) -> Result<(usize, &Model), RequestError> {
         let i = *self.model_index.get(name).ok_or_else(|| {
             let served: Vec<&str> = self
                 .models
                 .iter()
-                .map(|m| m.config.name.as_str())
-                .chain(self.config.services.iter().map(|s| s.name.as_str()))
+                .map(Model::name)
+                .chain(self.services.iter().map(Service::name))
                 .collect();
-            ApiError::not_found(format!(
+            RequestError::NotFound(format!(
                 "model {name:?} is not served by node {:?} (models and services: {})",
                 self.config.node,
                 served.join(", ")
@@ -107,45 +152,86 @@ impl Node {
         })?;
         let model = &self.models[i];
         match version {
-            Some(v) if v != model.config.version => Err(ApiError::not_found(format!(
+            Some(v) if v != model.config().version => Err(RequestError::NotFound(format!(
                 "model {name:?} has no version {v:?} (versions: {})",
-                model.config.version
+                model.config().version
             ))),
             _ => Ok((i, model)),
         }
     }
 
-    /// The signature of a model that is ready; 503 with the reason otherwise.
-    pub fn ready_signature<'m>(name: &str, model: &'m Model) -> Result<&'m Signature, ApiError> {
-        match &model.state {
-            ModelState::Ready { signature, .. } => Ok(signature),
-            ModelState::Unavailable { reason } => Err(ApiError::unavailable(format!(
-                "model {name:?} is not ready: {reason}"
-            ))),
+    /// Refuses a call without the node's bearer token, when one is configured.
+    pub(crate) fn check_token(&self, presented: Option<&str>) -> Result<(), RequestError> {
+        let Some(token) = &self.token else {
+            return Ok(());
+        };
+        match presented {
+            Some(p) if constant_time_eq(p.as_bytes(), token.as_bytes()) => Ok(()),
+            Some(_) => Err(RequestError::Unauthorized("invalid bearer token")),
+            None => Err(RequestError::Unauthorized(
+                "this node requires an Authorization: Bearer token",
+            )),
         }
     }
 
     /// Checks inputs against a model and runs it on the pool, recording the inference time.
-    pub async fn run_model(
+    pub(crate) async fn infer(
         &self,
         index: usize,
         inputs: Vec<Tensor>,
         outputs: Vec<String>,
-    ) -> Result<Inference, ApiError> {
+    ) -> Result<Inference, RequestError> {
         let model = &self.models[index];
-        let name = &model.config.name;
-        Self::ready_signature(name, model)?.check_inputs(
-            name,
-            &inputs,
-            self.config.limits.max_batch_size,
-        )?;
+        let name = model.name();
+        model
+            .ready_signature()?
+            .check_inputs(name, &inputs, self.config.limits.max_batch_size)?;
         let inference = self.pool.infer(index, inputs, outputs).await?;
-        self.metrics
-            .inference_duration
-            .get_or_create(&ModelLabels {
-                model: name.clone(),
-            })
-            .observe(inference.elapsed.as_secs_f64());
+        self.metrics.observe_inference(name, inference.elapsed);
         Ok(inference)
     }
+
+    /// The node's delivery: its services answered by their strategies, with this node's
+    /// models and upstreams.
+    pub(crate) fn delivery(&self) -> Delivery<'_, Node> {
+        Delivery {
+            node: &self.config.node,
+            services: &self.services,
+            backend: self,
+            metrics: &self.metrics,
+        }
+    }
+}
+
+/// The node answers for its strategies with its inference pool and its upstream client.
+impl Backend for Node {
+    async fn run_model(
+        &self,
+        model: usize,
+        output: &str,
+        inputs: &[Tensor],
+    ) -> Result<Tensor, RequestError> {
+        let inference = self
+            .infer(model, inputs.to_vec(), vec![output.to_owned()])
+            .await?;
+        inference.outputs.into_iter().next().ok_or_else(|| {
+            RequestError::Internal(format!("model #{model} returned no output {output:?}"))
+        })
+    }
+
+    async fn call_upstream(
+        &self,
+        call: UpstreamCall<'_>,
+        inputs: &[Tensor],
+        context: &RequestContext,
+    ) -> Result<(InferResponse, Duration), UpstreamError> {
+        self.upstreams
+            .infer(call, inputs, context, &self.config.node)
+            .await
+    }
+}
+
+/// Compares secrets without an early exit, so timing does not reveal a matching prefix.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

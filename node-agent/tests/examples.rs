@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use idn_contract::config::NodeAgentConfig;
-use idn_node_agent::runtime::Model;
+use idn_node_agent::model::Model;
 
 fn configs(dir: &Path, found: &mut Vec<std::path::PathBuf>) {
     for entry in std::fs::read_dir(dir).unwrap() {

@@ -407,7 +407,7 @@ async fn shutdown_drains_in_flight_requests() {
         )
         .await
     });
-    while agent.node.metrics.in_flight.get() == 0 {
+    while agent.node.metrics().in_flight() == 0 {
         tokio::time::sleep(std::time::Duration::from_millis(1)).await;
     }
     agent.stop().await;
@@ -422,19 +422,15 @@ async fn shutdown_drains_in_flight_requests() {
 
 #[tokio::test]
 async fn a_full_inference_queue_refuses_at_once_with_503() {
-    use idn_node_agent::pool::InferencePool;
-    use idn_node_agent::runtime::Model;
-    use idn_node_agent::tensor::{Tensor, TensorData};
+    use idn_node_agent::model::{InferencePool, Model};
+    use idn_node_agent::wire::tensor::{Tensor, TensorData};
 
     let models: Vec<Model> = example_config()
         .models
         .into_iter()
         .map(Model::load)
         .collect();
-    let cnn = models
-        .iter()
-        .position(|m| m.config.name == "mnist-cnn")
-        .unwrap();
+    let cnn = models.iter().position(|m| m.name() == "mnist-cnn").unwrap();
     // One worker and room for one waiting job: a large CNN batch keeps the worker busy while
     // the other requests arrive.
     let pool = InferencePool::start(&models, 1, 1);
@@ -453,11 +449,13 @@ async fn a_full_inference_queue_refuses_at_once_with_503() {
         refused.len()
     );
     for error in refused {
-        assert_eq!(error.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            idn_node_agent::server::http_status(error),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
         assert!(
-            error.message.contains("the inference queue is full"),
-            "{}",
-            error.message
+            error.to_string().contains("the inference queue is full"),
+            "{error}"
         );
     }
 }

@@ -6,8 +6,9 @@ use std::path::{Path, PathBuf};
 
 use idn_contract::config::ModelConfig;
 use idn_contract::names::is_model_name;
-use idn_node_agent::runtime::{self, Model, ModelState};
-use idn_node_agent::tensor::{Tensor, TensorData};
+use idn_node_agent::error::RequestError;
+use idn_node_agent::model::Model;
+use idn_node_agent::wire::tensor::{Tensor, TensorData};
 
 use crate::dataset::Dataset;
 
@@ -22,7 +23,8 @@ pub enum InferenceError {
     Unavailable { path: PathBuf, reason: String },
     #[error("{path}: {message}")]
     Input { path: PathBuf, message: String },
-    #[error("{path}: inference failed: {reason}")]
+    /// `reason` says what failed ("inference failed: ...").
+    #[error("{path}: {reason}")]
     Run { path: PathBuf, reason: String },
     #[error("{path}: output {output:?} {problem}")]
     Output {
@@ -72,10 +74,10 @@ impl SampleModel {
             outputs: vec![output.to_owned()],
             labels: Vec::new(),
         });
-        if let ModelState::Unavailable { reason } = &model.state {
+        if let Err(reason) = model.readiness() {
             return Err(InferenceError::Unavailable {
                 path: path.to_owned(),
-                reason: reason.clone(),
+                reason: reason.to_owned(),
             });
         }
         Ok(SampleModel {
@@ -88,40 +90,33 @@ impl SampleModel {
     /// Runs the whole sample as one batch and returns the output, checked to be one row per
     /// item.
     pub fn probabilities(&self, dataset: &Dataset) -> Result<Probabilities, InferenceError> {
-        let ModelState::Ready { signature, bytes } = &self.model.state else {
-            unreachable!("load keeps only ready models");
-        };
         let path = || self.path.clone();
+        let config = self.model.config();
         let input = Tensor {
-            name: self.model.config.inputs[0].clone(),
+            name: config.inputs[0].clone(),
             shape: vec![dataset.len(), dataset.features],
             data: TensorData::Fp32(dataset.inputs.clone()),
         };
-        let inputs = vec![input];
-        signature
-            .check_inputs(&self.name, &inputs, usize::MAX)
-            .map_err(|e| InferenceError::Input {
-                path: path(),
-                message: e.message,
-            })?;
-        let mut session =
-            runtime::open_session(bytes).map_err(|reason| InferenceError::Unavailable {
-                path: path(),
-                reason,
-            })?;
-        let output = &self.model.config.outputs[0];
-        let tensor = runtime::run(
-            &mut session,
-            signature,
-            inputs,
-            std::slice::from_ref(output),
-        )
-        .map_err(|reason| InferenceError::Run {
-            path: path(),
-            reason,
-        })?
-        .pop()
-        .expect("one output asked, one returned");
+        let output = &config.outputs[0];
+        let tensor = self
+            .model
+            .infer_once(vec![input], std::slice::from_ref(output))
+            .map_err(|e| match e {
+                RequestError::Invalid(message) => InferenceError::Input {
+                    path: path(),
+                    message,
+                },
+                RequestError::Unavailable(reason) => InferenceError::Unavailable {
+                    path: path(),
+                    reason,
+                },
+                other => InferenceError::Run {
+                    path: path(),
+                    reason: other.to_string(),
+                },
+            })?
+            .pop()
+            .expect("one output asked, one returned");
         let problem = |problem: String| InferenceError::Output {
             path: path(),
             output: output.clone(),

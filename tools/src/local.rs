@@ -10,7 +10,6 @@ use std::sync::Arc;
 use anyhow::{Context as _, anyhow, bail};
 use idn_contract::names::sha256_hex;
 use idn_node_agent::node::Node;
-use idn_node_agent::runtime::ModelState;
 use idn_node_agent::server;
 use kube::ResourceExt;
 use tokio::net::TcpListener;
@@ -223,14 +222,8 @@ fn start_node(
     let addr = listener.local_addr()?;
     let node = Node::start(config)?;
     let broken: Vec<String> = node
-        .models
-        .iter()
-        .filter_map(|m| match &m.state {
-            ModelState::Unavailable { reason } => {
-                Some(format!("model {} is not ready: {reason}", m.config.name))
-            }
-            ModelState::Ready { .. } => None,
-        })
+        .unready_models()
+        .map(|(model, reason)| format!("model {model} is not ready: {reason}"))
         .collect();
     if !broken.is_empty() {
         bail!("{}", broken.join("; "));
@@ -240,12 +233,13 @@ fn start_node(
     let task = tokio::spawn(server::serve(served, listener, async {
         let _ = stopped.await;
     }));
+    let config = node.config();
     Ok(LocalNode {
-        name: node.config.node.clone(),
-        tier: node.config.tier.clone().unwrap_or_default(),
+        name: config.node.clone(),
+        tier: config.tier.clone().unwrap_or_default(),
         addr,
-        services: node.config.service_names(),
-        models: node.config.model_names(),
+        services: config.service_names(),
+        models: config.model_names(),
         stop: Some(stop),
         task,
     })

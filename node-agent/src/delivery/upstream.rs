@@ -2,12 +2,11 @@
 //! timeouts bounded by the request deadline, an optional bearer token and CA, the request
 //! context headers, and an optional emulated link delay.
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use http::Request;
 use http::header::{AUTHORIZATION, CONTENT_TYPE};
-use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
@@ -16,64 +15,12 @@ use hyper_util::rt::TokioExecutor;
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 
-use crate::context::{LOOP_DETECTED, RequestContext};
-use crate::protocol::{self, ApiError, InferResponse, Parameters};
-use crate::tensor::Tensor;
-use crate::{Error, Result};
+use super::UpstreamCall;
+use crate::error::{Error, Result, UpstreamError};
+use crate::wire::context::RequestContext;
+use crate::wire::tensor::Tensor;
+use crate::wire::{self, InferResponse, Parameters};
 use idn_contract::config::UpstreamConfig;
-
-/// Why an upstream call gave no answer.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum UpstreamError {
-    #[error("upstream {upstream:?} did not answer within {timeout_ms} ms")]
-    Timeout { upstream: String, timeout_ms: u128 },
-    #[error("upstream {upstream:?} is unreachable: {message}")]
-    Unreachable { upstream: String, message: String },
-    #[error("upstream {upstream:?} answered {status}: {message}")]
-    Status {
-        upstream: String,
-        status: StatusCode,
-        message: String,
-    },
-    #[error("upstream {upstream:?} sent an invalid answer: {message}")]
-    Invalid { upstream: String, message: String },
-}
-
-impl UpstreamError {
-    /// Metric label.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            UpstreamError::Timeout { .. } => "timeout",
-            UpstreamError::Unreachable { .. } => "unreachable",
-            UpstreamError::Status { status, .. } if is_overload(*status) => "overloaded",
-            UpstreamError::Status { .. } => "status",
-            UpstreamError::Invalid { .. } => "invalid",
-        }
-    }
-
-    /// A loop or hop-limit refusal is a topology error: it is reported, never hidden behind a
-    /// fallback answer.
-    pub fn is_routing_error(&self) -> bool {
-        matches!(self, UpstreamError::Status { status, .. } if *status == LOOP_DETECTED)
-    }
-
-    /// The error returned to the client when the service does not fall back.
-    pub fn to_api_error(&self) -> ApiError {
-        let status = match self {
-            UpstreamError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
-            UpstreamError::Status { status, .. } if *status == LOOP_DETECTED => LOOP_DETECTED,
-            UpstreamError::Status { status, .. } if is_overload(*status) => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
-            _ => StatusCode::BAD_GATEWAY,
-        };
-        ApiError::new(status, self.to_string())
-    }
-}
-
-fn is_overload(status: StatusCode) -> bool {
-    status == StatusCode::SERVICE_UNAVAILABLE || status == StatusCode::TOO_MANY_REQUESTS
-}
 
 struct Upstream {
     config: UpstreamConfig,
@@ -83,27 +30,26 @@ struct Upstream {
     client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
 }
 
-/// The upstreams of this node.
-pub struct Upstreams {
-    upstreams: HashMap<String, Upstream>,
+/// The upstreams of this node, in config order: services address them by index.
+pub(crate) struct Upstreams {
+    upstreams: Vec<Upstream>,
     max_body_bytes: usize,
 }
 
 impl Upstreams {
     /// Reads each upstream's token and CA files; a missing or unreadable one is a start-up
     /// error.
-    pub fn new(configs: &[UpstreamConfig], max_body_bytes: usize) -> Result<Self> {
+    pub(crate) fn new(configs: &[UpstreamConfig], max_body_bytes: usize) -> Result<Self> {
         let upstreams = configs
             .iter()
             .map(|config| {
                 let token = config.token_file.as_deref().map(read_token).transpose()?;
-                let upstream = Upstream {
+                Ok(Upstream {
                     base: config.url.trim_end_matches('/').to_owned(),
                     client: client(config.ca_file.as_deref())?,
                     config: config.clone(),
                     token,
-                };
-                Ok((config.name.clone(), upstream))
+                })
             })
             .collect::<Result<_>>()?;
         Ok(Upstreams {
@@ -112,20 +58,17 @@ impl Upstreams {
         })
     }
 
-    /// Asks `upstream` to run `service` on `inputs`, returning its response and how long the
-    /// call took (link delay included).
-    pub async fn infer(
+    /// Makes `call` for `inputs` on behalf of node `node`, returning the response and how
+    /// long the call took (link delay included).
+    pub(crate) async fn infer(
         &self,
-        upstream: &str,
-        service: &str,
-        output: &str,
+        call: UpstreamCall<'_>,
         inputs: &[Tensor],
         context: &RequestContext,
         node: &str,
     ) -> Result<(InferResponse, Duration), UpstreamError> {
         let start = Instant::now();
-        let up = self.upstreams.get(upstream).expect("validated at load");
-        let name = || upstream.to_owned();
+        let up = &self.upstreams[call.upstream];
         if up.config.delay_ms > 0 {
             let delay = Duration::from_millis(up.config.delay_ms).min(context.remaining());
             // tokio's timer rounds up to whole milliseconds (+0.5 ms on average, 10% of a 5 ms
@@ -134,81 +77,112 @@ impl Upstreams {
         }
         let timeout = Duration::from_millis(up.config.timeout_ms).min(context.remaining());
         let timed_out = || UpstreamError::Timeout {
-            upstream: name(),
+            upstream: up.name(),
             timeout_ms: timeout.as_millis(),
         };
         if timeout.is_zero() {
             return Err(timed_out());
         }
-        let body = protocol::encode_request(
+        let request = up.request(call, inputs, context, node)?;
+        let (parts, body) = tokio::time::timeout(timeout, up.send(request, self.max_body_bytes))
+            .await
+            .map_err(|_| timed_out())??;
+        let response = up.answer(&parts, &body)?;
+        Ok((response, start.elapsed()))
+    }
+}
+
+impl Upstream {
+    fn name(&self) -> String {
+        self.config.name.clone()
+    }
+
+    /// The OIP request for `call` here, with the request context's headers and the token.
+    fn request(
+        &self,
+        call: UpstreamCall<'_>,
+        inputs: &[Tensor],
+        context: &RequestContext,
+        node: &str,
+    ) -> Result<Request<Full<Bytes>>, UpstreamError> {
+        let body = wire::encode_request(
             context.request_id.as_deref(),
             &Parameters::new(),
             inputs,
-            &[output],
-            up.config.binary_data,
+            &[call.output],
+            self.config.binary_data,
         );
-        let mut request = Request::post(format!("{}/v2/models/{service}/infer", up.base))
-            .header(CONTENT_TYPE, "application/json");
+        let url = format!("{}/v2/models/{}/infer", self.base, call.service);
+        let mut request = Request::post(url).header(CONTENT_TYPE, "application/json");
         if let Some(length) = body.header_length {
-            request = request.header(protocol::HEADER_LENGTH, length);
+            request = request.header(wire::HEADER_LENGTH, length);
         }
         for (header, value) in context.forward_headers(node) {
             request = request.header(header, value);
         }
-        if let Some(token) = &up.token {
+        if let Some(token) = &self.token {
             request = request.header(AUTHORIZATION, format!("Bearer {token}"));
         }
-        let request = request
+        request
             .body(Full::new(body.bytes))
             .map_err(|e| UpstreamError::Invalid {
-                upstream: name(),
+                upstream: self.name(),
                 message: format!("cannot build the request: {e}"),
-            })?;
-        let call = async {
-            let response =
-                up.client
-                    .request(request)
-                    .await
-                    .map_err(|e| UpstreamError::Unreachable {
-                        upstream: name(),
-                        message: error_chain(&e),
-                    })?;
-            let (parts, body) = response.into_parts();
-            let body = Limited::new(body, self.max_body_bytes)
-                .collect()
+            })
+    }
+
+    /// Sends `request` and reads the whole answer, up to `max_body_bytes`.
+    async fn send(
+        &self,
+        request: Request<Full<Bytes>>,
+        max_body_bytes: usize,
+    ) -> Result<(http::response::Parts, Bytes), UpstreamError> {
+        let response =
+            self.client
+                .request(request)
                 .await
-                .map_err(|e| UpstreamError::Invalid {
-                    upstream: name(),
-                    message: format!("cannot read the body: {e}"),
-                })?
-                .to_bytes();
-            Ok::<_, UpstreamError>((parts, body))
-        };
-        let (parts, body) = tokio::time::timeout(timeout, call)
+                .map_err(|e| UpstreamError::Unreachable {
+                    upstream: self.name(),
+                    message: error_chain(&e),
+                })?;
+        let (parts, body) = response.into_parts();
+        let body = Limited::new(body, max_body_bytes)
+            .collect()
             .await
-            .map_err(|_| timed_out())??;
+            .map_err(|e| UpstreamError::Invalid {
+                upstream: self.name(),
+                message: format!("cannot read the body: {e}"),
+            })?
+            .to_bytes();
+        Ok((parts, body))
+    }
+
+    /// The decoded response of a call that succeeded; the upstream's status and error message
+    /// otherwise.
+    fn answer(
+        &self,
+        parts: &http::response::Parts,
+        body: &[u8],
+    ) -> Result<InferResponse, UpstreamError> {
         if !parts.status.is_success() {
-            let message = serde_json::from_slice::<serde_json::Value>(&body)
+            let message = serde_json::from_slice::<serde_json::Value>(body)
                 .ok()
                 .and_then(|v| v["error"].as_str().map(str::to_owned))
-                .unwrap_or_else(|| String::from_utf8_lossy(&body).chars().take(200).collect());
+                .unwrap_or_else(|| String::from_utf8_lossy(body).chars().take(200).collect());
             return Err(UpstreamError::Status {
-                upstream: name(),
+                upstream: self.name(),
                 status: parts.status,
                 message,
             });
         }
         let header_length = parts
             .headers
-            .get(protocol::HEADER_LENGTH)
+            .get(wire::HEADER_LENGTH)
             .and_then(|v| v.to_str().ok());
-        let response = protocol::decode_response(&body, header_length).map_err(|e| {
-            UpstreamError::Invalid {
-                upstream: name(),
-                message: e.message,
-            }
-        })?;
-        Ok((response, start.elapsed()))
+        wire::decode_response(body, header_length).map_err(|e| UpstreamError::Invalid {
+            upstream: self.name(),
+            message: e.to_string(),
+        })
     }
 }
 
@@ -260,7 +234,7 @@ fn client(
 
 /// Reads a bearer token file, trimming the trailing newline editors and `kubectl create secret`
 /// leave.
-pub fn read_token(path: &std::path::Path) -> Result<String> {
+pub(crate) fn read_token(path: &std::path::Path) -> Result<String> {
     std::fs::read_to_string(path)
         .map(|t| t.trim().to_owned())
         .map_err(|source| Error::TokenFile {

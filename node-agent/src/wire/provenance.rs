@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 
 use idn_contract::provenance::{CONFIDENCE, DECISION, DEGRADED, Decision, HOPS, MODEL, NODE, PATH};
 
-use crate::protocol::Parameters;
+use super::message::Parameters;
 
 /// Provenance of one batch item.
 #[derive(Debug, Clone, PartialEq)]

@@ -5,7 +5,7 @@ use idn_contract::confidence::{Confidence, argmax};
 use idn_contract::config::Combine;
 
 /// Running combination of the answers received so far for each item.
-pub struct Accumulator {
+pub(super) struct Accumulator {
     combine: Combine,
     classes: usize,
     /// Weighted sums (mean, weighted mean), vote counts (vote) or the best answer
@@ -14,11 +14,11 @@ pub struct Accumulator {
     /// Total weight per item (most confident: the best confidence so far).
     weights: Vec<f64>,
     /// Members that answered each item, by index.
-    pub members: Vec<Vec<usize>>,
+    members: Vec<Vec<usize>>,
 }
 
 impl Accumulator {
-    pub fn new(combine: Combine, items: usize, classes: usize) -> Self {
+    pub(super) fn new(combine: Combine, items: usize, classes: usize) -> Self {
         Accumulator {
             combine,
             classes,
@@ -35,12 +35,12 @@ impl Accumulator {
         }
     }
 
-    pub fn classes(&self) -> usize {
+    pub(super) fn classes(&self) -> usize {
         self.classes
     }
 
     /// Adds member `member`'s answer `probs` (rows × classes) for the items `rows`.
-    pub fn add(
+    pub(super) fn add(
         &mut self,
         member: usize,
         weight: f64,
@@ -81,8 +81,13 @@ impl Accumulator {
         }
     }
 
+    /// The members that answered item `row`, in the order they were added.
+    pub(super) fn members(&self, row: usize) -> &[usize] {
+        &self.members[row]
+    }
+
     /// The combined probabilities of one item (uniform when nothing was added).
-    pub fn combined(&self, row: usize) -> Vec<f32> {
+    pub(super) fn combined(&self, row: usize) -> Vec<f32> {
         let sums = &self.sums[row * self.classes..(row + 1) * self.classes];
         let total = match self.combine {
             Combine::MostConfident => 1.0,

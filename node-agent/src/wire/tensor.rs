@@ -16,7 +16,7 @@ macro_rules! datatypes {
 
         impl DataType {
             /// Every supported datatype, in OIP spelling, for error messages.
-            pub const SUPPORTED: &'static str = concat!($($oip, " "),+);
+            pub(crate) const SUPPORTED: &'static str = concat!($($oip, " "),+);
 
             /// The OIP name, e.g. `FP32`.
             pub fn as_str(self) -> &'static str {
@@ -26,7 +26,7 @@ macro_rules! datatypes {
             }
 
             /// Parses an OIP datatype name.
-            pub fn parse(name: &str) -> Option<Self> {
+            pub(crate) fn parse(name: &str) -> Option<Self> {
                 match name {
                     $($oip => Some(DataType::$variant),)+
                     _ => None,
@@ -34,7 +34,7 @@ macro_rules! datatypes {
             }
 
             /// Bytes per element in the binary tensor data extension.
-            pub fn element_size(self) -> usize {
+            pub(crate) fn element_size(self) -> usize {
                 match self {
                     $(DataType::$variant => std::mem::size_of::<$elem>()),+
                 }
@@ -68,7 +68,7 @@ macro_rules! datatypes {
             }
 
             /// Decodes little-endian binary data (the OIP binary tensor extension).
-            pub fn from_le_bytes(datatype: DataType, bytes: &[u8]) -> Option<Self> {
+            pub(crate) fn from_le_bytes(datatype: DataType, bytes: &[u8]) -> Option<Self> {
                 if bytes.len() % datatype.element_size() != 0 {
                     return None;
                 }
@@ -83,7 +83,7 @@ macro_rules! datatypes {
             }
 
             /// Appends the data as little-endian bytes.
-            pub fn write_le_bytes(&self, out: &mut Vec<u8>) {
+            pub(crate) fn write_le_bytes(&self, out: &mut Vec<u8>) {
                 match self {
                     $(TensorData::$variant(v) => {
                         out.reserve(v.len() * std::mem::size_of::<$elem>());
@@ -102,7 +102,7 @@ macro_rules! datatypes {
             }
 
             /// An empty vector of the given datatype, with room for `capacity` elements.
-            pub fn with_capacity(datatype: DataType, capacity: usize) -> Self {
+            pub(crate) fn with_capacity(datatype: DataType, capacity: usize) -> Self {
                 match datatype {
                     $(DataType::$variant => TensorData::$variant(Vec::with_capacity(capacity))),+
                 }
@@ -166,17 +166,17 @@ pub struct Tensor {
 
 impl Tensor {
     /// Number of elements the shape calls for.
-    pub fn shape_elements(shape: &[usize]) -> Option<usize> {
+    pub(crate) fn shape_elements(shape: &[usize]) -> Option<usize> {
         shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d))
     }
 
     /// Size of the first dimension (the batch), 1 for a scalar.
-    pub fn batch_size(&self) -> usize {
+    pub(crate) fn batch_size(&self) -> usize {
         self.shape.first().copied().unwrap_or(1)
     }
 
     /// The batch items at `rows` (indices into the first dimension), in that order.
-    pub fn select_rows(&self, rows: &[usize]) -> Tensor {
+    pub(crate) fn select_rows(&self, rows: &[usize]) -> Tensor {
         let batch = self.batch_size();
         let chunk = self.data.len().checked_div(batch).unwrap_or(0);
         let mut shape = self.shape.clone();

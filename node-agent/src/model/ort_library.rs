@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use crate::{Error, Result};
+use crate::error::{Error, Result};
 
 /// File name of the pinned library (`make ort` fetches exactly this version).
 pub const LIBRARY_FILE: &str = "libonnxruntime.so.1.32.0";

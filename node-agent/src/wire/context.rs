@@ -1,11 +1,14 @@
 //! What travels with a request from node to node: the nodes it visited (for hop limits and
 //! loop detection), its deadline (as the remaining budget), its id and its W3C trace context.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use http::HeaderMap;
+// tokio's clock, so that tests on paused time can let a deadline pass.
+use tokio::time::Instant;
 
-use crate::protocol::{ApiError, Parameters};
+use super::message::Parameters;
+use crate::error::RequestError;
 
 /// Comma-separated names of the nodes a request passed through before this one.
 pub const PATH_HEADER: &str = "idn-path";
@@ -15,9 +18,6 @@ pub const DEADLINE_HEADER: &str = "idn-deadline-ms";
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 /// W3C trace context.
 pub const TRACEPARENT_HEADER: &str = "traceparent";
-
-/// Status for a request that would loop or exceed the hop limit.
-pub const LOOP_DETECTED: http::StatusCode = http::StatusCode::LOOP_DETECTED;
 
 /// The context of one request at this node.
 #[derive(Debug, Clone)]
@@ -38,7 +38,7 @@ impl RequestContext {
         headers: &HeaderMap,
         parameters: &Parameters,
         default_deadline: Duration,
-    ) -> Result<Self, ApiError> {
+    ) -> Result<Self, RequestError> {
         let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
         let path = text(PATH_HEADER)
             .map(|p| {
@@ -51,12 +51,12 @@ impl RequestContext {
             .unwrap_or_default();
         let budget_ms = match (text(DEADLINE_HEADER), parameters.get("deadline_ms")) {
             (Some(ms), _) => Some(ms.trim().parse::<u64>().map_err(|_| {
-                ApiError::bad_request(format!(
+                RequestError::Invalid(format!(
                     "{DEADLINE_HEADER}: {ms:?} is not a number of milliseconds"
                 ))
             })?),
             (None, Some(value)) => Some(value.as_u64().ok_or_else(|| {
-                ApiError::bad_request(format!(
+                RequestError::Invalid(format!(
                     "parameters.deadline_ms: {value} is not a number of milliseconds"
                 ))
             })?),
@@ -72,21 +72,18 @@ impl RequestContext {
     }
 
     /// Refuses a request that already visited `node` or has used up its hops.
-    pub fn check_route(&self, node: &str, max_hops: usize) -> Result<(), ApiError> {
+    pub fn check_route(&self, node: &str, max_hops: usize) -> Result<(), RequestError> {
         if self.path.iter().any(|n| n == node) {
-            return Err(ApiError::new(
-                LOOP_DETECTED,
-                format!("forwarding loop: {} -> {node}", self.path.join(" -> ")),
-            ));
+            return Err(RequestError::Routing(format!(
+                "forwarding loop: {} -> {node}",
+                self.path.join(" -> ")
+            )));
         }
         if self.path.len() > max_hops {
-            return Err(ApiError::new(
-                LOOP_DETECTED,
-                format!(
-                    "hop limit {max_hops} exceeded: {} -> {node}",
-                    self.path.join(" -> ")
-                ),
-            ));
+            return Err(RequestError::Routing(format!(
+                "hop limit {max_hops} exceeded: {} -> {node}",
+                self.path.join(" -> ")
+            )));
         }
         Ok(())
     }
@@ -141,7 +138,7 @@ fn parse_traceparent(value: &str) -> Option<(String, String)> {
 mod tests {
     use super::*;
 
-    fn context(headers: &[(&'static str, &str)]) -> Result<RequestContext, ApiError> {
+    fn context(headers: &[(&'static str, &str)]) -> Result<RequestContext, RequestError> {
         let mut map = HeaderMap::new();
         for (k, v) in headers {
             map.insert(*k, v.parse().unwrap());
@@ -155,16 +152,15 @@ mod tests {
         assert_eq!(ctx.path, ["access-0", "edge-0"]);
         assert!(ctx.check_route("cloud-0", 8).is_ok());
         let looped = ctx.check_route("access-0", 8).unwrap_err();
-        assert_eq!(looped.status, LOOP_DETECTED);
         assert_eq!(
-            looped.message,
-            "forwarding loop: access-0 -> edge-0 -> access-0"
+            looped,
+            RequestError::Routing("forwarding loop: access-0 -> edge-0 -> access-0".into())
         );
         let limited = ctx.check_route("cloud-0", 1).unwrap_err();
+        assert!(matches!(limited, RequestError::Routing(_)), "{limited:?}");
         assert!(
-            limited.message.starts_with("hop limit 1 exceeded"),
-            "{}",
-            limited.message
+            limited.to_string().starts_with("hop limit 1 exceeded"),
+            "{limited}"
         );
     }
 
@@ -179,7 +175,8 @@ mod tests {
                 .unwrap();
         assert!(ctx.remaining() <= Duration::from_millis(20));
         let err = context(&[(DEADLINE_HEADER, "soon")]).unwrap_err();
-        assert!(err.message.contains("is not a number of milliseconds"));
+        assert!(matches!(err, RequestError::Invalid(_)), "{err:?}");
+        assert!(err.to_string().contains("is not a number of milliseconds"));
     }
 
     #[test]

@@ -2,19 +2,18 @@
 //! ready model, fed by a bounded queue.
 //!
 //! Inference never runs on the async reactor. The queue bound is the overload policy: when it
-//! is full the request is refused at once with 503 instead of waiting in memory.
+//! is full the request is refused at once (overloaded) instead of waiting in memory.
 
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
-use ort::session::Session;
 use tokio::sync::oneshot;
 
-use crate::protocol::ApiError;
-use crate::runtime::{self, Model, ModelState, Signature};
-use crate::tensor::Tensor;
+use super::runtime::{Model, ModelSession};
+use crate::error::RequestError;
+use crate::wire::tensor::Tensor;
 
 /// Outputs of one inference and the time the model took.
 #[derive(Debug)]
@@ -27,7 +26,7 @@ struct Job {
     model: usize,
     inputs: Vec<Tensor>,
     outputs: Vec<String>,
-    reply: oneshot::Sender<Result<Inference, String>>,
+    reply: oneshot::Sender<Result<Inference, RequestError>>,
 }
 
 /// Handle to the worker threads; cloning shares the same queue.
@@ -53,13 +52,13 @@ impl InferencePool {
         InferencePool { queue, queue_depth }
     }
 
-    /// Runs a model on checked inputs; 503 when the queue is full.
+    /// Runs a model on checked inputs; refused at once when the queue is full.
     pub async fn infer(
         &self,
         model: usize,
         inputs: Vec<Tensor>,
         outputs: Vec<String>,
-    ) -> Result<Inference, ApiError> {
+    ) -> Result<Inference, RequestError> {
         let (reply, answer) = oneshot::channel();
         let job = Job {
             model,
@@ -68,54 +67,47 @@ impl InferencePool {
             reply,
         };
         self.queue.try_send(job).map_err(|e| match e {
-            TrySendError::Full(_) => ApiError::unavailable(format!(
-                "overloaded: the inference queue is full ({} requests waiting); retry later",
-                self.queue_depth
-            )),
-            TrySendError::Disconnected(_) => ApiError::unavailable("the agent is shutting down"),
+            TrySendError::Full(_) => RequestError::Overloaded {
+                queue_depth: self.queue_depth,
+            },
+            TrySendError::Disconnected(_) => {
+                RequestError::Unavailable("the agent is shutting down".into())
+            }
         })?;
         answer
             .await
-            .map_err(|_| ApiError::unavailable("the inference worker stopped"))?
-            .map_err(|e| {
-                ApiError::new(
-                    http::StatusCode::INTERNAL_SERVER_ERROR,
-                    format!("inference failed: {e}"),
-                )
-            })
+            .map_err(|_| RequestError::Unavailable("the inference worker stopped".into()))?
     }
 }
 
 /// A worker: opens its sessions, then serves jobs until every sender is gone.
 fn work(models: &[Model], jobs: &Receiver<Job>) {
-    let mut sessions: Vec<Option<(Session, &Signature)>> = models
+    let mut sessions: Vec<Option<ModelSession>> = models
         .iter()
-        .map(|m| match &m.state {
-            ModelState::Ready { signature, bytes } => match runtime::open_session(bytes) {
-                Ok(session) => Some((session, signature)),
-                Err(e) => {
-                    tracing::error!(model = %m.config.name, error = %e, "worker cannot open a session");
-                    None
-                }
-            },
-            ModelState::Unavailable { .. } => None,
+        .map(|m| {
+            if !m.is_ready() {
+                return None;
+            }
+            m.open_session()
+                .inspect_err(|e| tracing::error!(model = %m.name(), error = %e, "worker cannot open a session"))
+                .ok()
         })
         .collect();
     for job in jobs {
         let result = match sessions.get_mut(job.model).and_then(Option::as_mut) {
-            Some((session, signature)) => {
+            Some(session) => {
                 let start = Instant::now();
-                runtime::run(session, signature, job.inputs, &job.outputs).map(|outputs| {
-                    Inference {
+                session
+                    .run(job.inputs, &job.outputs)
+                    .map(|outputs| Inference {
                         outputs,
                         elapsed: start.elapsed(),
-                    }
-                })
+                    })
             }
-            None => Err(format!(
-                "model #{} has no session on this worker",
+            None => Err(RequestError::Internal(format!(
+                "inference failed: model #{} has no session on this worker",
                 job.model
-            )),
+            ))),
         };
         // The client may have gone away; its answer is then dropped.
         let _ = job.reply.send(result);

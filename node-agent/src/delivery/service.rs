@@ -1,0 +1,311 @@
+//! Services with their strategies resolved against the node, once, at start: every target is an
+//! index into the node's models, services or upstreams, so request-time code never looks a name
+//! up and cannot fail on one.
+
+use idn_contract::confidence::Confidence;
+use idn_contract::config::{self, Combine, EnsembleMode, NodeAgentConfig, ServiceConfig};
+
+/// A service of this node and the strategy that answers it.
+#[derive(Debug)]
+pub(crate) struct Service {
+    pub config: ServiceConfig,
+    pub strategy: Strategy,
+}
+
+/// A strategy whose targets are resolved.
+#[derive(Debug)]
+pub(crate) enum Strategy {
+    Local(Target),
+    Forward {
+        to: Target,
+        /// A local model answering (degraded) when `to` fails.
+        fallback: Option<Target>,
+    },
+    Threshold(Threshold),
+    Ensemble(Ensemble),
+}
+
+#[derive(Debug)]
+pub(crate) struct Threshold {
+    pub local: Target,
+    pub forward: Target,
+    pub tau: f64,
+    pub confidence: Confidence,
+}
+
+#[derive(Debug)]
+pub(crate) struct Ensemble {
+    /// Cheapest first: the order a sequential ensemble queries them in.
+    pub members: Vec<Member>,
+    pub combine: Combine,
+    pub mode: EnsembleMode,
+    pub tau: Option<f64>,
+    /// Most members a sequential ensemble queries.
+    pub max_members: usize,
+    pub confidence: Confidence,
+}
+
+#[derive(Debug)]
+pub(crate) struct Member {
+    pub target: Target,
+    pub weight: f64,
+}
+
+/// Where a strategy sends (part of) a request.
+#[derive(Debug)]
+pub(crate) struct Target {
+    /// The name provenance reports: the model, the service, or `upstream[/service]`.
+    pub name: String,
+    pub kind: TargetKind,
+}
+
+#[derive(Debug)]
+pub(crate) enum TargetKind {
+    /// A model of this node, by index, and the output holding its probabilities.
+    Model { index: usize, output: String },
+    /// Another service of this node, by index.
+    Service(usize),
+    /// An upstream of this node, by index, and the service to call there.
+    Upstream {
+        index: usize,
+        upstream: String,
+        service: String,
+    },
+}
+
+/// Resolves every service of `config`; the problems, when a strategy names a model, service or
+/// upstream the node does not have (validation reports them first; this holds for configs
+/// built in code too).
+pub(crate) fn resolve(config: &NodeAgentConfig) -> Result<Vec<Service>, Vec<String>> {
+    let mut problems = Vec::new();
+    let services: Vec<Service> = config
+        .services
+        .iter()
+        .enumerate()
+        .filter_map(|(i, service)| {
+            let mut resolver = Resolver {
+                config,
+                service,
+                field: format!("services[{i}].strategy"),
+                problems: &mut problems,
+            };
+            let strategy = resolver.strategy()?;
+            Some(Service {
+                config: service.clone(),
+                strategy,
+            })
+        })
+        .collect();
+    if problems.is_empty() {
+        Ok(services)
+    } else {
+        Err(problems)
+    }
+}
+
+/// Resolves the targets of one service, noting each name that does not resolve.
+struct Resolver<'a> {
+    config: &'a NodeAgentConfig,
+    service: &'a ServiceConfig,
+    field: String,
+    problems: &'a mut Vec<String>,
+}
+
+impl Resolver<'_> {
+    fn strategy(&mut self) -> Option<Strategy> {
+        Some(match &self.service.strategy {
+            config::StrategyConfig::Local(target) => Strategy::Local(self.target(target)?),
+            config::StrategyConfig::Forward(forward) => {
+                let to = self.target(&forward.to);
+                let fallback = forward.fallback_model.as_deref().map(|m| self.model(m));
+                Strategy::Forward {
+                    to: to?,
+                    fallback: match fallback {
+                        Some(resolved) => Some(resolved?),
+                        None => None,
+                    },
+                }
+            }
+            config::StrategyConfig::Threshold(threshold) => {
+                let local = self.target(&threshold.local);
+                let forward = self.target(&threshold.forward);
+                Strategy::Threshold(Threshold {
+                    local: local?,
+                    forward: forward?,
+                    tau: threshold.tau,
+                    confidence: threshold.confidence,
+                })
+            }
+            config::StrategyConfig::Ensemble(ensemble) => {
+                Strategy::Ensemble(self.ensemble(ensemble)?)
+            }
+        })
+    }
+
+    fn ensemble(&mut self, ensemble: &config::EnsembleStrategy) -> Option<Ensemble> {
+        let mut order: Vec<&config::EnsembleMember> = ensemble.members.iter().collect();
+        // Stable: members of equal cost keep the order the config gives them.
+        order.sort_by(|a, b| a.cost.total_cmp(&b.cost));
+        let members: Vec<Option<Member>> = order
+            .into_iter()
+            .map(|member| {
+                Some(Member {
+                    target: self.target(&member.target)?,
+                    weight: member.weight,
+                })
+            })
+            .collect();
+        let members: Vec<Member> = members.into_iter().collect::<Option<_>>()?;
+        Some(Ensemble {
+            max_members: ensemble.max_members.unwrap_or(members.len()),
+            members,
+            combine: ensemble.combine,
+            mode: ensemble.mode,
+            tau: ensemble.tau,
+            confidence: ensemble.confidence,
+        })
+    }
+
+    fn target(&mut self, target: &config::Target) -> Option<Target> {
+        match target {
+            config::Target::Model(model) => self.model(model),
+            config::Target::Service(name) => {
+                let index = self.config.services.iter().position(|s| &s.name == name);
+                let index = self.found(index, "service", name)?;
+                Some(Target {
+                    name: target.display_name(),
+                    kind: TargetKind::Service(index),
+                })
+            }
+            config::Target::Upstream { upstream, service } => {
+                let index = self
+                    .config
+                    .upstreams
+                    .iter()
+                    .position(|u| &u.name == upstream);
+                let index = self.found(index, "upstream", upstream)?;
+                Some(Target {
+                    name: target.display_name(),
+                    kind: TargetKind::Upstream {
+                        index,
+                        upstream: upstream.clone(),
+                        // The upstream serves the same service unless the target names another.
+                        service: service.clone().unwrap_or_else(|| self.service.name.clone()),
+                    },
+                })
+            }
+        }
+    }
+
+    fn model(&mut self, name: &str) -> Option<Target> {
+        let index = self.config.models.iter().position(|m| m.name == name);
+        let index = self.found(index, "model", name)?;
+        let Some(output) = self.config.models[index].outputs.first() else {
+            self.problems.push(format!(
+                "{}: model {name:?} has no output to answer with",
+                self.field
+            ));
+            return None;
+        };
+        Some(Target {
+            name: name.to_owned(),
+            kind: TargetKind::Model {
+                index,
+                output: output.clone(),
+            },
+        })
+    }
+
+    fn found(&mut self, index: Option<usize>, what: &str, name: &str) -> Option<usize> {
+        if index.is_none() {
+            self.problems
+                .push(format!("{}: unknown {what} {name:?}", self.field));
+        }
+        index
+    }
+}
+
+impl Service {
+    pub(crate) fn name(&self) -> &str {
+        &self.config.name
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(services: &str) -> NodeAgentConfig {
+        NodeAgentConfig::from_yaml(&format!(
+            "apiVersion: idn.dev/v1alpha1
+kind: NodeAgentConfig
+node: edge
+models:
+  - {{name: small, path: small.onnx, inputs: [x], outputs: [probs]}}
+  - {{name: big, path: big.onnx, inputs: [x], outputs: [scores, probs]}}
+upstreams: [{{name: cloud, url: 'http://cloud:8000'}}]
+services:
+{services}"
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn targets_resolve_to_indices_and_names() {
+        let services = resolve(&config(
+            "  - {name: a, strategy: {local: {service: b}}}
+  - name: b
+    strategy:
+      ensemble:
+        members: [{upstream: cloud, cost: 9}, {model: big, cost: 1}, {upstream: cloud, service: other, cost: 1}]
+        maxMembers: 2",
+        ))
+        .unwrap();
+        let Strategy::Local(target) = &services[0].strategy else {
+            panic!("{:?}", services[0].strategy)
+        };
+        assert!(matches!(target.kind, TargetKind::Service(1)));
+        let Strategy::Ensemble(ensemble) = &services[1].strategy else {
+            panic!("{:?}", services[1].strategy)
+        };
+        let names: Vec<&str> = ensemble
+            .members
+            .iter()
+            .map(|m| m.target.name.as_str())
+            .collect();
+        assert_eq!(
+            names,
+            ["big", "cloud/other", "cloud"],
+            "cheapest first, stable"
+        );
+        assert!(matches!(
+            &ensemble.members[0].target.kind,
+            TargetKind::Model { index: 1, output } if output == "scores"
+        ));
+        assert!(matches!(
+            &ensemble.members[2].target.kind,
+            TargetKind::Upstream { index: 0, service, .. } if service == "b"
+        ));
+        assert_eq!(ensemble.max_members, 2);
+    }
+
+    #[test]
+    fn unknown_names_are_every_one_reported() {
+        let problems = resolve(&config(
+            "  - name: a
+    strategy: {threshold: {local: {model: tiny}, forward: {upstream: edge}, tau: 0.5}}
+  - name: b
+    strategy: {forward: {to: {service: c}, fallbackModel: huge}}",
+        ))
+        .unwrap_err();
+        assert_eq!(
+            problems,
+            [
+                "services[0].strategy: unknown model \"tiny\"",
+                "services[0].strategy: unknown upstream \"edge\"",
+                "services[1].strategy: unknown service \"c\"",
+                "services[1].strategy: unknown model \"huge\"",
+            ]
+        );
+    }
+}

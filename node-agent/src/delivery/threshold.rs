@@ -1,0 +1,139 @@
+//! `threshold`: the local answer stands for items whose confidence reaches τ; the others are
+//! forwarded as one sub-batch and spliced back in order. When the forward target fails, the
+//! unsure items keep their local answer, marked as a fallback.
+
+use super::answer::select_rows;
+use super::service::{Service, Threshold};
+use super::{Answer, Backend, Delivery};
+use crate::error::RequestError;
+use crate::wire::context::RequestContext;
+use crate::wire::tensor::Tensor;
+
+impl<B: Backend> Delivery<'_, B> {
+    pub(super) async fn threshold(
+        &self,
+        service: &Service,
+        threshold: &Threshold,
+        inputs: &[Tensor],
+        context: &RequestContext,
+    ) -> Result<Answer, RequestError> {
+        let confidence = &threshold.confidence;
+        let mut answer = self
+            .ask(service, &threshold.local, inputs, context, confidence)
+            .await?;
+        self.metrics
+            .observe_confidence(self.node, service.name(), &answer.items);
+        let unsure = answer.rows_below(threshold.tau);
+        if unsure.is_empty() {
+            return Ok(answer);
+        }
+        let sub_batch = select_rows(inputs, &unsure);
+        match self
+            .ask(service, &threshold.forward, &sub_batch, context, confidence)
+            .await
+        {
+            Ok(forwarded) if forwarded.classes != answer.classes => {
+                return Err(RequestError::Mismatch(format!(
+                    "{} answered {} classes, {} answered {}",
+                    threshold.forward.name, forwarded.classes, threshold.local.name, answer.classes
+                )));
+            }
+            Ok(forwarded) => answer.splice(&unsure, forwarded),
+            Err(failure) => {
+                self.tolerate(service, failure)?;
+                answer.fall_back(unsure);
+            }
+        }
+        Ok(answer)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::script::{Reply, Script, failures, rows, timeout};
+    use crate::error::RequestError;
+    use idn_contract::provenance::Decision;
+
+    const LOCAL: [[f32; 2]; 5] = [
+        [0.95, 0.05],
+        [0.3, 0.7],
+        [0.01, 0.99],
+        [0.5, 0.5],
+        [0.85, 0.15],
+    ];
+
+    fn script(policy: &str) -> Script {
+        Script::new(&format!(
+            "upstreams: [{{name: cloud, url: 'http://cloud:8000'}}]
+services:
+  - name: mnist
+    onUpstreamFailure: {policy}
+    strategy: {{threshold: {{local: {{model: small}}, forward: {{upstream: cloud}}, tau: 0.8}}}}"
+        ))
+        .model("small", rows(&LOCAL))
+    }
+
+    #[tokio::test]
+    async fn a_mixed_batch_is_split_by_confidence_and_reassembled_in_order() {
+        // The upstream answers by row id, so a row spliced into the wrong place shows.
+        let cloud = [[0.0, 1.0], [0.1, 0.9], [0.2, 0.8], [0.4, 0.6], [0.3, 0.7]];
+        let script = script("fallback").upstream("cloud", rows(&cloud));
+        let answer = script.deliver("mnist", 5).await.unwrap();
+        assert_eq!(
+            script.calls(),
+            [
+                ("small".to_owned(), vec![0, 1, 2, 3, 4]),
+                ("cloud/mnist".to_owned(), vec![1, 3])
+            ]
+        );
+        let expected = [LOCAL[0], cloud[1], LOCAL[2], cloud[3], LOCAL[4]];
+        assert_eq!(answer.probs, expected.concat());
+        let decisions: Vec<Decision> = answer.items.iter().map(|i| i.decision).collect();
+        use Decision::{Forwarded, Served};
+        assert_eq!(decisions, [Served, Forwarded, Served, Forwarded, Served]);
+        assert_eq!(answer.items[1].node, "cloud");
+        assert_eq!(answer.items[1].path, ["edge", "cloud"]);
+        assert_eq!(answer.items[2].path, ["edge"]);
+    }
+
+    #[tokio::test]
+    async fn a_confident_batch_stays_local() {
+        let script = script("fallback").upstream("cloud", Reply::Hang);
+        let answer = script.deliver_rows("mnist", &[0, 2]).await.unwrap();
+        assert!(answer.items.iter().all(|i| i.decision == Decision::Served));
+        assert_eq!(script.calls(), [("small".to_owned(), vec![0, 2])]);
+    }
+
+    #[tokio::test]
+    async fn unsure_items_keep_their_local_answer_when_the_upstream_fails() {
+        for (kind, failure) in failures("cloud") {
+            let script = script("fallback").upstream("cloud", Reply::Fail(failure));
+            let answer = script.deliver("mnist", 5).await.unwrap();
+            assert_eq!(answer.probs, LOCAL.concat(), "{kind}");
+            let decisions: Vec<Decision> = answer.items.iter().map(|i| i.decision).collect();
+            use Decision::{Fallback, Served};
+            assert_eq!(
+                decisions,
+                [Served, Fallback, Served, Fallback, Served],
+                "{kind}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn the_fail_policy_returns_the_upstream_error() {
+        let script = script("fail").upstream("cloud", Reply::Fail(timeout("cloud")));
+        let err = script.deliver("mnist", 5).await.unwrap_err();
+        assert_eq!(err, RequestError::Upstream(timeout("cloud")));
+    }
+
+    #[tokio::test]
+    async fn an_upstream_with_other_classes_does_not_fit() {
+        let script = script("fallback").upstream("cloud", rows(&[[0.2, 0.3, 0.5]; 5]));
+        let err = script.deliver("mnist", 5).await.unwrap_err();
+        assert_eq!(
+            err,
+            RequestError::Mismatch("cloud answered 3 classes, small answered 2".into())
+        );
+    }
+}

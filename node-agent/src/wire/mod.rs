@@ -1,0 +1,20 @@
+//! The wire: what a request looks like on its way in and out of a node. The Open Inference
+//! Protocol (v2) codec (messages, JSON decoding, the binary tensor data extension, encoding),
+//! typed tensors, per-item provenance in response parameters, and the request context that
+//! travels from node to node.
+
+mod binary;
+pub(crate) mod context;
+mod data;
+mod decode;
+mod encode;
+mod message;
+pub(crate) mod provenance;
+pub mod tensor;
+
+pub(crate) use binary::HEADER_LENGTH;
+pub use decode::decode_request;
+pub(crate) use decode::decode_response;
+pub(crate) use encode::encode_request;
+pub use encode::encode_response;
+pub use message::{EncodedBody, InferRequest, InferResponse, Parameters, RequestedOutput};
