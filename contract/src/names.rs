@@ -1,4 +1,4 @@
-//! Names several crates must spell alike: Kubernetes labels, content types, and the rules for
+//! Names several crates must spell alike: Kubernetes labels, and the rules for
 //! names that end up in DNS or in URL paths.
 
 use sha2::{Digest, Sha256};
@@ -7,10 +7,6 @@ use sha2::{Digest, Sha256};
 pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
 /// The operator's name: the value of [`MANAGED_BY_LABEL`] and its server-side apply manager.
 pub const MANAGER: &str = "idn-operator";
-
-/// Content type of the Prometheus text exposition in the OpenMetrics format.
-pub const OPENMETRICS_CONTENT_TYPE: &str =
-    "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// A DNS label as Kubernetes names use it (RFC 1123): 1 to 63 lowercase letters, digits and
 /// '-', starting and ending with a letter or digit.

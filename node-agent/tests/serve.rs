@@ -368,7 +368,20 @@ async fn metrics_count_requests_by_model_and_status() {
     }
     agent.post_json(INFER, &json!({"inputs": []})).await;
     agent.post_json("/v2/models/nope/infer", &json!({})).await;
-    let reply = agent.get("/metrics").await;
+    // Prometheus asks for OpenMetrics; curl and promtool get the classic text format.
+    let classic = agent.get("/metrics").await;
+    assert_eq!(
+        classic.headers["content-type"],
+        "text/plain; version=0.0.4; charset=utf-8"
+    );
+    let classic = String::from_utf8(classic.body.to_vec()).unwrap();
+    assert!(
+        classic.contains("# TYPE idn_requests_total counter\n"),
+        "{classic}"
+    );
+    let reply = agent
+        .get_accepting("/metrics", "application/openmetrics-text;version=1.0.0")
+        .await;
     assert!(
         reply.headers["content-type"]
             .to_str()

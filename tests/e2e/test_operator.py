@@ -199,6 +199,36 @@ def test_edits_to_managed_fields_are_undone(kube, operator):
     still_running(kube)
 
 
+def node_index(kube: Kube, name: str) -> int:
+    return [n["name"] for n in kube.get(NETWORK, "mnist")["spec"]["nodes"]].index(name)
+
+
+def test_an_autoscaled_node_hands_its_replicas_to_its_autoscaler(kube, operator):
+    edge, cloud = node_index(kube, "edge"), node_index(kube, "cloud")
+    kube.patch(NETWORK, "mnist", [{"op": "add", "path": f"/spec/nodes/{edge}/autoscaling",
+                                   "value": {"minReplicas": 1, "maxReplicas": 3}}], "json")
+    hpa = wait_for("mnist-edge's autoscaler", lambda: kube.get("horizontalpodautoscalers", "mnist-edge"), kube)
+    assert (hpa["spec"]["scaleTargetRef"]["name"], hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (
+        "mnist-edge", 1, 3)
+    wait_for("mnist-edge's disruption budget", lambda: kube.get("poddisruptionbudgets", "mnist-edge"), kube)
+
+    def released() -> bool:
+        deployment = json.loads(kube.run("get", DEPLOYMENT, "mnist-edge", "-o", "json", "--show-managed-fields"))
+        applied = [m for m in deployment["metadata"]["managedFields"]
+                   if m["manager"] == "idn-operator" and m["operation"] == "Apply"]
+        return bool(applied) and "f:replicas" not in applied[0]["fieldsV1"]["f:spec"]
+
+    wait_for("the operator to stop applying mnist-edge's replica count", released, kube)
+
+    # Back to one replica each: the budgets and the autoscaler go.
+    kube.patch(NETWORK, "mnist", [{"op": "remove", "path": f"/spec/nodes/{edge}/autoscaling"},
+                                  {"op": "replace", "path": f"/spec/nodes/{cloud}/replicas", "value": 1}], "json")
+    for kind, name in (("horizontalpodautoscalers", "mnist-edge"), ("poddisruptionbudgets", "mnist-edge"),
+                       ("poddisruptionbudgets", "mnist-cloud")):
+        wait_for(f"{kind} {name} to be deleted", lambda: kube.get(kind, name) is None, kube)
+    still_running(kube)
+
+
 def test_removing_a_node_deletes_its_objects(kube, operator):
     network = kube.get(NETWORK, "mnist")
     names = [n["name"] for n in network["spec"]["nodes"]]

@@ -24,7 +24,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use idn_contract::config::NodeAgentConfig;
-use idn_contract::names::OPENMETRICS_CONTENT_TYPE;
+use idn_telemetry::exposition;
 use serde_json::json;
 use tokio::net::TcpListener;
 
@@ -43,10 +43,17 @@ async fn handle(node: Arc<Node>, request: Request<Incoming>) -> Response<Body> {
         Ok(Route::Live) => Ok(json_response(StatusCode::OK, json!({ "live": true }))),
         Ok(Route::Ready) => Ok(metadata::server_ready(&node)),
         Ok(Route::ServerMetadata) => Ok(metadata::server_metadata(&node)),
-        Ok(Route::Metrics) => Ok(Response::builder()
-            .header(CONTENT_TYPE, OPENMETRICS_CONTENT_TYPE)
-            .body(Full::new(Bytes::from(node.metrics().encode())))
-            .expect("static headers are valid")),
+        Ok(Route::Metrics) => {
+            let accept = request.headers().get(http::header::ACCEPT);
+            let (content_type, body) = exposition::negotiate(
+                node.metrics().encode(),
+                accept.and_then(|a| a.to_str().ok()),
+            );
+            Ok(Response::builder()
+                .header(CONTENT_TYPE, content_type)
+                .body(Full::new(Bytes::from(body)))
+                .expect("static headers are valid"))
+        }
         Ok(Route::ModelMetadata(name, version)) => metadata::model_metadata(&node, name, version),
         Ok(Route::ModelReady(name, version)) => metadata::model_ready(&node, name, version),
         Ok(Route::Infer(name, version)) => {

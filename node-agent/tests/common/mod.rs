@@ -97,6 +97,11 @@ impl TestAgent {
         send(self.addr, Method::GET, path, &[], Bytes::new()).await
     }
 
+    pub async fn get_accepting(&self, path: &str, accept: &str) -> Reply {
+        let accept = ("accept", accept.to_owned());
+        send(self.addr, Method::GET, path, &[accept], Bytes::new()).await
+    }
+
     /// Posts a JSON header followed by binary tensor data, as the binary extension frames it.
     pub async fn post_binary(&self, path: &str, header: &serde_json::Value, tail: &[u8]) -> Reply {
         let header = header.to_string();
