@@ -538,6 +538,27 @@ where
     }
 }
 
+/// A namespaced kind the controller watches.
+trait Watched:
+    Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+    + Clone
+    + DeserializeOwned
+    + std::fmt::Debug
+    + Send
+    + 'static
+{
+}
+
+impl<K> Watched for K where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + 'static
+{
+}
+
 /// The metadata of the operator's own objects of kind `K`, as triggers of their owners.
 fn owned_by<K>(
     client: &Client,
@@ -545,12 +566,7 @@ fn owned_by<K>(
     owned: &watcher::Config,
 ) -> impl Stream<Item = Result<PartialObjectMeta<K>, watcher::Error>> + Send + 'static
 where
-    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
-        + Clone
-        + DeserializeOwned
-        + std::fmt::Debug
-        + Send
-        + 'static,
+    K: Watched,
 {
     let api: Api<PartialObjectMeta<K>> = match namespace {
         Some(namespace) => Api::namespaced(client.clone(), namespace),
@@ -569,12 +585,7 @@ fn related<K>(
     namespace: Option<&str>,
 ) -> impl Stream<Item = Result<K, watcher::Error>> + Send + 'static
 where
-    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
-        + Clone
-        + DeserializeOwned
-        + std::fmt::Debug
-        + Send
-        + 'static,
+    K: Watched,
 {
     let stream = watcher(scoped::<K>(client, namespace), watcher::Config::default());
     logged(

@@ -82,11 +82,12 @@ pub struct TargetArgs {
 }
 
 impl TargetArgs {
-    fn goal(&self) -> Goal {
+    /// The goal; clap's group already asks for exactly one of the two flags.
+    fn goal(&self) -> anyhow::Result<Goal> {
         match (self.min_accuracy_ratio, self.max_last_tier) {
-            (Some(ratio), _) => Goal::MinAccuracyRatio(ratio),
-            (None, Some(fraction)) => Goal::MaxLastTier(fraction),
-            (None, None) => unreachable!("clap requires one target"),
+            (Some(ratio), _) => Ok(Goal::MinAccuracyRatio(ratio)),
+            (None, Some(fraction)) => Ok(Goal::MaxLastTier(fraction)),
+            (None, None) => bail!("give --min-accuracy-ratio or --max-last-tier"),
         }
     }
 }
@@ -100,7 +101,7 @@ fn parse_metric(name: &str) -> Result<ConfidenceMetric, serde_json::Error> {
 /// closest found.
 pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     check(args)?;
-    let goal = args.target.goal();
+    let goal = args.target.goal()?;
     let link_latency_ms = (!args.link_latency_ms.is_empty()).then_some(&args.link_latency_ms[..]);
     let confidence = Confidence {
         metric: args.metric,
@@ -161,7 +162,7 @@ fn check(args: &Args) -> anyhow::Result<()> {
     if let Some(bad) = args.upstreams.iter().find(|u| !is_model_name(u)) {
         bail!("--upstream {bad:?}: use only letters, digits, '-', '_' and '.'");
     }
-    args.target.goal().validate()?;
+    args.target.goal()?.validate()?;
     if !args.link_latency_ms.is_empty() {
         calibrate::validate_link_latency(&args.link_latency_ms, args.models.len())
             .context("--link-latency-ms")?;
@@ -240,7 +241,7 @@ mod tests {
         let crate::cli::Command::Calibrate(args) = cli.command else {
             panic!("parsed as another subcommand")
         };
-        assert_eq!(args.target.goal(), Goal::MaxLastTier(0.1));
+        assert_eq!(args.target.goal().unwrap(), Goal::MaxLastTier(0.1));
         assert_eq!(args.metric, ConfidenceMetric::Entropy);
         assert_eq!(args.output, OutputFormat::Table);
         assert!(parse(&["--max-last-tier", "0.1", "--metric", "max"]).is_err());
