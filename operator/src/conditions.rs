@@ -12,7 +12,7 @@ pub enum ConditionType {
     Ready,
     /// Objects are being created or rolled out.
     Progressing,
-    /// Some node cannot reach its desired state (failed rollout, unavailable replicas).
+    /// Some node's rollout failed (its progress deadline passed, or a replica failed).
     Degraded,
     /// The spec or a resource it refers to is invalid; nothing was applied.
     InvalidSpec,
@@ -29,13 +29,12 @@ impl ConditionType {
     }
 }
 
-/// A condition's status, as Kubernetes spells it.
+/// A condition's status, as Kubernetes spells it. (Kubernetes also knows `Unknown`; no state the
+/// controller observes calls for it: it reports a condition once it has read what decides it.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ConditionStatus {
     True,
     False,
-    /// Not known yet; also what an unparsable status read back from the API means.
-    Unknown,
 }
 
 impl ConditionStatus {
@@ -43,7 +42,6 @@ impl ConditionStatus {
         match self {
             ConditionStatus::True => "True",
             ConditionStatus::False => "False",
-            ConditionStatus::Unknown => "Unknown",
         }
     }
 }
@@ -194,22 +192,5 @@ mod tests {
         assert_eq!(flipped[0].last_transition_time, Time(at(300)));
         assert!(is_true(&flipped, ready));
         assert!(!is_true(&flipped, ConditionType::Degraded));
-    }
-
-    #[test]
-    fn unknown_is_neither_true_nor_false() {
-        let unknown = merge(
-            &[],
-            vec![Observed::new(
-                ConditionType::Ready,
-                ConditionStatus::Unknown,
-                Reason::NodesNotReady,
-                "",
-            )],
-            None,
-            at(0),
-        );
-        assert_eq!(unknown[0].status, "Unknown");
-        assert!(!is_true(&unknown, ConditionType::Ready));
     }
 }

@@ -50,7 +50,7 @@ pub enum Error {
 
 impl Error {
     /// Label of the error in metrics.
-    pub fn metric_label(&self) -> &'static str {
+    pub(crate) fn metric_label(&self) -> &'static str {
         match self {
             Error::Kube(_) => "kube",
             Error::InvalidSpec(_) => "invalid_spec",
@@ -120,7 +120,7 @@ pub async fn reconcile(
 }
 
 /// Retries a failed reconcile after 5 s, doubling per consecutive failure up to 5 minutes.
-pub fn error_policy(
+pub(crate) fn error_policy(
     network: Arc<InferenceDeliveryNetwork>,
     error: &Error,
     ctx: Arc<Context>,
@@ -140,7 +140,7 @@ pub fn error_policy(
 }
 
 /// Delay before retry number `failures` (1-based).
-pub fn backoff(failures: u32) -> Duration {
+pub(crate) fn backoff(failures: u32) -> Duration {
     Duration::from_secs(
         5u64.saturating_mul(1 << failures.saturating_sub(1).min(6))
             .min(300),
@@ -342,7 +342,7 @@ async fn delete_orphans(
 }
 
 /// Node readiness and the network's conditions, from the Deployments' status.
-pub fn observe(
+pub(crate) fn observe(
     nodes: &[NodeStatus],
     deployments: &[Deployment],
 ) -> (Vec<NodeStatus>, Vec<Observed>) {

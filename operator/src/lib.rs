@@ -5,7 +5,7 @@
 //! network's nodes, strategies and models into node-agent configs and [`render`] turns each
 //! plan into a ConfigMap, Deployment and Service, with `scaling`'s autoscaler and disruption
 //! budget where the node asks for them (all pure, shared with `idn render` and
-//! `idn up`); [`controller`] reconciles, writing [`conditions`]; [`leader`] holds the Lease;
+//! `idn up`); [`controller`] reconciles, writing `conditions`; [`leader`] holds the Lease;
 //! [`metrics`] and [`endpoints`] serve `/metrics`, `/healthz` and `/readyz`.
 
 mod conditions;

@@ -4,9 +4,9 @@
 //! OpenMetrics by `prometheus-client`; the classic text is derived from it.
 
 /// Content type of OpenMetrics text.
-pub const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 /// Content type of the classic Prometheus text format.
-pub const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
+const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// The body and content type that answer a scrape whose `Accept` header is `accept`.
 pub fn negotiate(openmetrics: String, accept: Option<&str>) -> (&'static str, String) {
@@ -20,7 +20,7 @@ pub fn negotiate(openmetrics: String, accept: Option<&str>) -> (&'static str, St
 /// OpenMetrics text as the classic text format: a counter family is named after its samples
 /// (`x_total`), and the `# UNIT` and `# EOF` lines, which the classic format lacks, go. Gauges,
 /// histograms and their samples read the same in both.
-pub fn to_prometheus_text(openmetrics: &str) -> String {
+fn to_prometheus_text(openmetrics: &str) -> String {
     let counters: Vec<&str> = openmetrics
         .lines()
         .filter_map(|line| line.strip_prefix("# TYPE "))

@@ -16,7 +16,7 @@ As a library (e.g. a pytest session fixture):
     from cluster import Cluster
     with Cluster(workdir) as c:          # start() ... stop()
         c.kubeconfig                     # admin kubeconfig (system:masters)
-        c.kubectl("get", "nodes")        # /usr/bin/kubectl with that kubeconfig
+        c.kubectl("get", "nodes")        # kubectl ($KUBECTL, PATH, /usr/bin) with that kubeconfig
         c.api("GET", "/api/v1/nodes")    # decoded JSON, no kubectl needed
         c.restart_apiserver()            # etcd and the rest keep running
 
@@ -364,21 +364,29 @@ class Cluster:
             return False
 
     def _define_processes(self, kube: Path, etcd: Path, kwok: Path):
-        pki, kc, v = self.pki, self.workdir / "kubeconfigs", str(self.verbosity)
-        peer = f"http://127.0.0.1:{self.ports['etcd-peer']}"
         env = {**os.environ}
         env.pop("KUBECONFIG", None)
+        self._add("etcd", self._etcd_argv(etcd), env)
+        self._add("kube-apiserver", self._apiserver_argv(kube), env)
+        self._add("kube-controller-manager", self._controller_manager_argv(kube), env)
+        self._add("kube-scheduler", self._scheduler_argv(kube), env)
+        # kwok also reads ~/.kwok/kwok.yaml when it exists: give it a HOME of its own
+        self._add("kwok", self._kwok_argv(kwok), {**env, "HOME": str(self.workdir / "kwok")})
 
-        self._add("etcd", [
+    def _etcd_argv(self, etcd: Path) -> list[str]:
+        peer = f"http://127.0.0.1:{self.ports['etcd-peer']}"
+        return [
             str(etcd / "etcd"), "--name=idn", f"--data-dir={self.workdir / 'etcd'}",
             f"--listen-client-urls={self.etcd_url}", f"--advertise-client-urls={self.etcd_url}",
             f"--listen-peer-urls={peer}", f"--initial-advertise-peer-urls={peer}",
             f"--initial-cluster=idn={peer}", "--initial-cluster-state=new",
             "--unsafe-no-fsync",  # test data only: much faster on slow disks
             "--log-level=warn",
-        ], env)
+        ]
 
-        self._add("kube-apiserver", [
+    def _apiserver_argv(self, kube: Path) -> list[str]:
+        pki, v = self.pki, str(self.verbosity)
+        return [
             str(kube / "kube-apiserver"),
             f"--etcd-servers={self.etcd_url}",
             "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1", f"--secure-port={self.ports['apiserver']}",
@@ -416,9 +424,11 @@ class Cluster:
             f"--audit-log-path={self.audit_log}",
             "--audit-log-format=json",
             f"--v={v}",
-        ], env)
+        ]
 
-        self._add("kube-controller-manager", [
+    def _controller_manager_argv(self, kube: Path) -> list[str]:
+        pki, kc, v = self.pki, self.workdir / "kubeconfigs", str(self.verbosity)
+        return [
             str(kube / "kube-controller-manager"),
             f"--kubeconfig={kc / 'kube-controller-manager.kubeconfig'}",
             f"--authentication-kubeconfig={kc / 'kube-controller-manager.kubeconfig'}",
@@ -434,9 +444,11 @@ class Cluster:
             "--leader-elect=false",
             "--profiling=false",
             f"--v={v}",
-        ], env)
+        ]
 
-        self._add("kube-scheduler", [
+    def _scheduler_argv(self, kube: Path) -> list[str]:
+        kc, v = self.workdir / "kubeconfigs", str(self.verbosity)
+        return [
             str(kube / "kube-scheduler"),
             f"--kubeconfig={kc / 'kube-scheduler.kubeconfig'}",
             f"--authentication-kubeconfig={kc / 'kube-scheduler.kubeconfig'}",
@@ -445,14 +457,14 @@ class Cluster:
             "--leader-elect=false",
             "--profiling=false",
             f"--v={v}",
-        ], env)
+        ]
 
+    def _kwok_argv(self, kwok: Path) -> list[str]:
+        kc = self.workdir / "kubeconfigs"
         stages = self.workdir / "kwok" / "stages.yaml"
         stages.parent.mkdir(parents=True, exist_ok=True)
         stages.write_text(subprocess.run([str(kwok / "kwok-stages")], check=True, capture_output=True, text=True).stdout)
-        # kwok also reads ~/.kwok/kwok.yaml when it exists: give it a HOME of its own
-        kwok_env = {**env, "HOME": str(self.workdir / "kwok")}
-        self._add("kwok", [
+        return [
             str(kwok / "kwok"),
             f"--kubeconfig={kc / 'kwok.kubeconfig'}",
             f"--config={stages}",
@@ -463,7 +475,7 @@ class Cluster:
             f"--tls-cert-file={self.pki / 'kwok-serving.crt'}", f"--tls-private-key-file={self.pki / 'kwok-serving.key'}",
             f"--cidr={POD_CIDR}",
             "--node-lease-duration-seconds=40",
-        ], kwok_env)
+        ]
 
     def _audit_policy(self) -> Path:
         """Every request at the Metadata level (user, verb, resource, status), once each."""

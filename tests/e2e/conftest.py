@@ -42,6 +42,12 @@ def pytest_runtest_setup(item):
         pytest.skip(f"an earlier step failed: {_failed[str(item.path)]}")
 
 
+def pytest_collection_modifyitems(items):
+    """The RBAC check reads the audit log of everything the other modules made the operator do:
+    it runs last."""
+    items.sort(key=lambda item: item.module.__name__ == "test_rbac")
+
+
 def pytest_configure(config):
     config.addinivalue_line("markers", "incremental: later tests of the module depend on the earlier ones")
 

@@ -7,12 +7,15 @@ import json
 import os
 import pathlib
 import re
-import socket
 import subprocess
+import sys
 import time
 from typing import Any, Callable
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "tests" / "cluster"))
+
+from cluster import _child_setup, free_port  # noqa: E402,F401  (free_port: for the modules)
 TIMEOUT = float(os.environ.get("IDN_E2E_TIMEOUT") or 90)
 
 NETWORK = "inferencedeliverynetworks.idn.dev"
@@ -119,8 +122,10 @@ def start_operator(binary: pathlib.Path, kubeconfig: pathlib.Path, log: pathlib.
     """The operator binary as a local process on `kubeconfig`, its output in `log`."""
     env = dict(os.environ, KUBECONFIG=str(kubeconfig), NO_COLOR="1")
     with open(log, "a") as out:
+        # In a process group of its own that dies with the test run, like the cluster's.
         return subprocess.Popen([str(binary), "--metrics-addr", "127.0.0.1:0", *args],
-                                stdout=out, stderr=subprocess.STDOUT, env=env, cwd=REPO)
+                                stdout=out, stderr=subprocess.STDOUT, env=env, cwd=REPO,
+                                preexec_fn=_child_setup)
 
 
 def stop(process: subprocess.Popen, timeout: float = 15) -> int | None:
@@ -132,9 +137,3 @@ def stop(process: subprocess.Popen, timeout: float = 15) -> int | None:
             process.kill()
             process.wait()
     return process.returncode
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]

@@ -11,7 +11,7 @@ import subprocess
 
 import pytest
 
-from kube import DEPLOYMENT, REPO, Kube, wait_for
+from kube import DEPLOYMENT, REPO, Kube, install_crds, wait_for
 
 pytestmark = pytest.mark.incremental
 
@@ -23,7 +23,9 @@ CLUSTER_KINDS = "clusterroles,clusterrolebindings"
 
 @pytest.fixture(scope="module")
 def kube(admin) -> Kube:
-    return Kube(admin.kubeconfig, f"idn-helm-{secrets.token_hex(3)}")
+    kube = Kube(admin.kubeconfig, f"idn-helm-{secrets.token_hex(3)}")
+    yield kube
+    install_crds(admin)  # the install step removed them; the next modules need them whatever happened
 
 
 @pytest.fixture(scope="module")

@@ -138,7 +138,7 @@ def test_the_network_is_ready_only_once_its_deployments_are_available(kube, oper
         assert available(kube.get(DEPLOYMENT, f"mnist-{node}")), f"mnist-{node} is not Available yet"
     pods = kube.items("pods", "-l", "idn.dev/network=mnist")
     assert len(pods) == 4 and all(p["status"]["phase"] == "Running" for p in pods), [p["status"] for p in pods]
-    assert all(p["spec"].get("nodeName", "").startswith("kwok-node-") for p in pods), "pods not scheduled"
+    assert all(p["spec"].get("nodeName") for p in pods), "pods not scheduled"
     assert network["status"]["readyNodes"] == "3/3"
     assert condition(network, "Progressing")["status"] == "False"
     assert condition(network, "Degraded")["status"] == "False"

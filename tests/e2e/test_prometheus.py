@@ -13,7 +13,7 @@ import urllib.request
 
 import pytest
 
-from kube import REPO, Kube, free_port, start_operator, stop, wait_for
+from kube import REPO, Kube, _child_setup, free_port, start_operator, stop, wait_for
 
 sys.path.insert(0, str(REPO / "tests" / "cluster"))
 from services import Prometheus  # noqa: E402
@@ -41,26 +41,35 @@ def targets(admin, operator_binary, operator_kubeconfig, tmp_path_factory):
     kube = Kube(admin.kubeconfig, f"idn-metrics-{secrets.token_hex(3)}")
     kube.create_namespace()
     agent_port = free_port()
-    agent = subprocess.Popen([str(AGENT), "-c", str(REPO / "examples" / "node-agent" / "mnist.yaml"),
-                              "--listen", f"127.0.0.1:{agent_port}", "--log-level", "warn"],
-                             stdout=subprocess.DEVNULL, stderr=open(work / "agent.log", "w"), cwd=REPO)
+    with open(work / "agent.log", "w") as log:
+        agent = subprocess.Popen([str(AGENT), "-c", str(REPO / "examples" / "node-agent" / "mnist.yaml"),
+                                  "--listen", f"127.0.0.1:{agent_port}", "--log-level", "warn"],
+                                 stdout=subprocess.DEVNULL, stderr=log, cwd=REPO, preexec_fn=_child_setup)
     kube.log = work / "operator.log"
     kube.process = start_operator(operator_binary, operator_kubeconfig, kube.log,
                                   "--watch-namespace", kube.namespace, "--no-leader-election")
-    operator_addr = wait_for("the operator's metrics address",
-                             lambda: (m := re.search(r"addr=(127\.0\.0\.1:\d+)", kube.log.read_text())) and m.group(1),
-                             kube)
-    wait_for("the node-agent", lambda: urllib.request.urlopen(f"http://127.0.0.1:{agent_port}/v2/health/ready",
-                                                               timeout=2).status == 200, kube)
-    # One inference, so that the request series exist.
-    body = b'{"inputs":[{"name":"input","shape":[1,784],"datatype":"FP32","data":[' + b",".join([b"0"] * 784) + b"]}]}"
-    urllib.request.urlopen(urllib.request.Request(f"http://127.0.0.1:{agent_port}/v2/models/mnist-mlp/infer",
-                                                  data=body, method="POST"), timeout=5)
-    yield {"agent": f"127.0.0.1:{agent_port}", "operator": operator_addr, "work": work}
-    agent.terminate()
-    agent.wait(10)
-    stop(kube.process)
-    kube.run("delete", "namespace", kube.namespace, "--wait=false", check=False, namespaced=False)
+    try:
+        operator_addr = wait_for(
+            "the operator's metrics address",
+            lambda: (m := re.search(r"addr=(127\.0\.0\.1:\d+)", kube.log.read_text())) and m.group(1), kube)
+        wait_for("the node-agent", lambda: answers(f"http://127.0.0.1:{agent_port}/v2/health/ready"), kube)
+        # One inference, so that the request series exist.
+        body = b'{"inputs":[{"name":"input","shape":[1,784],"datatype":"FP32","data":[' + b",".join([b"0"] * 784) + b"]}]}"
+        urllib.request.urlopen(urllib.request.Request(f"http://127.0.0.1:{agent_port}/v2/models/mnist-mlp/infer",
+                                                      data=body, method="POST"), timeout=5)
+        yield {"agent": f"127.0.0.1:{agent_port}", "operator": operator_addr, "work": work}
+    finally:
+        stop(agent)
+        stop(kube.process)
+        kube.run("delete", "namespace", kube.namespace, "--wait=false", check=False, namespaced=False)
+
+
+def answers(url: str) -> bool:
+    """Whether `url` answers 200 yet (an agent still loading its models refuses connections)."""
+    try:
+        return urllib.request.urlopen(url, timeout=2).status == 200
+    except OSError:
+        return False
 
 
 def test_promtool_accepts_both_metrics_endpoints(tools, targets):

@@ -3,7 +3,7 @@ audit log after the other modules ran the operator (as the chart's ServiceAccoun
 every scenario: nothing it asked for was forbidden, and every verb the chart grants was used,
 but for those listed in UNUSED with the reason they are granted anyway.
 
-Runs after the modules that exercise the operator (pytest orders modules by name)."""
+Runs after every other module (conftest.py orders it last)."""
 
 from __future__ import annotations
 

@@ -121,7 +121,11 @@ pub struct AutoscalingSpec {
     pub max_replicas: i32,
     /// Average CPU use the autoscaler keeps, in percent of the container's CPU request
     /// (default 80).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        rename = "targetCPUUtilization",
+        skip_serializing_if = "Option::is_none"
+    )]
     #[schemars(range(min = 1, max = 100))]
     pub target_cpu_utilization: Option<i32>,
 }
