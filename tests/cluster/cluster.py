@@ -109,10 +109,14 @@ class Process:
     def __init__(self, name: str, argv: list[str], log: Path, env: dict | None = None):
         self.name, self.argv, self.log, self.env = name, argv, log, env
         self.popen: subprocess.Popen | None = None
+        # When each run began (seconds since the epoch), for tests that look at what happened
+        # around a restart.
+        self.started: list[float] = []
 
     def start(self):
         if self.running():
             return
+        self.started.append(time.time())
         self.log.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log, "ab") as f:
             f.write(f"\n===== {time.strftime('%Y-%m-%dT%H:%M:%S')} start: {' '.join(self.argv)}\n".encode())

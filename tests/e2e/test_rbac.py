@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from datetime import datetime
 
 import pytest
 import yaml
@@ -17,6 +18,10 @@ from conftest import RELEASE, RELEASE_NAMESPACE
 from kube import REPO
 
 ACCOUNT = f"system:serviceaccount:{RELEASE_NAMESPACE}:{RELEASE}"
+# A restarted kube-apiserver serves requests before its RBAC caches are filled, and refuses
+# them meanwhile (a second or two here); the operator retries. Refusals that soon after a
+# restart are the server's, not the chart's.
+WARM_UP_S = 10
 
 # Granted but never in the audit log, and why they stay: server-side apply creates an object
 # with a patch, which the API server authorizes as create as well (the log records the patch).
@@ -58,8 +63,15 @@ def audit(cluster):
     return seen
 
 
-def test_the_operator_was_never_forbidden(audit):
-    forbidden = sorted({(*resource(e), e["verb"]) for e in audit if e.get("responseStatus", {}).get("code") == 403})
+def received(event: dict) -> float:
+    return datetime.fromisoformat(event["requestReceivedTimestamp"].replace("Z", "+00:00")).timestamp()
+
+
+def test_the_operator_was_never_forbidden(audit, cluster):
+    restarts = cluster.procs["kube-apiserver"].started[1:]
+    warming_up = lambda e: any(0 <= received(e) - start <= WARM_UP_S for start in restarts)  # noqa: E731
+    forbidden = sorted({(*resource(e), e["verb"]) for e in audit
+                        if e.get("responseStatus", {}).get("code") == 403 and not warming_up(e)})
     assert not forbidden, f"the chart does not grant what the operator needs: {forbidden}"
 
 
