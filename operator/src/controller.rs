@@ -28,7 +28,7 @@ use serde_json::json;
 
 use idn_contract::names::{MANAGED_BY_LABEL, MANAGER};
 
-use crate::conditions::{self, ConditionType, Observed, Reason};
+use crate::conditions::{self, ConditionStatus, ConditionType, Observed, Reason};
 use crate::metrics::OperatorMetrics;
 use crate::plan::Declared;
 use crate::render::{self, NETWORK_LABEL, Rendered, Settings};
@@ -220,9 +220,25 @@ async fn reconcile_network(
         .await;
     }
     let (nodes, observed) = observe(&rendered.nodes, &deployments);
+    let ready = observed
+        .iter()
+        .any(|c| c.type_ == ConditionType::Ready && c.status == ConditionStatus::True);
     write_status(ctx, network, nodes, observed).await?;
-    Ok(Action::requeue(Duration::from_secs(300)))
+    // The Deployments' events trigger the next reconcile as pods become ready; while the
+    // network is not ready, a short requeue also bounds how long its status can lag should an
+    // event be missed.
+    let next = if ready {
+        SETTLED_RESYNC
+    } else {
+        ROLLOUT_RESYNC
+    };
+    Ok(Action::requeue(next))
 }
+
+/// Time to the next reconcile of a ready network, without any change to trigger one.
+const SETTLED_RESYNC: Duration = Duration::from_secs(300);
+/// Time to the next reconcile of a network still rolling out.
+const ROLLOUT_RESYNC: Duration = Duration::from_secs(15);
 
 /// Every object of the network's namespace of kind `K`, optionally selected by label.
 async fn list<K>(client: &Client, namespace: &str, selector: Option<&str>) -> Result<Vec<K>, Error>
@@ -685,7 +701,6 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::conditions::ConditionStatus;
     use k8s_openapi::api::apps::v1::DeploymentStatus;
 
     fn node(name: &str, replicas: i32) -> NodeStatus {
