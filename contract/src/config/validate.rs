@@ -44,18 +44,7 @@ impl NodeAgentConfig {
         let mut names = HashSet::new();
         for (i, upstream) in self.upstreams.iter().enumerate() {
             let field = format!("upstreams[{i}]");
-            if !names.insert(upstream.name.as_str()) {
-                problems.push(format!(
-                    "{field}.name: {:?} is declared twice",
-                    upstream.name
-                ));
-            }
-            if !is_model_name(&upstream.name) {
-                problems.push(format!(
-                    "{field}.name: {:?} must use only letters, digits, '-', '_' and '.'",
-                    upstream.name
-                ));
-            }
+            check_name(&upstream.name, &field, &mut names, problems);
             let uri = upstream.url.parse::<http::Uri>().ok();
             let scheme = uri.as_ref().and_then(|u| u.scheme_str());
             let has_host = uri
@@ -82,18 +71,7 @@ impl NodeAgentConfig {
         let mut names = HashSet::new();
         for (i, service) in self.services.iter().enumerate() {
             let field = format!("services[{i}]");
-            if !names.insert(service.name.as_str()) {
-                problems.push(format!(
-                    "{field}.name: {:?} is declared twice",
-                    service.name
-                ));
-            }
-            if !is_model_name(&service.name) {
-                problems.push(format!(
-                    "{field}.name: {:?} must use only letters, digits, '-', '_' and '.'",
-                    service.name
-                ));
-            }
+            check_name(&service.name, &field, &mut names, problems);
             if self.models.iter().any(|m| m.name == service.name) {
                 problems.push(format!(
                     "{field}.name: {:?} is also a model name; clients could not tell them apart",
@@ -267,5 +245,22 @@ impl ModelConfig {
                 problems.push(format!("{field}.{list}: at least one name is required"));
             }
         }
+    }
+}
+
+/// An upstream's or a service's name: unique among its kind, and one URL path segment.
+fn check_name<'a>(
+    name: &'a str,
+    field: &str,
+    names: &mut HashSet<&'a str>,
+    problems: &mut Vec<String>,
+) {
+    if !names.insert(name) {
+        problems.push(format!("{field}.name: {name:?} is declared twice"));
+    }
+    if !is_model_name(name) {
+        problems.push(format!(
+            "{field}.name: {name:?} must use only letters, digits, '-', '_' and '.'"
+        ));
     }
 }
