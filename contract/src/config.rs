@@ -52,6 +52,10 @@ pub struct NodeAgentConfig {
     /// Address the OIP v2 HTTP server listens on, e.g. `0.0.0.0:8000`; port 0 picks a free port.
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,
+    /// Address the OIP v2 gRPC server (`inference.GRPCInferenceService`) listens on, e.g.
+    /// `0.0.0.0:8001`; none: the node speaks REST only. Port 0 picks a free port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grpc_listen: Option<SocketAddr>,
     /// Resource limits of the request path.
     #[serde(default)]
     pub limits: Limits,
@@ -85,8 +89,12 @@ pub struct UpstreamConfig {
     /// Name strategies use to refer to this upstream.
     pub name: String,
     /// Base URL of its OIP v2 API, e.g. `http://cloud-0.idn.svc:8000`, or `https://...` for an
-    /// upstream reached over TLS (another cluster).
+    /// upstream reached over TLS (another cluster); for `protocol: grpc`, its gRPC port.
     pub url: String,
+    /// How the link speaks OIP v2: `rest` (HTTP/1.1 with JSON, or binary tensors with
+    /// `binaryData`) or `grpc` (HTTP/2, tensors as raw bytes).
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub protocol: Protocol,
     /// PEM bundle of the CAs that sign an `https` upstream's certificate; default: the
     /// system's roots.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -105,6 +113,15 @@ pub struct UpstreamConfig {
     /// where there is no real network between tiers).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub delay_ms: u64,
+}
+
+/// The flavour of OIP v2 a link speaks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    #[default]
+    Rest,
+    Grpc,
 }
 
 /// A service: the name clients call (e.g. `mnist`), answered by a strategy.
@@ -409,6 +426,10 @@ fn default_weight() -> f64 {
 
 fn is_zero(n: &u64) -> bool {
     *n == 0
+}
+
+fn is_default<T: Default + PartialEq>(value: &T) -> bool {
+    *value == T::default()
 }
 
 fn default_version() -> String {

@@ -31,6 +31,8 @@ pub enum Error {
         addr: String,
         source: std::io::Error,
     },
+    #[error("upstream {upstream}: invalid url: {message}")]
+    UpstreamUrl { upstream: String, message: String },
     /// A strategy names a model, service or upstream the node does not have.
     #[error("node {node}: {}", problems.join("; "))]
     Unresolved { node: String, problems: Vec<String> },
@@ -121,6 +123,13 @@ pub enum UpstreamError {
         status: StatusCode,
         message: String,
     },
+    /// The upstream answered with an error status over gRPC.
+    #[error("upstream {upstream:?} answered gRPC {code:?}: {message}")]
+    GrpcStatus {
+        upstream: String,
+        code: tonic::Code,
+        message: String,
+    },
     #[error("upstream {upstream:?} sent an invalid answer: {message}")]
     Invalid { upstream: String, message: String },
 }
@@ -132,7 +141,7 @@ impl UpstreamError {
             UpstreamError::Timeout { .. } => "timeout",
             UpstreamError::Unreachable { .. } => "unreachable",
             _ if self.is_overload() => "overloaded",
-            UpstreamError::Status { .. } => "status",
+            UpstreamError::Status { .. } | UpstreamError::GrpcStatus { .. } => "status",
             UpstreamError::Invalid { .. } => "invalid",
         }
     }
@@ -140,16 +149,28 @@ impl UpstreamError {
     /// A loop or hop-limit refusal is a topology error: it is reported, never hidden behind a
     /// fallback answer.
     pub(crate) fn is_routing_error(&self) -> bool {
-        matches!(self, UpstreamError::Status { status, .. } if *status == StatusCode::LOOP_DETECTED)
+        match self {
+            UpstreamError::Status { status, .. } => *status == StatusCode::LOOP_DETECTED,
+            // How an idn node answers a routing error over gRPC (`server::grpc_code`).
+            UpstreamError::GrpcStatus { code, .. } => *code == tonic::Code::FailedPrecondition,
+            _ => false,
+        }
     }
 
     /// The upstream refused for lack of capacity (and may answer a retry later).
     pub(crate) fn is_overload(&self) -> bool {
-        matches!(
-            self,
-            UpstreamError::Status { status, .. }
-                if *status == StatusCode::SERVICE_UNAVAILABLE
+        match self {
+            UpstreamError::Status { status, .. } => {
+                *status == StatusCode::SERVICE_UNAVAILABLE
                     || *status == StatusCode::TOO_MANY_REQUESTS
-        )
+            }
+            UpstreamError::GrpcStatus { code, .. } => {
+                matches!(
+                    code,
+                    tonic::Code::Unavailable | tonic::Code::ResourceExhausted
+                )
+            }
+            _ => false,
+        }
     }
 }

@@ -18,6 +18,9 @@ struct Args {
     /// Listen address, overriding the config's `listen`.
     #[arg(long, env = "IDN_LISTEN")]
     listen: Option<std::net::SocketAddr>,
+    /// gRPC listen address, overriding the config's `grpcListen`.
+    #[arg(long, env = "IDN_GRPC_LISTEN")]
+    grpc_listen: Option<std::net::SocketAddr>,
     /// Log line format.
     #[arg(long, value_enum, default_value = "text", env = "IDN_LOG_FORMAT")]
     log_format: LogFormat,
@@ -45,14 +48,18 @@ async fn run(args: Args) -> idn_node_agent::Result<()> {
     if let Some(listen) = args.listen {
         config.listen = listen;
     }
-    let listener = server::bind(&config).await?;
+    if let Some(grpc_listen) = args.grpc_listen {
+        config.grpc_listen = Some(grpc_listen);
+    }
+    let listeners = server::bind(&config).await?;
     let node = Node::start(config)?;
     tracing::info!(
         node = %node.config().node,
-        addr = %server::local_addr(&listener),
+        addr = %listeners.rest_addr(),
+        grpc = ?listeners.grpc_addr(),
         "serving the Open Inference Protocol v2"
     );
-    server::serve(node, listener, telemetry::shutdown_signal()).await;
+    server::serve(node, listeners, telemetry::shutdown_signal()).await;
     tracing::info!("stopped");
     Ok(())
 }

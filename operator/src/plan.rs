@@ -9,8 +9,8 @@ use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
 
 use idn_contract::config::{
-    self as agent, API_VERSION, KIND, Limits, ModelConfig, NodeAgentConfig, ServiceConfig,
-    StrategyConfig, Target, UpstreamConfig,
+    self as agent, API_VERSION, KIND, Limits, ModelConfig, NodeAgentConfig, Protocol,
+    ServiceConfig, StrategyConfig, Target, UpstreamConfig,
 };
 use idn_contract::graph::find_cycle;
 use idn_contract::names::is_dns_label;
@@ -166,6 +166,7 @@ fn plan_node<'a>(
         node: node.name.clone(),
         tier: Some(node.tier.as_str().to_owned()),
         listen: addressing.listen(&node.name),
+        grpc_listen: None,
         limits: Limits::default(),
         models: models
             .iter()
@@ -243,6 +244,7 @@ fn upstreams(
                 // Nodes of the network are idn node-agents, which speak the binary extension;
                 // a remote endpoint may be any OIP server, so it gets JSON.
                 binary_data: link.node.is_some(),
+                protocol: Protocol::Rest,
                 delay_ms: addressing.delay_ms(&node.name, link),
             })
         })

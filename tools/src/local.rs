@@ -230,7 +230,8 @@ fn start_node(
     }
     let (stop, stopped) = oneshot::channel();
     let served = Arc::clone(&node);
-    let task = tokio::spawn(server::serve(served, listener, async {
+    let listeners = server::Listeners::new(listener, None);
+    let task = tokio::spawn(server::serve(served, listeners, async {
         let _ = stopped.await;
     }));
     let config = node.config();

@@ -1,12 +1,14 @@
-//! The inference endpoint: authorize, read the body, decode, answer from a model or a service,
-//! encode; and the request metrics around it.
+//! Inference, whichever protocol carries it: admit (token, name, readiness), answer from a
+//! model or by a service's strategy, and the request metrics around it; and the REST endpoint
+//! on top (read the body, decode, answer, encode). The gRPC service reuses all but the body.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
-use http::{Request, Response, StatusCode};
+use http::{HeaderMap, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use tracing::Instrument;
@@ -50,27 +52,81 @@ async fn read_body(
     }
 }
 
+/// Counts and logs one inference request, whichever protocol carried it: by model and by the
+/// HTTP status of its outcome (gRPC codes map from the same error kinds).
+pub(super) async fn observed<T>(
+    node: &Node,
+    name: &str,
+    answer: impl Future<Output = Result<T, RequestError>>,
+) -> Result<T, RequestError> {
+    let timer = node.metrics().request_started();
+    let result = answer
+        .instrument(tracing::debug_span!("infer", model = %name))
+        .await;
+    let status = match &result {
+        Ok(_) => StatusCode::OK,
+        Err(e) => {
+            let status = http_status(e);
+            if status.is_server_error() {
+                tracing::warn!(model = %name, kind = e.kind(), error = %e, "inference failed");
+            } else {
+                tracing::debug!(model = %name, kind = e.kind(), error = %e, "inference request refused");
+            }
+            status
+        }
+    };
+    timer.finish(node.serves(name).then_some(name), status.as_u16());
+    result
+}
+
+/// Admits a request to `name`: the caller's token (`authorization: Bearer ...` in `headers`),
+/// the model or service, and a model that can serve, all before the request's data is read.
+pub(super) fn admit<'n>(
+    node: &'n Node,
+    headers: &HeaderMap,
+    name: &str,
+    version: Option<&str>,
+) -> Result<Served<'n>, RequestError> {
+    let token = headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    node.check_token(token)?;
+    let served = node.lookup(name, version)?;
+    if let Served::Model(_, model) = served {
+        model.ready_signature()?;
+    }
+    Ok(served)
+}
+
+/// Answers a decoded request from a model or by a service's strategy; `headers` carry the
+/// request context (path, deadline, request id, trace).
+pub(super) async fn answer(
+    node: &Node,
+    served: Served<'_>,
+    mut request: InferRequest,
+    headers: &HeaderMap,
+) -> Result<(InferResponse, InferRequest), RequestError> {
+    let response = match served {
+        Served::Service(service) => infer_service(node, service, headers, &request).await?,
+        Served::Model(index, model) => {
+            let inputs = std::mem::take(&mut request.inputs);
+            infer_model(node, index, model, inputs, &request).await?
+        }
+    };
+    Ok((response, request))
+}
+
+/// The REST inference endpoint.
 pub(super) async fn infer(
     node: &Arc<Node>,
     name: &str,
     version: Option<&str>,
     request: Request<Incoming>,
 ) -> Response<Body> {
-    let timer = node.metrics().request_started();
-    let response = run_infer(node, name, version, request)
-        .instrument(tracing::debug_span!("infer", model = %name))
+    observed(node, name, run_infer(node, name, version, request))
         .await
-        .unwrap_or_else(|e| {
-            if http_status(&e).is_server_error() {
-                tracing::warn!(model = %name, kind = e.kind(), error = %e, "inference failed");
-            } else {
-                tracing::debug!(model = %name, kind = e.kind(), error = %e, "inference request refused");
-            }
-            error_response(&e)
-        });
-    let served = node.serves(name).then_some(name);
-    timer.finish(served, response.status().as_u16());
-    response
+        .unwrap_or_else(|e| error_response(&e))
 }
 
 async fn run_infer(
@@ -79,17 +135,7 @@ async fn run_infer(
     version: Option<&str>,
     request: Request<Incoming>,
 ) -> Result<Response<Body>, RequestError> {
-    let token = request
-        .headers()
-        .get(http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    node.check_token(token)?;
-    let served = node.lookup(name, version)?;
-    if let Served::Model(_, model) = served {
-        // Refused before its body is read: the body would be wasted.
-        model.ready_signature()?;
-    }
+    let served = admit(node, request.headers(), name, version)?;
     let limits = &node.config().limits;
     let (parts, body) = read_body(
         request,
@@ -101,14 +147,8 @@ async fn run_infer(
         .headers
         .get(wire::HEADER_LENGTH)
         .map(|v| v.to_str().unwrap_or("(not text)"));
-    let mut request = wire::decode_request(&body, header_length)?;
-    let response = match served {
-        Served::Service(service) => infer_service(node, service, &parts.headers, &request).await?,
-        Served::Model(index, model) => {
-            let inputs = std::mem::take(&mut request.inputs);
-            infer_model(node, index, model, inputs, &request).await?
-        }
-    };
+    let request = wire::decode_request(&body, header_length)?;
+    let (response, request) = answer(node, served, request, &parts.headers).await?;
     let encoded = wire::encode_response(&response, |output| {
         request
             .outputs

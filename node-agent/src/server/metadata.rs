@@ -9,6 +9,7 @@ use super::response::{Body, json_response};
 use crate::error::RequestError;
 use crate::model::TensorSpec;
 use crate::node::{Node, Served};
+use crate::wire::tensor::DataType;
 use idn_contract::config::ServiceConfig;
 
 pub(super) fn server_ready(node: &Node) -> Response<Body> {
@@ -27,11 +28,89 @@ pub(super) fn server_metadata(node: &Node) -> Response<Body> {
         json!({
             "name": "idn-node-agent",
             "version": env!("CARGO_PKG_VERSION"),
-            "extensions": ["binary_tensor_data"],
+            "extensions": EXTENSIONS,
             "node": node.config().node,
             "tier": node.config().tier,
         }),
     )
+}
+
+/// Extensions of the protocol this server speaks, as server metadata lists them.
+pub(super) const EXTENSIONS: [&str; 1] = ["binary_tensor_data"];
+
+/// What OIP says of a model or a service, before a protocol encodes it.
+pub(super) struct Metadata {
+    pub name: String,
+    pub versions: Vec<String>,
+    pub platform: &'static str,
+    pub inputs: Vec<TensorSpec>,
+    pub outputs: Vec<TensorSpec>,
+    /// Why a model is not ready; its inputs and outputs are unknown then.
+    pub unready: Option<String>,
+    pub parameters: serde_json::Map<String, serde_json::Value>,
+}
+
+/// The metadata of model or service `name`.
+pub(super) fn metadata(
+    node: &Node,
+    name: &str,
+    version: Option<&str>,
+) -> Result<Metadata, RequestError> {
+    let model = match node.lookup(name, version)? {
+        Served::Service(service) => return Ok(service_metadata(&service.config)),
+        Served::Model(_, model) => model,
+    };
+    let config = model.config();
+    let (inputs, outputs, unready) = match model.readiness() {
+        Ok(signature) => (signature.inputs.clone(), signature.outputs.clone(), None),
+        Err(reason) => (Vec::new(), Vec::new(), Some(reason.to_owned())),
+    };
+    let mut parameters = serde_json::Map::new();
+    if !config.labels.is_empty() {
+        parameters.insert("labels".into(), json!(config.labels));
+    }
+    Ok(Metadata {
+        name: config.name.clone(),
+        versions: vec![config.version.clone()],
+        platform: "onnxruntime_onnx",
+        inputs,
+        outputs,
+        unready,
+        parameters,
+    })
+}
+
+/// Metadata of a service: its strategy decides which model answers, so only the output is
+/// fixed; inputs are those of the models behind it.
+fn service_metadata(service: &ServiceConfig) -> Metadata {
+    let mut parameters = serde_json::Map::new();
+    parameters.insert("strategy".into(), json!(service.strategy));
+    Metadata {
+        name: service.name.clone(),
+        versions: vec!["1".to_owned()],
+        platform: "idn_service",
+        inputs: Vec::new(),
+        outputs: vec![TensorSpec {
+            name: service.output.clone(),
+            datatype: DataType::Fp32,
+            shape: vec![-1, -1],
+        }],
+        unready: None,
+        parameters,
+    }
+}
+
+/// Whether model or service `name` can answer: a service always can, a model once loaded;
+/// the error says why not.
+pub(super) fn readiness(
+    node: &Node,
+    name: &str,
+    version: Option<&str>,
+) -> Result<Result<(), RequestError>, RequestError> {
+    Ok(match node.lookup(name, version)? {
+        Served::Service(_) => Ok(()),
+        Served::Model(_, model) => model.ready_signature().map(|_| ()),
+    })
 }
 
 fn specs_json(specs: &[TensorSpec]) -> serde_json::Value {
@@ -46,49 +125,29 @@ pub(super) fn model_metadata(
     name: &str,
     version: Option<&str>,
 ) -> Result<Response<Body>, RequestError> {
-    let model = match node.lookup(name, version)? {
-        Served::Service(service) => return Ok(service_metadata(&service.config)),
-        Served::Model(_, model) => model,
-    };
-    let config = model.config();
+    let metadata = metadata(node, name, version)?;
     let mut body = json!({
-        "name": config.name,
-        "versions": [config.version],
-        "platform": "onnxruntime_onnx",
+        "name": metadata.name,
+        "versions": metadata.versions,
+        "platform": metadata.platform,
+        "inputs": specs_json(&metadata.inputs),
+        "outputs": specs_json(&metadata.outputs),
     });
-    match model.readiness() {
-        Ok(signature) => {
-            body["inputs"] = specs_json(&signature.inputs);
-            body["outputs"] = specs_json(&signature.outputs);
-            body["state"] = json!("READY");
-        }
-        Err(reason) => {
-            body["inputs"] = json!([]);
-            body["outputs"] = json!([]);
-            body["state"] = json!("UNAVAILABLE");
-            body["reason"] = json!(reason);
-        }
+    // A service has no state of its own: what answers it is decided per request.
+    if metadata.platform != "idn_service" {
+        body["state"] = json!(if metadata.unready.is_some() {
+            "UNAVAILABLE"
+        } else {
+            "READY"
+        });
     }
-    if !config.labels.is_empty() {
-        body["parameters"] = json!({ "labels": config.labels });
+    if let Some(reason) = metadata.unready {
+        body["reason"] = json!(reason);
+    }
+    if !metadata.parameters.is_empty() {
+        body["parameters"] = metadata.parameters.into();
     }
     Ok(json_response(StatusCode::OK, body))
-}
-
-/// Metadata of a service: its strategy decides which model answers, so only the output is
-/// fixed; inputs are those of the models behind it.
-fn service_metadata(service: &ServiceConfig) -> Response<Body> {
-    json_response(
-        StatusCode::OK,
-        json!({
-            "name": service.name,
-            "versions": ["1"],
-            "platform": "idn_service",
-            "inputs": [],
-            "outputs": [{"name": service.output, "datatype": "FP32", "shape": [-1, -1]}],
-            "parameters": {"strategy": service.strategy},
-        }),
-    )
 }
 
 pub(super) fn model_ready(
@@ -96,21 +155,12 @@ pub(super) fn model_ready(
     name: &str,
     version: Option<&str>,
 ) -> Result<Response<Body>, RequestError> {
-    let model = match node.lookup(name, version)? {
-        Served::Service(_) => {
-            return Ok(json_response(
-                StatusCode::OK,
-                json!({ "name": name, "ready": true }),
-            ));
-        }
-        Served::Model(_, model) => model,
-    };
-    Ok(match model.readiness() {
-        Ok(_) => json_response(StatusCode::OK, json!({ "name": name, "ready": true })),
+    Ok(match readiness(node, name, version)? {
+        Ok(()) => json_response(StatusCode::OK, json!({ "name": name, "ready": true })),
         // OIP: a 4xx status means "not ready".
-        Err(reason) => json_response(
+        Err(e) => json_response(
             StatusCode::BAD_REQUEST,
-            json!({ "name": name, "ready": false, "error": format!("model {name:?} is not ready: {reason}") }),
+            json!({ "name": name, "ready": false, "error": e.to_string() }),
         ),
     })
 }

@@ -1,12 +1,15 @@
-//! The OIP v2 HTTP server: one routing function (`route`), handlers returning
+//! The OIP v2 servers. REST: one routing function (`route`), handlers returning
 //! `Result<_, RequestError>`, and one place ([`http_status`]) that turns an error kind into its
-//! HTTP status, beside the OIP error body.
+//! HTTP status, beside the OIP error body. gRPC ([`grpc`]) on its own port, answered by the
+//! same inference code, with its own one place for status codes ([`grpc_code`]).
 
+mod grpc;
 mod infer;
 mod metadata;
 mod response;
 mod route;
 
+pub use grpc::grpc_code;
 pub use response::http_status;
 
 use std::future::Future;
@@ -15,6 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::FutureExt;
 use http::header::CONTENT_TYPE;
 use http::{Request, Response, StatusCode};
 use http_body_util::Full;
@@ -22,11 +26,11 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulConnection, GracefulShutdown};
 use idn_contract::config::NodeAgentConfig;
 use idn_telemetry::exposition;
 use serde_json::json;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 
 use crate::error::{Error, Result};
 use crate::node::Node;
@@ -66,25 +70,91 @@ async fn handle(node: Arc<Node>, request: Request<Incoming>) -> Response<Body> {
     result.unwrap_or_else(|e| error_response(&e))
 }
 
-/// Binds the configured listen address.
-pub async fn bind(config: &NodeAgentConfig) -> Result<TcpListener> {
-    TcpListener::bind(config.listen)
-        .await
-        .map_err(|source| Error::Listen {
-            addr: config.listen.to_string(),
-            source,
-        })
+/// The sockets a node serves on: REST always, gRPC when the config has `grpcListen`.
+pub struct Listeners {
+    rest: TcpListener,
+    grpc: Option<TcpListener>,
 }
 
-/// Serves HTTP on `listener` until `shutdown` resolves, then stops accepting and lets in-flight
-/// requests finish (up to the configured drain timeout).
-pub async fn serve(node: Arc<Node>, listener: TcpListener, shutdown: impl Future<Output = ()>) {
-    let graceful = GracefulShutdown::new();
-    let mut shutdown = std::pin::pin!(shutdown);
+impl Listeners {
+    /// Listeners bound by the caller (one that chose its ports before planning the nodes).
+    pub fn new(rest: TcpListener, grpc: Option<TcpListener>) -> Self {
+        Listeners { rest, grpc }
+    }
+
+    /// The address REST is served on.
+    pub fn rest_addr(&self) -> SocketAddr {
+        local_addr(&self.rest)
+    }
+
+    /// The address gRPC is served on, when it is.
+    pub fn grpc_addr(&self) -> Option<SocketAddr> {
+        self.grpc.as_ref().map(local_addr)
+    }
+}
+
+/// Binds the configured listen addresses.
+pub async fn bind(config: &NodeAgentConfig) -> Result<Listeners> {
+    let listen = |addr: SocketAddr| async move {
+        TcpListener::bind(addr)
+            .await
+            .map_err(|source| Error::Listen {
+                addr: addr.to_string(),
+                source,
+            })
+    };
+    Ok(Listeners {
+        rest: listen(config.listen).await?,
+        grpc: match config.grpc_listen {
+            Some(addr) => Some(listen(addr).await?),
+            None => None,
+        },
+    })
+}
+
+/// Serves REST, and gRPC when bound, until `shutdown` resolves; then stops accepting and lets
+/// in-flight requests finish (up to the configured drain timeout).
+pub async fn serve(node: Arc<Node>, listeners: Listeners, shutdown: impl Future<Output = ()>) {
+    let shutdown = shutdown.shared();
+    let rest = serve_rest(Arc::clone(&node), listeners.rest, shutdown.clone());
+    match listeners.grpc {
+        Some(listener) => {
+            tokio::join!(rest, grpc::serve(node, listener, shutdown));
+        }
+        None => rest.await,
+    }
+}
+
+async fn serve_rest(node: Arc<Node>, listener: TcpListener, shutdown: impl Future<Output = ()>) {
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT);
+    let drain = Duration::from_secs(node.config().limits.drain_timeout_seconds);
+    accept(listener, shutdown, drain, move |io| {
+        let node = Arc::clone(&node);
+        let service = service_fn(move |request| {
+            let node = Arc::clone(&node);
+            async move { Ok::<_, std::convert::Infallible>(handle(node, request).await) }
+        });
+        builder.serve_connection(io, service)
+    })
+    .await;
+}
+
+/// Accepts connections on `listener`, serving each with `serve`, until `shutdown` resolves;
+/// then stops accepting and lets open connections finish, up to `drain`.
+async fn accept<C>(
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+    drain: Duration,
+    serve: impl Fn(TokioIo<TcpStream>) -> C,
+) where
+    C: GracefulConnection + Send + 'static,
+    C::Error: std::fmt::Display,
+{
+    let graceful = GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -97,31 +167,25 @@ pub async fn serve(node: Arc<Node>, listener: TcpListener, shutdown: impl Future
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let node = Arc::clone(&node);
-        let service = service_fn(move |request| {
-            let node = Arc::clone(&node);
-            async move { Ok::<_, std::convert::Infallible>(handle(node, request).await) }
-        });
-        let connection = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
+        let connection = graceful.watch(serve(TokioIo::new(stream)));
         tokio::spawn(async move {
             if let Err(e) = connection.await {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
         });
     }
+    let addr = local_addr(&listener);
     drop(listener);
-    let drain = Duration::from_secs(node.config().limits.drain_timeout_seconds);
-    tracing::info!(connections = graceful.count(), "draining");
+    tracing::info!(%addr, connections = graceful.count(), "draining");
     if tokio::time::timeout(drain, graceful.shutdown())
         .await
         .is_err()
     {
-        tracing::warn!("drain timeout reached; closing remaining connections");
+        tracing::warn!(%addr, "drain timeout reached; closing remaining connections");
     }
 }
 
-/// The address a listener is bound to, for logs and tests.
-pub fn local_addr(listener: &TcpListener) -> SocketAddr {
+fn local_addr(listener: &TcpListener) -> SocketAddr {
     listener
         .local_addr()
         .expect("a bound listener has an address")

@@ -14,6 +14,9 @@ use crate::error::RequestError;
 pub const PATH_HEADER: &str = "idn-path";
 /// Milliseconds left to answer, set by the caller; each hop passes on what remains.
 pub const DEADLINE_HEADER: &str = "idn-deadline-ms";
+/// A gRPC caller's deadline (e.g. `250m`): honoured like the deadline header, and passed on as
+/// the remaining budget.
+pub const GRPC_TIMEOUT_HEADER: &str = "grpc-timeout";
 /// Request id, kept across hops for log correlation.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 /// W3C trace context.
@@ -49,20 +52,31 @@ impl RequestContext {
                     .collect()
             })
             .unwrap_or_default();
-        let budget_ms = match (text(DEADLINE_HEADER), parameters.get("deadline_ms")) {
-            (Some(ms), _) => Some(ms.trim().parse::<u64>().map_err(|_| {
+        let budget = match (
+            text(DEADLINE_HEADER),
+            text(GRPC_TIMEOUT_HEADER),
+            parameters.get("deadline_ms"),
+        ) {
+            (Some(ms), _, _) => Duration::from_millis(ms.trim().parse::<u64>().map_err(|_| {
                 RequestError::Invalid(format!(
                     "{DEADLINE_HEADER}: {ms:?} is not a number of milliseconds"
                 ))
             })?),
-            (None, Some(value)) => Some(value.as_u64().ok_or_else(|| {
+            (None, Some(timeout), _) => parse_grpc_timeout(timeout).ok_or_else(|| {
                 RequestError::Invalid(format!(
-                    "parameters.deadline_ms: {value} is not a number of milliseconds"
+                    "{GRPC_TIMEOUT_HEADER}: {timeout:?} is not a gRPC timeout (digits and a unit \
+                     of H, M, S, m, u or n)"
                 ))
-            })?),
-            (None, None) => None,
+            })?,
+            (None, None, Some(value)) => {
+                Duration::from_millis(value.as_u64().ok_or_else(|| {
+                    RequestError::Invalid(format!(
+                        "parameters.deadline_ms: {value} is not a number of milliseconds"
+                    ))
+                })?)
+            }
+            (None, None, None) => default_deadline,
         };
-        let budget = budget_ms.map_or(default_deadline, Duration::from_millis);
         Ok(RequestContext {
             path,
             deadline: Instant::now() + budget,
@@ -115,6 +129,31 @@ impl RequestContext {
         ));
         headers
     }
+}
+
+/// A `grpc-timeout` value: at most 8 digits and a unit (hours to nanoseconds).
+fn parse_grpc_timeout(value: &str) -> Option<Duration> {
+    let unit = value.chars().last()?;
+    let digits = &value[..value.len() - unit.len_utf8()];
+    if digits.is_empty() || digits.len() > 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        'H' => Duration::from_secs(n * 3600),
+        'M' => Duration::from_secs(n * 60),
+        'S' => Duration::from_secs(n),
+        'm' => Duration::from_millis(n),
+        'u' => Duration::from_micros(n),
+        'n' => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+/// `timeout` as a `grpc-timeout` value, in whole milliseconds (at most 8 digits, as the
+/// protocol allows).
+pub(crate) fn format_grpc_timeout(timeout: Duration) -> String {
+    format!("{}m", timeout.as_millis().clamp(1, 99_999_999))
 }
 
 /// Trace id and flags of a version-00 `traceparent`; invalid values are ignored, as W3C asks.
@@ -177,6 +216,33 @@ mod tests {
         let err = context(&[(DEADLINE_HEADER, "soon")]).unwrap_err();
         assert!(matches!(err, RequestError::Invalid(_)), "{err:?}");
         assert!(err.to_string().contains("is not a number of milliseconds"));
+    }
+
+    #[test]
+    fn a_grpc_timeout_is_a_deadline() {
+        let ctx = context(&[(GRPC_TIMEOUT_HEADER, "30m")]).unwrap();
+        assert!(ctx.remaining() <= Duration::from_millis(30));
+        assert!(ctx.remaining() > Duration::from_millis(20));
+        // idn's own header wins: it is what an idn hop sends.
+        let ctx = context(&[(GRPC_TIMEOUT_HEADER, "5S"), (DEADLINE_HEADER, "10")]).unwrap();
+        assert!(ctx.remaining() <= Duration::from_millis(10));
+        assert_eq!(parse_grpc_timeout("2H"), Some(Duration::from_secs(7200)));
+        let sent = format_grpc_timeout(Duration::from_micros(250_400));
+        assert_eq!(sent, "250m");
+        assert_eq!(parse_grpc_timeout(&sent), Some(Duration::from_millis(250)));
+        assert_eq!(
+            format_grpc_timeout(Duration::from_secs(10_000_000)),
+            "99999999m"
+        );
+        assert_eq!(
+            parse_grpc_timeout("99999999n"),
+            Some(Duration::from_nanos(99_999_999))
+        );
+        for bad in ["", "m", "123456789m", "10x", "-1S", "1.5S"] {
+            assert_eq!(parse_grpc_timeout(bad), None, "{bad:?}");
+        }
+        let err = context(&[(GRPC_TIMEOUT_HEADER, "soon")]).unwrap_err();
+        assert!(err.to_string().contains("is not a gRPC timeout"), "{err}");
     }
 
     #[test]

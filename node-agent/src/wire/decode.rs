@@ -189,6 +189,46 @@ fn flag(parameters: &Parameters, key: &str) -> Result<bool, RequestError> {
     }
 }
 
+/// The datatype, shape and element count a tensor declares, checked: a supported datatype and
+/// a shape without negative dimensions whose element count fits in memory.
+pub(super) fn tensor_header(
+    at: &str,
+    datatype: &str,
+    shape: &[i64],
+) -> Result<(DataType, Vec<usize>, usize), RequestError> {
+    let parsed = DataType::parse(datatype).ok_or_else(|| {
+        RequestError::Invalid(format!(
+            "{at}: datatype {datatype:?} is not supported (supported: {})",
+            DataType::SUPPORTED.trim_end()
+        ))
+    })?;
+    let dims = shape
+        .iter()
+        .map(|&d| usize::try_from(d))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|_| {
+            RequestError::Invalid(format!("{at}: shape {shape:?} has a negative dimension"))
+        })?;
+    let expected = Tensor::shape_elements(&dims)
+        .ok_or_else(|| RequestError::Invalid(format!("{at}: shape {dims:?} is too large")))?;
+    Ok((parsed, dims, expected))
+}
+
+/// Refuses data whose element count is not the one the shape needs.
+pub(super) fn check_elements(
+    at: &str,
+    shape: &[usize],
+    expected: usize,
+    elements: usize,
+) -> Result<(), RequestError> {
+    if elements == expected {
+        return Ok(());
+    }
+    Err(RequestError::Invalid(format!(
+        "{at}: shape {shape:?} needs {expected} elements, data has {elements}"
+    )))
+}
+
 /// Decodes wire tensors, taking binary data from `binary` in order.
 fn decode_tensors(
     wire: Vec<WireTensor>,
@@ -198,26 +238,7 @@ fn decode_tensors(
     let mut tensors = Vec::with_capacity(wire.len());
     for (i, w) in wire.into_iter().enumerate() {
         let at = format!("{field}[{i}] ({:?})", w.name);
-        let datatype = DataType::parse(&w.datatype).ok_or_else(|| {
-            RequestError::Invalid(format!(
-                "{at}: datatype {:?} is not supported (supported: {})",
-                w.datatype,
-                DataType::SUPPORTED.trim_end()
-            ))
-        })?;
-        let shape = w
-            .shape
-            .iter()
-            .map(|&d| usize::try_from(d))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|_| {
-                RequestError::Invalid(format!(
-                    "{at}: shape {:?} has a negative dimension",
-                    w.shape
-                ))
-            })?;
-        let expected = Tensor::shape_elements(&shape)
-            .ok_or_else(|| RequestError::Invalid(format!("{at}: shape {shape:?} is too large")))?;
+        let (datatype, shape, expected) = tensor_header(&at, &w.datatype, &w.shape)?;
         let data = match (binary::binary_size(&w.parameters, &at)?, w.data) {
             (Some(_), Some(_)) => {
                 return Err(RequestError::Invalid(format!(
@@ -234,12 +255,7 @@ fn decode_tensors(
                 )));
             }
         };
-        if data.len() != expected {
-            return Err(RequestError::Invalid(format!(
-                "{at}: shape {shape:?} needs {expected} elements, data has {}",
-                data.len()
-            )));
-        }
+        check_elements(&at, &shape, expected, data.len())?;
         tensors.push(Tensor {
             name: w.name,
             shape,

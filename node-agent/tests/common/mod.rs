@@ -65,6 +65,8 @@ pub fn argmax(row: &[f32]) -> usize {
 /// An agent serving on 127.0.0.1 with an ephemeral port, in this process.
 pub struct TestAgent {
     pub addr: SocketAddr,
+    /// Where it serves gRPC, when its config has `grpcListen`.
+    pub grpc_addr: Option<SocketAddr>,
     pub node: Arc<Node>,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
@@ -72,15 +74,17 @@ pub struct TestAgent {
 
 impl TestAgent {
     pub async fn start(config: NodeAgentConfig) -> Self {
-        let listener = server::bind(&config).await.unwrap();
-        let addr = server::local_addr(&listener);
+        let listeners = server::bind(&config).await.unwrap();
+        let addr = listeners.rest_addr();
+        let grpc_addr = listeners.grpc_addr();
         let node = Node::start(config).unwrap();
         let (tx, rx) = oneshot::channel();
-        let task = tokio::spawn(server::serve(Arc::clone(&node), listener, async {
+        let task = tokio::spawn(server::serve(Arc::clone(&node), listeners, async {
             let _ = rx.await;
         }));
         TestAgent {
             addr,
+            grpc_addr,
             node,
             shutdown: Some(tx),
             task: Some(task),

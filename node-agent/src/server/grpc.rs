@@ -1,0 +1,173 @@
+//! The OIP v2 gRPC server (`inference.GRPCInferenceService`, tonic over HTTP/2), beside REST on
+//! its own port. Requests are admitted and answered by the same code as REST ([`super::infer`]),
+//! with the call's metadata as its headers (token, request context, `grpc-timeout`); and
+//! [`grpc_code`] is the one place an error kind becomes a gRPC status code.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::server::conn::http2;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tonic::{Code, Request, Response, Status};
+
+use super::infer::{admit, answer, observed};
+use super::metadata::{self, EXTENSIONS, Metadata};
+use crate::error::{RequestError, UpstreamError};
+use crate::model::TensorSpec;
+use crate::node::Node;
+use crate::wire::grpc::{self, proto};
+use proto::grpc_inference_service_server::{GrpcInferenceService, GrpcInferenceServiceServer};
+
+/// The gRPC status code of an error kind: the one mapping from kinds to gRPC.
+pub fn grpc_code(error: &RequestError) -> Code {
+    match error {
+        RequestError::Invalid(_) => Code::InvalidArgument,
+        RequestError::NotFound(_) => Code::NotFound,
+        RequestError::Unauthorized(_) => Code::Unauthenticated,
+        RequestError::MethodNotAllowed { .. } => Code::Unimplemented,
+        RequestError::BodyTooLarge { .. } | RequestError::Overloaded { .. } => {
+            Code::ResourceExhausted
+        }
+        RequestError::BodyTimeout { .. } | RequestError::DeadlineExceeded(_) => {
+            Code::DeadlineExceeded
+        }
+        RequestError::Unavailable(_) => Code::Unavailable,
+        RequestError::Internal(_) | RequestError::Mismatch(_) => Code::Internal,
+        // A topology error: the system is not in a state to route this request.
+        RequestError::Routing(_) => Code::FailedPrecondition,
+        RequestError::Upstream(e) => match e {
+            UpstreamError::Timeout { .. } => Code::DeadlineExceeded,
+            _ if e.is_routing_error() => Code::FailedPrecondition,
+            // What HTTP calls a bad gateway or an overloaded upstream.
+            _ => Code::Unavailable,
+        },
+    }
+}
+
+fn status(error: &RequestError) -> Status {
+    Status::new(grpc_code(error), error.to_string())
+}
+
+fn version(version: &str) -> Option<&str> {
+    (!version.is_empty()).then_some(version)
+}
+
+struct Grpc {
+    node: Arc<Node>,
+}
+
+#[tonic::async_trait]
+impl GrpcInferenceService for Grpc {
+    async fn server_live(
+        &self,
+        _: Request<proto::ServerLiveRequest>,
+    ) -> Result<Response<proto::ServerLiveResponse>, Status> {
+        Ok(Response::new(proto::ServerLiveResponse { live: true }))
+    }
+
+    async fn server_ready(
+        &self,
+        _: Request<proto::ServerReadyRequest>,
+    ) -> Result<Response<proto::ServerReadyResponse>, Status> {
+        let ready = self.node.is_ready();
+        Ok(Response::new(proto::ServerReadyResponse { ready }))
+    }
+
+    async fn model_ready(
+        &self,
+        request: Request<proto::ModelReadyRequest>,
+    ) -> Result<Response<proto::ModelReadyResponse>, Status> {
+        let request = request.into_inner();
+        let readiness = metadata::readiness(&self.node, &request.name, version(&request.version))
+            .map_err(|e| status(&e))?;
+        let ready = readiness.is_ok();
+        Ok(Response::new(proto::ModelReadyResponse { ready }))
+    }
+
+    async fn server_metadata(
+        &self,
+        _: Request<proto::ServerMetadataRequest>,
+    ) -> Result<Response<proto::ServerMetadataResponse>, Status> {
+        Ok(Response::new(proto::ServerMetadataResponse {
+            name: "idn-node-agent".to_owned(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            extensions: EXTENSIONS.map(str::to_owned).to_vec(),
+        }))
+    }
+
+    async fn model_metadata(
+        &self,
+        request: Request<proto::ModelMetadataRequest>,
+    ) -> Result<Response<proto::ModelMetadataResponse>, Status> {
+        let request = request.into_inner();
+        let metadata = metadata::metadata(&self.node, &request.name, version(&request.version))
+            .map_err(|e| status(&e))?;
+        Ok(Response::new(metadata_message(metadata)))
+    }
+
+    async fn model_infer(
+        &self,
+        request: Request<proto::ModelInferRequest>,
+    ) -> Result<Response<proto::ModelInferResponse>, Status> {
+        let (metadata, _, message) = request.into_parts();
+        let headers = metadata.into_headers();
+        let node = &self.node;
+        let name = message.model_name.clone();
+        let version = version(&message.model_version).map(str::to_owned);
+        let answered = observed(node, &name, async {
+            let served = admit(node, &headers, &name, version.as_deref())?;
+            let request = grpc::decode_request(message)?;
+            let raw = request.binary_output;
+            let (response, _) = answer(node, served, request, &headers).await?;
+            Ok(grpc::encode_response(response, raw))
+        });
+        answered.await.map(Response::new).map_err(|e| status(&e))
+    }
+}
+
+fn metadata_message(metadata: Metadata) -> proto::ModelMetadataResponse {
+    let tensors = |specs: Vec<TensorSpec>| {
+        specs
+            .into_iter()
+            .map(|s| proto::model_metadata_response::TensorMetadata {
+                name: s.name,
+                datatype: s.datatype.as_str().to_owned(),
+                shape: s.shape,
+            })
+            .collect()
+    };
+    proto::ModelMetadataResponse {
+        name: metadata.name,
+        versions: metadata.versions,
+        platform: metadata.platform.to_owned(),
+        inputs: tensors(metadata.inputs),
+        outputs: tensors(metadata.outputs),
+    }
+}
+
+/// Serves gRPC (HTTP/2) on `listener` until `shutdown` resolves, then lets in-flight calls
+/// finish (up to the configured drain timeout). On hyper directly rather than tonic's server,
+/// whose own `grpc-timeout` timer would answer CANCELLED where the caller's deadline passed:
+/// here the deadline is the request's, and passing it is DEADLINE_EXCEEDED.
+pub(super) async fn serve(
+    node: Arc<Node>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) {
+    let limits = &node.config().limits;
+    let drain = Duration::from_secs(limits.drain_timeout_seconds);
+    let service = GrpcInferenceServiceServer::new(Grpc {
+        node: Arc::clone(&node),
+    })
+    .max_decoding_message_size(limits.max_body_bytes)
+    .max_encoding_message_size(limits.max_body_bytes);
+    let mut builder = http2::Builder::new(TokioExecutor::new());
+    builder.timer(TokioTimer::new());
+    super::accept(listener, shutdown, drain, move |io| {
+        builder.serve_connection(io, TowerToHyperService::new(service.clone()))
+    })
+    .await;
+}
