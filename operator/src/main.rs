@@ -62,7 +62,7 @@ const LEASE_DURATION: Duration = Duration::from_secs(15);
 
 fn main() -> ExitCode {
     let args = <Args as clap::Parser>::parse();
-    telemetry::init(args.log_format, &args.log_level);
+    let _telemetry = telemetry::init(args.log_format, &args.log_level, "idn-operator");
     let result = tokio::runtime::Runtime::new()
         .context("starting the async runtime")
         .and_then(|runtime| runtime.block_on(operate(&args)));
