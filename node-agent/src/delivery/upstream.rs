@@ -17,6 +17,7 @@ use rustls::pki_types::pem::PemObject;
 
 use super::UpstreamCall;
 use crate::error::{Error, Result, UpstreamError};
+use crate::trace;
 use crate::wire::context::RequestContext;
 use crate::wire::tensor::Tensor;
 use crate::wire::{self, InferResponse, Parameters};
@@ -117,7 +118,7 @@ impl Upstream {
         if let Some(length) = body.header_length {
             request = request.header(wire::HEADER_LENGTH, length);
         }
-        for (header, value) in context.forward_headers(node) {
+        for (header, value) in context.forward_headers(node, trace::current_span_ids()) {
             request = request.header(header, value);
         }
         if let Some(token) = &self.token {

@@ -16,6 +16,7 @@ use crate::delivery::Service;
 use crate::error::RequestError;
 use crate::model::Model;
 use crate::node::{Node, Served};
+use crate::trace;
 use crate::wire::context::RequestContext;
 use crate::wire::provenance;
 use crate::wire::tensor::{Tensor, TensorData};
@@ -57,8 +58,9 @@ pub(super) async fn infer(
     request: Request<Incoming>,
 ) -> Response<Body> {
     let timer = node.metrics().request_started();
+    let span = trace::request_span(&node.config().node, name, "rest", request.headers());
     let response = run_infer(node, name, version, request)
-        .instrument(tracing::debug_span!("infer", model = %name))
+        .instrument(span.clone())
         .await
         .unwrap_or_else(|e| {
             if http_status(&e).is_server_error() {
@@ -68,6 +70,7 @@ pub(super) async fn infer(
             }
             error_response(&e)
         });
+    trace::record_status(&span, response.status());
     let served = node.serves(name).then_some(name);
     timer.finish(served, response.status().as_u16());
     response
@@ -199,6 +202,7 @@ async fn infer_service(
         .delivery()
         .deliver(service, &request.inputs, &context)
         .await?;
+    trace::record_answer(&answer.items);
     let mut parameters = wire::Parameters::new();
     provenance::encode(&answer.items, &mut parameters);
     Ok(InferResponse {
