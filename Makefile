@@ -56,15 +56,15 @@ demo-agent: build ## A single node-agent on the three example models, answering 
 	examples/node-agent/demo.sh
 
 .PHONY: components
-components: ## Build the real Kubernetes control plane, Helm and Prometheus the tests run against (cached)
-	tests/cluster/build.sh kubernetes etcd kwok helm prometheus
+components: ## Build the real Kubernetes control plane, Helm, Prometheus and Jaeger the tests run against (cached)
+	tests/cluster/build.sh kubernetes etcd kwok helm prometheus jaeger
 
 .PHONY: cluster
 cluster: components ## A real Kubernetes control plane on loopback (etcd, API server, controllers, kwok); Ctrl-C stops it
 	python3 tests/cluster/cluster.py
 
 .PHONY: test
-test: ort $(PYTHON) components ## Run every test: Rust, interop with tritonclient, schemas, end to end on a real control plane
+test: ort $(PYTHON) components ## Run every test: Rust, interop (tritonclient, traces in Jaeger), schemas, end to end on a real control plane
 	cargo test --workspace
 	cargo build --workspace --bins
 	$(PYTHON) -m pytest -q tests/interop tests/schemas tests/e2e

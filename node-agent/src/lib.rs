@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod model;
 pub mod node;
 pub mod server;
+mod trace;
 pub mod wire;
 
 pub use error::{Error, Result};

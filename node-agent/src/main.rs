@@ -32,7 +32,7 @@ struct Args {
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
-    telemetry::init(args.log_format, &args.log_level);
+    let _telemetry = telemetry::init(args.log_format, &args.log_level, "idn-node-agent");
     match run(args).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -12,6 +12,7 @@ use crate::error::{Error, RequestError, Result, UpstreamError};
 use crate::metrics::Metrics;
 use crate::model::ort_library;
 use crate::model::{Inference, InferencePool, Model};
+use crate::trace;
 use crate::wire::InferResponse;
 use crate::wire::context::RequestContext;
 use crate::wire::tensor::Tensor;
@@ -225,9 +226,11 @@ impl Backend for Node {
         inputs: &[Tensor],
         context: &RequestContext,
     ) -> Result<(InferResponse, Duration), UpstreamError> {
-        self.upstreams
-            .infer(call, inputs, context, &self.config.node)
-            .await
+        let upstream = &self.config.upstreams[call.upstream].name;
+        let infer = self
+            .upstreams
+            .infer(call, inputs, context, &self.config.node);
+        trace::upstream_call(upstream, call.service, infer).await
     }
 }
 

@@ -99,17 +99,33 @@ impl Context {
     }
 }
 
-/// Reconciles one network, recording the outcome in the metrics.
+/// Reconciles one network, recording the outcome in the metrics and in its span (exported
+/// with the traces; at debug level, so that the logs keep their shape).
+#[tracing::instrument(
+    name = "reconcile",
+    level = "debug",
+    skip_all,
+    fields(
+        kind = %InferenceDeliveryNetwork::kind(&()),
+        namespace = network.namespace().unwrap_or_default(),
+        name = network.name_any(),
+        outcome = tracing::field::Empty,
+        otel.status_code = tracing::field::Empty,
+    )
+)]
 pub async fn reconcile(
     network: Arc<InferenceDeliveryNetwork>,
     ctx: Arc<Context>,
 ) -> Result<Action, Error> {
     let start = Instant::now();
     let result = reconcile_network(&network, &ctx).await;
-    ctx.metrics.observe_reconcile(
-        start.elapsed(),
-        result.as_ref().err().map(Error::metric_label),
-    );
+    let error = result.as_ref().err().map(Error::metric_label);
+    ctx.metrics.observe_reconcile(start.elapsed(), error);
+    let span = tracing::Span::current();
+    span.record("outcome", error.unwrap_or("ok"));
+    if error.is_some() {
+        span.record("otel.status_code", "ERROR");
+    }
     if result.is_ok() {
         ctx.failures
             .lock()

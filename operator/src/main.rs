@@ -19,7 +19,7 @@ use idn_operator::controller::{self, Context};
 use idn_operator::endpoints::{self, Health};
 use idn_operator::leader::LeaderElection;
 use idn_operator::metrics::OperatorMetrics;
-use idn_operator::render::Settings;
+use idn_operator::render::{OtlpExport, Settings};
 
 /// idn-operator: reconcile inference delivery networks into node-agent Deployments.
 #[derive(Debug, Clone, clap::Parser)]
@@ -37,6 +37,13 @@ struct Args {
     /// Image of the init container that downloads models (needs sh, curl and sha256sum).
     #[arg(long, value_name = "IMAGE")]
     fetch_image: Option<String>,
+    /// OTLP collector the node-agents export their spans to; by default the one the operator
+    /// exports its own to. None: node-agents export nothing.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT", value_name = "URL")]
+    otlp_endpoint: Option<String>,
+    /// OTLP protocol of the node-agents' export (default: the operator's).
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_PROTOCOL", value_name = "PROTOCOL")]
+    otlp_protocol: Option<String>,
     /// Log line format.
     #[arg(long, value_enum, default_value = "text")]
     log_format: LogFormat,
@@ -62,7 +69,7 @@ const LEASE_DURATION: Duration = Duration::from_secs(15);
 
 fn main() -> ExitCode {
     let args = <Args as clap::Parser>::parse();
-    telemetry::init(args.log_format, &args.log_level);
+    let _telemetry = telemetry::init(args.log_format, &args.log_level, "idn-operator");
     let result = tokio::runtime::Runtime::new()
         .context("starting the async runtime")
         .and_then(|runtime| runtime.block_on(operate(&args)));
@@ -198,7 +205,7 @@ async fn acquire(election: &LeaderElection) {
     }
 }
 
-/// Rendering settings: the defaults, with the images the flags name.
+/// Rendering settings: the defaults, with the images and the OTLP collector the flags name.
 fn settings(args: &Args) -> Settings {
     let mut settings = Settings::default();
     if let Some(image) = &args.agent_image {
@@ -207,6 +214,10 @@ fn settings(args: &Args) -> Settings {
     if let Some(image) = &args.fetch_image {
         settings.fetch_image = image.clone();
     }
+    settings.otlp = args.otlp_endpoint.clone().map(|endpoint| OtlpExport {
+        endpoint,
+        protocol: args.otlp_protocol.clone(),
+    });
     settings
 }
 

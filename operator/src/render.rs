@@ -10,7 +10,7 @@ use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource,
-    HTTPGetAction, ImageVolumeSource, KeyToPath, PersistentVolumeClaimVolumeSource,
+    EnvVar, HTTPGetAction, ImageVolumeSource, KeyToPath, PersistentVolumeClaimVolumeSource,
     PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ProjectedVolumeSource,
     ResourceRequirements, SeccompProfile, SecretProjection, SecurityContext, Service, ServicePort,
     ServiceSpec, Volume, VolumeMount, VolumeProjection,
@@ -48,6 +48,8 @@ pub struct Settings {
     /// Image of the init container that downloads `url` models (needs `sh`, `curl`,
     /// `sha256sum`).
     pub fetch_image: String,
+    /// Where node-agents export their spans, when they do.
+    pub otlp: Option<OtlpExport>,
 }
 
 impl Default for Settings {
@@ -55,7 +57,34 @@ impl Default for Settings {
         Settings {
             agent_image: format!("idn-node-agent:{}", env!("CARGO_PKG_VERSION")),
             fetch_image: "curlimages/curl:8.11.1".to_owned(),
+            otlp: None,
         }
+    }
+}
+
+/// An OTLP collector for the node-agents' spans.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OtlpExport {
+    /// Base URL (`OTEL_EXPORTER_OTLP_ENDPOINT`).
+    pub endpoint: String,
+    /// `OTEL_EXPORTER_OTLP_PROTOCOL`, when not the default.
+    pub protocol: Option<String>,
+}
+
+impl OtlpExport {
+    /// The node-agent's environment for the export.
+    fn env(&self) -> Vec<EnvVar> {
+        let var = |name: &str, value: &str| EnvVar {
+            name: name.to_owned(),
+            value: Some(value.to_owned()),
+            ..EnvVar::default()
+        };
+        let mut env = vec![var("OTEL_EXPORTER_OTLP_ENDPOINT", &self.endpoint)];
+        if let Some(protocol) = &self.protocol {
+            env.push(var("OTEL_EXPORTER_OTLP_PROTOCOL", protocol));
+        }
+        env.push(var("OTEL_SERVICE_NAME", "idn-node-agent"));
+        env
     }
 }
 
@@ -368,6 +397,7 @@ fn agent_container(
         ),
         security_context: Some(container_security()),
         volume_mounts: Some(mounts),
+        env: settings.otlp.as_ref().map(OtlpExport::env),
         ..Container::default()
     }
 }

@@ -4,7 +4,9 @@ use std::path::Path;
 
 use idn_operator::manifests::Manifests;
 use idn_operator::plan::Declared;
-use idn_operator::render::{self, CONFIG_HASH_ANNOTATION, Rendered, Settings};
+use idn_operator::render::{self, CONFIG_HASH_ANNOTATION, OtlpExport, Rendered, Settings};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Container;
 use kube::Resource;
 use serde_json::json;
 
@@ -16,13 +18,17 @@ fn example() -> Manifests {
 }
 
 fn render(manifests: &Manifests) -> Result<Rendered, Vec<String>> {
+    render_with(manifests, &Settings::default())
+}
+
+fn render_with(manifests: &Manifests, settings: &Settings) -> Result<Rendered, Vec<String>> {
     let declared = Declared {
         network: &manifests.networks[0],
         models: &manifests.models,
         strategies: &manifests.strategies,
         placements: &manifests.placements,
     };
-    render::render(&declared, &Settings::default())
+    render::render(&declared, settings)
 }
 
 fn hashes(rendered: &Rendered) -> Vec<String> {
@@ -56,6 +62,41 @@ fn golden_objects_of_the_example_network() {
     };
     insta::assert_yaml_snapshot!("mnist-cloud-poddisruptionbudget", budget);
     assert!(rendered.autoscalers.is_empty());
+}
+
+#[test]
+fn node_agents_export_their_spans_where_the_operator_is_told() {
+    let settings = Settings {
+        otlp: Some(OtlpExport {
+            endpoint: "http://collector:4318".into(),
+            protocol: Some("http/protobuf".into()),
+        }),
+        ..Settings::default()
+    };
+    let traced = render_with(&example(), &settings).unwrap();
+    let plain = render(&example()).unwrap();
+    for (traced, plain) in traced.deployments.iter().zip(&plain.deployments) {
+        let container =
+            |d: &Deployment| d.spec.clone().unwrap().template.spec.unwrap().containers[0].clone();
+        let env: Vec<(String, String)> = container(traced)
+            .env
+            .unwrap()
+            .into_iter()
+            .map(|e| (e.name, e.value.unwrap()))
+            .collect();
+        let expected = [
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318"),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+            ("OTEL_SERVICE_NAME", "idn-node-agent"),
+        ];
+        assert_eq!(env, expected.map(|(k, v)| (k.to_owned(), v.to_owned())));
+        // Nothing else changes.
+        let untraced = Container {
+            env: None,
+            ..container(traced)
+        };
+        assert_eq!(untraced, container(plain));
+    }
 }
 
 #[test]

@@ -119,6 +119,7 @@ CHART_VALUES = {
     "namespaced": {"watchNamespaces": ["a", "b"]},
     "service-monitor": {"metrics": {"serviceMonitor": {"enabled": True, "labels": {"release": "prom"}}}},
     "no-leader-election": {"leaderElection": {"enabled": False}},
+    "tracing": {"tracing": {"otlpEndpoint": "http://otel-collector.observability:4318"}},
 }
 
 
@@ -219,6 +220,16 @@ def test_chart_without_leader_election():
     assert not any(a.startswith("--lease-name") for a in args)
     with pytest.raises(helm.HelmError, match="leaderElection"):
         render_chart({"leaderElection": {"enabled": False}, "replicaCount": 2})
+
+
+def test_chart_tracing_sets_the_otel_environment():
+    env = operator_container(render_chart(CHART_VALUES["tracing"]))["env"]
+    otel = {e["name"]: e["value"] for e in env if e["name"].startswith("OTEL_")}
+    assert otel == {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": "http://otel-collector.observability:4318",
+        "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+        "OTEL_SERVICE_NAME": "idn-operator",
+    }
 
 
 def test_chart_deployment_is_locked_down():

@@ -18,6 +18,7 @@ use super::metadata::{self, EXTENSIONS, Metadata};
 use crate::error::{RequestError, UpstreamError};
 use crate::model::TensorSpec;
 use crate::node::Node;
+use crate::trace;
 use crate::wire::grpc::{self, proto};
 use proto::grpc_inference_service_server::{GrpcInferenceService, GrpcInferenceServiceServer};
 
@@ -117,7 +118,8 @@ impl GrpcInferenceService for Grpc {
         let node = &self.node;
         let name = message.model_name.clone();
         let version = version(&message.model_version).map(str::to_owned);
-        let answered = observed(node, &name, async {
+        let span = trace::request_span(&node.config().node, &name, "grpc", &headers);
+        let answered = observed(node, &name, span, async {
             let served = admit(node, &headers, &name, version.as_deref())?;
             let request = grpc::decode_request(message)?;
             let raw = request.binary_output;

@@ -11,13 +11,14 @@ use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use http::{HeaderMap, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use tracing::Instrument;
+use tracing::{Instrument, Span};
 
 use super::response::{Body, error_response, http_status};
 use crate::delivery::Service;
 use crate::error::RequestError;
 use crate::model::Model;
 use crate::node::{Node, Served};
+use crate::trace;
 use crate::wire::context::RequestContext;
 use crate::wire::provenance;
 use crate::wire::tensor::{Tensor, TensorData};
@@ -54,15 +55,15 @@ async fn read_body(
 
 /// Counts and logs one inference request, whichever protocol carried it: by model and by the
 /// HTTP status of its outcome (gRPC codes map from the same error kinds).
+/// `span` is the request's (`trace::request_span`).
 pub(super) async fn observed<T>(
     node: &Node,
     name: &str,
+    span: Span,
     answer: impl Future<Output = Result<T, RequestError>>,
 ) -> Result<T, RequestError> {
     let timer = node.metrics().request_started();
-    let result = answer
-        .instrument(tracing::debug_span!("infer", model = %name))
-        .await;
+    let result = answer.instrument(span.clone()).await;
     let status = match &result {
         Ok(_) => StatusCode::OK,
         Err(e) => {
@@ -75,6 +76,7 @@ pub(super) async fn observed<T>(
             status
         }
     };
+    trace::record_status(&span, status);
     timer.finish(node.serves(name).then_some(name), status.as_u16());
     result
 }
@@ -124,7 +126,8 @@ pub(super) async fn infer(
     version: Option<&str>,
     request: Request<Incoming>,
 ) -> Response<Body> {
-    observed(node, name, run_infer(node, name, version, request))
+    let span = trace::request_span(&node.config().node, name, "rest", request.headers());
+    observed(node, name, span, run_infer(node, name, version, request))
         .await
         .unwrap_or_else(|e| error_response(&e))
 }
@@ -239,6 +242,7 @@ async fn infer_service(
         .delivery()
         .deliver(service, &request.inputs, &context)
         .await?;
+    trace::record_answer(&answer.items);
     let mut parameters = wire::Parameters::new();
     provenance::encode(&answer.items, &mut parameters);
     Ok(InferResponse {

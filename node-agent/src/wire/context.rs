@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use http::HeaderMap;
+use idn_telemetry::trace::SpanIds;
 // tokio's clock, so that tests on paused time can let a deadline pass.
 use tokio::time::Instant;
 
@@ -108,8 +109,12 @@ impl RequestContext {
     }
 
     /// Headers for a call to the next hop: the path including `node`, the remaining budget,
-    /// the request id, and the trace with a new parent span id.
-    pub fn forward_headers(&self, node: &str) -> Vec<(&'static str, String)> {
+    /// the request id, and the trace with the call's span `span` as the parent.
+    pub fn forward_headers(
+        &self,
+        node: &str,
+        span: Option<SpanIds>,
+    ) -> Vec<(&'static str, String)> {
         let mut path = self.path.clone();
         path.push(node.to_owned());
         let mut headers = vec![
@@ -119,15 +124,29 @@ impl RequestContext {
         if let Some(id) = &self.request_id {
             headers.push((REQUEST_ID_HEADER, id.clone()));
         }
-        let (trace_id, flags) = self
-            .trace
-            .clone()
-            .unwrap_or_else(|| (format!("{:032x}", fastrand::u128(1..)), "01".to_owned()));
-        headers.push((
-            TRACEPARENT_HEADER,
-            format!("00-{trace_id}-{:016x}-{flags}", fastrand::u64(1..)),
-        ));
+        headers.push((TRACEPARENT_HEADER, self.traceparent(span)));
         headers
+    }
+
+    /// The `traceparent` of a call to the next hop: the ids of the call's span when spans are
+    /// exported; else this request's trace (or a new one) under a fresh parent span id, so that
+    /// the next hops still share one trace id.
+    fn traceparent(&self, span: Option<SpanIds>) -> String {
+        let (trace_id, span_id, flags) = match span {
+            Some(ids) => (
+                format!("{:032x}", ids.trace_id),
+                ids.span_id,
+                if ids.sampled { "01" } else { "00" }.to_owned(),
+            ),
+            None => {
+                let (trace_id, flags) = self
+                    .trace
+                    .clone()
+                    .unwrap_or_else(|| (format!("{:032x}", fastrand::u128(1..)), "01".to_owned()));
+                (trace_id, fastrand::u64(1..), flags)
+            }
+        };
+        format!("00-{trace_id}-{span_id:016x}-{flags}")
     }
 }
 
@@ -254,7 +273,7 @@ mod tests {
             (REQUEST_ID_HEADER, "r1"),
         ])
         .unwrap();
-        let headers = ctx.forward_headers("edge-0");
+        let headers = ctx.forward_headers("edge-0", None);
         let get = |name| headers.iter().find(|(k, _)| *k == name).unwrap().1.clone();
         assert_eq!(get(PATH_HEADER), "access-0,edge-0");
         assert_eq!(get(REQUEST_ID_HEADER), "r1");
@@ -267,6 +286,36 @@ mod tests {
                 .unwrap()
                 .trace
                 .is_none()
+        );
+    }
+
+    #[test]
+    fn an_exported_call_span_is_the_parent_of_the_next_hop() {
+        let ctx = context(&[(
+            TRACEPARENT_HEADER,
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        )])
+        .unwrap();
+        let traceparent = |sampled| {
+            let span = SpanIds {
+                trace_id: 0x4bf92f3577b34da6a3ce929d0e0e4736,
+                span_id: 0xb7ad6b7169203331,
+                sampled,
+            };
+            let headers = ctx.forward_headers("edge-0", Some(span));
+            headers
+                .into_iter()
+                .find(|(k, _)| *k == TRACEPARENT_HEADER)
+                .unwrap()
+                .1
+        };
+        assert_eq!(
+            traceparent(true),
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-b7ad6b7169203331-01"
+        );
+        assert_eq!(
+            traceparent(false),
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-b7ad6b7169203331-00"
         );
     }
 }

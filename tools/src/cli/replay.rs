@@ -60,7 +60,7 @@ pub struct Args {
 }
 
 pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
-    telemetry::init(LogFormat::Text, "warn");
+    let _telemetry = telemetry::init(LogFormat::Text, "warn", "idn");
     let mut sample = args.sample.load()?;
     if let Some(limit) = args.limit {
         sample.labels.truncate(limit);

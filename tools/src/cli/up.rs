@@ -106,7 +106,7 @@ impl NetworkArgs {
 }
 
 pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
-    telemetry::init(LogFormat::Text, &args.log_level);
+    let _telemetry = telemetry::init(LogFormat::Text, &args.log_level, "idn");
     let (manifests, network) = args.network.load()?;
     let options = args.network.options(args.base_port);
     tokio::runtime::Runtime::new()

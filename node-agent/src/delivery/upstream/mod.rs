@@ -13,6 +13,7 @@ use rustls::pki_types::pem::PemObject;
 
 use super::UpstreamCall;
 use crate::error::{Error, Result, UpstreamError};
+use crate::trace;
 use crate::wire::InferResponse;
 use crate::wire::context::RequestContext;
 use crate::wire::tensor::Tensor;
@@ -95,7 +96,7 @@ impl Upstreams {
         if timeout.is_zero() {
             return Err(timed_out());
         }
-        let mut headers = context.forward_headers(node);
+        let mut headers = context.forward_headers(node, trace::current_span_ids());
         if let Some(token) = &up.token {
             headers.push(("authorization", format!("Bearer {token}")));
         }
