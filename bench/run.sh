@@ -251,7 +251,9 @@ wrk_run() {
 # ghz_run ADDRESS METHOD DATA CONNECTIONS CONCURRENCY SECONDS [key=value...]: one ghz run of
 # inference.GRPCInferenceService/METHOD with the request DATA (protobuf JSON), closed loop with
 # CONCURRENCY calls in flight over CONNECTIONS HTTP/2 connections; recorded like wrk_run. Calls
-# still in flight at the end are waited for (--duration-stop=wait), not counted as errors.
+# still in flight at the end are waited for (--duration-stop=wait), not counted as errors. The
+# request is not a template (--disable-template-*): with templates ghz renders and parses the
+# JSON again for every call, which doubled its CPU per call here.
 ghz_run() {
   local address=$1 method=$2 data=$3 connections=$4 concurrency=$5 seconds=$6
   shift 6
@@ -261,6 +263,7 @@ ghz_run() {
     before=$($TOOLS cpu "$SERVER_PID")
     /usr/bin/time -o "$WORK/ghz.time" -f 'LOAD_CPU %U %S' \
       "$GHZ" --insecure --proto "$PROTO" --call "inference.GRPCInferenceService/$method" -D "$data" \
+      --disable-template-functions --disable-template-data \
       --connections "$connections" -c "$concurrency" -z "${seconds}s" --duration-stop=wait \
       --timeout 5s --format json -o "$WORK/ghz.json" "$address" >"$WORK/ghz.log" 2>&1 ||
       { echo "ghz failed:" >&2; cat "$WORK/ghz.log" >&2; return 1; }
