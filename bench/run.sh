@@ -1,14 +1,24 @@
 #!/usr/bin/env bash
-# `make bench`: the idn node-agent against in-process ONNX Runtime (the limit) and Seldon
-# MLServer 1.7.1 (the baseline), on the same machine, the same models and the same request.
+# `make bench`: the idn node-agent against in-process ONNX Runtime (the limit), Seldon MLServer
+# 1.7.1 (the baseline) and Triton Inference Server 2.51 (the peer), on the same machine, the same
+# models and the same request.
 #
 #   1. in-process ONNX Runtime: `cargo bench --bench inprocess` (node-agent/benches/inprocess.rs)
-#   2. the idn node-agent (release build), loaded with wrk
+#   2. the idn node-agent (release build): REST with OIP JSON and with the binary tensor data
+#      extension (wrk), and gRPC (ghz) when the agent serves it (config field `grpcListen`)
 #   3. the cost of cooperation: node-agents on loopback (bench/cooperation/*.yaml), loaded with
 #      the same wrk script and body: a forward chain entry -> relay -> upstream (what a forward
 #      hop adds), and threshold services against the plain model on one agent
 #   4. MLServer with a small ONNX Runtime model class (bench/mlserver/), loaded with the same wrk
 #      script and body
+#   5. Triton Inference Server 2.51, the tritonserver binary of the nvidia-pytriton 0.7.0 wheel,
+#      with a Python-backend model around onnxruntime (bench/triton/; the wheel has no ONNX
+#      Runtime backend), with dynamic batching off and on: REST JSON, REST binary, gRPC
+#
+# Every protocol carries the same request: the first MNIST test image, batch 1, as JSON numbers,
+# as raw FP32 after a JSON header (binary extension), or as FP32 raw_input_contents (gRPC).
+# Health endpoints are measured too (the floors: what a request costs without inference):
+# GET /v2/health/live (idn, MLServer), GET /v2/health/ready (Triton), gRPC ServerLive.
 #
 # Every server is started here and stopped on exit. Raw results go to bench/results/latest.json,
 # the markdown table to bench/results/latest.md and stdout. docs/benchmarks.md explains them.
@@ -21,7 +31,20 @@
 #   BENCH_MLSERVER_WORKERS="0 1"
 #                              MLServer parallel_workers values tried; the best is reported
 #   BENCH_MODELS="mnist-mlp mnist-cnn"
-#   BENCH_PORT=18000           idn listens here, MLServer on +80 (REST), +81 (gRPC), +82 (metrics)
+#   BENCH_PROTOCOLS="json binary grpc"
+#                              what idn and Triton are measured over (MLServer: json only)
+#   BENCH_GRPC_SATURATION="1:16 2:32 2:64"
+#                              ghz connections:concurrency tried at saturation; the best is reported
+#   BENCH_TRITON=1             0 skips Triton
+#   BENCH_TRITON_BATCHING="off on"
+#                              Triton's dynamic batching settings tried; both are reported, and the
+#                              best per protocol is compared with idn
+#   BENCH_TRITON_INSTANCES=1   Triton model instances (Python stub processes) per model
+#   BENCH_CHECK_IMAGES=16      images each server must classify like the reference, per model and
+#                              protocol, before it is measured
+#   BENCH_PORT=18000           idn REST listens here, idn gRPC on +1 (config field grpcListen);
+#                              MLServer on +80 (REST), +81 (gRPC), +82 (metrics);
+#                              Triton on +90 (REST), +91 (gRPC), +92 (metrics)
 #                              (the cooperation agents use 18100-18103, fixed in their configs)
 #   BENCH_COOP_ROUNDS=3        concurrency-1 rounds over the cooperation endpoints (interleaved);
 #                              the median of the rounds is reported
@@ -43,8 +66,21 @@ SATURATION=${BENCH_SATURATION:-"1:16 2:32 2:64"}
 MLSERVER_WORKERS=${BENCH_MLSERVER_WORKERS:-"0 1"}
 MODELS=${BENCH_MODELS:-"mnist-mlp mnist-cnn"}
 PORT=${BENCH_PORT:-18000}
+IDN_GRPC_PORT=$((PORT + 1))
 MLSERVER_PORT=$((PORT + 80))
+TRITON_PORT=$((PORT + 90))
+TRITON_GRPC_PORT=$((PORT + 91))
+TRITON_METRICS_PORT=$((PORT + 92))
+PROTOCOLS=${BENCH_PROTOCOLS:-"json binary grpc"}
+GRPC_SATURATION=${BENCH_GRPC_SATURATION:-"1:16 2:32 2:64"}
+TRITON=${BENCH_TRITON:-1}
+TRITON_BATCHING=${BENCH_TRITON_BATCHING:-"off on"}
+TRITON_INSTANCES=${BENCH_TRITON_INSTANCES:-1}
+CHECK_IMAGES=${BENCH_CHECK_IMAGES:-16}
+LABEL=  # the server setting being measured, in the checks' labels
 VENV=.venv-bench
+TRITON_VENV=.venv-triton
+PROTO=node-agent/proto/grpc_predict_v2.proto
 RESULTS=${BENCH_RESULTS:-bench/results}
 TOOLS="python3 bench/tools.py"
 export BENCH_MAX_OTHER=${BENCH_MAX_OTHER:-0.3}
@@ -82,6 +118,38 @@ assert (mlserver.__version__, onnxruntime.__version__, uvloop.__version__) == ("
   "$VENV/bin/pip" install --quiet "${MLSERVER_DEPS[@]}"
 fi
 
+# Triton lives in its own venv too: nvidia-pytriton pins numpy below 2 and brings tritonclient
+# (whose gRPC messages bench/grpc_check.py uses). Reinstalled only when the pinned versions are
+# not there.
+TRITON_DEPS=(nvidia-pytriton==0.7.0 onnxruntime==1.32.0 numpy==1.26.4 tritonclient==2.73.0)
+if ((TRITON)) || [[ " $PROTOCOLS " == *" grpc "* ]]; then
+  if ! "$TRITON_VENV/bin/python" -c '
+import importlib.metadata as m
+assert [m.version(p) for p in ("nvidia-pytriton", "onnxruntime", "numpy", "tritonclient")] == ["0.7.0", "1.32.0", "1.26.4", "2.73.0"]
+import numpy, onnxruntime, grpc, tritonclient.grpc
+' 2>/dev/null; then
+    log "installing nvidia-pytriton 0.7.0 (Triton Inference Server 2.51) into $TRITON_VENV"
+    python3 -m venv "$TRITON_VENV"
+    "$TRITON_VENV/bin/pip" install --quiet --upgrade pip
+    "$TRITON_VENV/bin/pip" install --quiet "${TRITON_DEPS[@]}"
+  fi
+fi
+GRPC_CHECK="$TRITON_VENV/bin/python bench/grpc_check.py"
+
+# ghz, the gRPC load generator, from its Go module (pinned in tests/cluster/components/ghz/),
+# built once into the tools cache (tests/cluster/build.sh). Without Go, gRPC is skipped.
+GHZ=
+if [[ " $PROTOCOLS " == *" grpc "* ]]; then
+  if command -v go >/dev/null; then
+    tests/cluster/build.sh ghz >&2
+    GHZ=$(tests/cluster/build.sh --path ghz)/ghz
+    export BENCH_GHZ=$GHZ
+  else
+    log "gRPC skipped: ghz is built from its Go module and Go is not installed"
+  fi
+fi
+protocol_on() { [[ " $PROTOCOLS " == *" $1 "* ]] && { [[ $1 != grpc ]] || [[ -n $GHZ ]]; }; }
+
 log "building the node-agent (release)"
 cargo build --release -p idn-node-agent
 # What is measured: the commit and any uncommitted change to the agent, as of this build (the
@@ -115,8 +183,14 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 # start_server LOG "URL..." COMMAND...: starts COMMAND in a new process group, waits until every
-# URL (space-separated) answers.
+# URL (space-separated) answers; exits the bench if it does not.
 start_server() {
+  try_start_server "$@" || { echo "server did not become ready at $FAILED_URL; its log:" >&2; cat "$1" >&2; exit 1; }
+}
+
+# try_start_server LOG "URL..." COMMAND...: the same, but returns 1 (server stopped, FAILED_URL
+# the URL that did not answer) when the server exits or does not become ready.
+try_start_server() {
   local log=$1 urls=$2 url
   shift 2
   # Something already answering there would be measured instead of the server started here.
@@ -135,15 +209,20 @@ start_server() {
       if ! kill -0 "$SERVER_PID" 2>/dev/null; then break; fi
       sleep 0.5
     done
-    echo "server did not become ready at $url; its log:" >&2
-    cat "$log" >&2
-    exit 1
+    FAILED_URL=$url
+    stop_server
+    return 1
   done
 }
 
 BODY=$WORK/body.json
+BINARY_BODY=$WORK/body.bin
 RECORDS=$WORK/records.jsonl
-$TOOLS body examples/data/mnist-test-1000.images.u8 "$BODY"
+IMAGES=examples/data/mnist-test-1000.images.u8
+$TOOLS body "$IMAGES" "$BODY"
+BINARY_HEADER_LENGTH=$($TOOLS body-binary "$IMAGES" "$BINARY_BODY")
+echo '{}' >"$WORK/empty.json"
+for model in $MODELS; do $TOOLS grpc-body "$IMAGES" "$WORK/grpc-$model.json" "$model"; done
 : >"$RECORDS"
 
 # wrk_run URL THREADS CONNECTIONS SECONDS [key=value...]: one wrk run; with key=value fields it
@@ -153,11 +232,12 @@ wrk_run() {
   local url=$1 threads=$2 connections=$3 seconds=$4
   shift 4
   local out=$WORK/wrk.out before after attempt rc
+  ((seconds > 0)) || return 0  # BENCH_WARMUP=0: no warm-up (wrk refuses -d0s)
   for ((attempt = 1; ; attempt++)); do
     before=$($TOOLS cpu "$SERVER_PID")
-    BENCH_BODY=${REQUEST_BODY-$BODY} /usr/bin/time -f 'WRK_CPU %U %S' \
+    BENCH_BODY=${REQUEST_BODY-$BODY} BENCH_HEADER_LENGTH=${HEADER_LENGTH-} /usr/bin/time -f 'LOAD_CPU %U %S' \
       wrk -t"$threads" -c"$connections" -d"${seconds}s" --timeout 5s --latency \
-      -s bench/wrk/infer.lua "$url" >"$out" 2>&1
+      -s bench/wrk/infer.lua "$url" >"$out" 2>&1 || { echo "wrk failed:" >&2; cat "$out" >&2; return 1; }
     after=$($TOOLS cpu "$SERVER_PID")
     (($# > 0)) || return 0
     rc=0
@@ -168,29 +248,115 @@ wrk_run() {
   done
 }
 
-# bench_server SYSTEM BASE_URL [key=value...]: the HTTP floor, then each model at concurrency 1
-# and at each saturation setting.
+# ghz_run ADDRESS METHOD DATA CONNECTIONS CONCURRENCY SECONDS [key=value...]: one ghz run of
+# inference.GRPCInferenceService/METHOD with the request DATA (protobuf JSON), closed loop with
+# CONCURRENCY calls in flight over CONNECTIONS HTTP/2 connections; recorded like wrk_run. Calls
+# still in flight at the end are waited for (--duration-stop=wait), not counted as errors. The
+# request is not a template (--disable-template-*): with templates ghz renders and parses the
+# JSON again for every call, which doubled its CPU per call here.
+ghz_run() {
+  local address=$1 method=$2 data=$3 connections=$4 concurrency=$5 seconds=$6
+  shift 6
+  ((seconds > 0)) || return 0
+  local out=$WORK/ghz.out before after attempt rc
+  for ((attempt = 1; ; attempt++)); do
+    before=$($TOOLS cpu "$SERVER_PID")
+    /usr/bin/time -o "$WORK/ghz.time" -f 'LOAD_CPU %U %S' \
+      "$GHZ" --insecure --proto "$PROTO" --call "inference.GRPCInferenceService/$method" -D "$data" \
+      --disable-template-functions --disable-template-data \
+      --connections "$connections" -c "$concurrency" -z "${seconds}s" --duration-stop=wait \
+      --timeout 5s --format json -o "$WORK/ghz.json" "$address" >"$WORK/ghz.log" 2>&1 ||
+      { echo "ghz failed:" >&2; cat "$WORK/ghz.log" >&2; return 1; }
+    after=$($TOOLS cpu "$SERVER_PID")
+    (($# > 0)) || return 0
+    { printf 'GHZ_RESULT '; tr -d '\n' <"$WORK/ghz.json"; echo; cat "$WORK/ghz.time"; } >"$out"
+    rc=0
+    BENCH_ATTEMPT=$attempt BENCH_FINAL_ATTEMPT=$((attempt > RETRIES)) \
+      $TOOLS record "$RECORDS" "$out" "$before" "$after" \
+      "connections=$connections" "concurrency=$concurrency" "$@" || rc=$?
+    ((rc == 3)) || return "$rc"
+  done
+}
+
+# rest_floor SYSTEM URL [key=value...]: the HTTP floor, a GET of a health endpoint, at
+# concurrency 1 and at each saturation setting.
+rest_floor() {
+  local system=$1 url=$2 setting
+  shift 2
+  REQUEST_BODY='' wrk_run "$url" 1 1 "$WARMUP"
+  REQUEST_BODY='' wrk_run "$url" 1 1 "$DURATION" \
+    "system=$system-floor" model=- mode=c1 concurrency=1 protocol=json "endpoint=${url#http://*/}" "$@"
+  for setting in $SATURATION; do
+    REQUEST_BODY='' wrk_run "$url" "${setting%%:*}" "${setting##*:}" "$DURATION" "system=$system-floor" \
+      model=- mode=saturation "concurrency=${setting##*:}" protocol=json "endpoint=${url#http://*/}" "$@"
+  done
+}
+
+# bench_rest SYSTEM BASE_URL PROTOCOL [key=value...]: each model over REST (PROTOCOL json or
+# binary), checked first, then at concurrency 1 and at each saturation setting.
+bench_rest() {
+  local system=$1 base=$2 protocol=$3 model url setting body=$BODY header=
+  shift 3
+  if [[ $protocol == binary ]]; then body=$BINARY_BODY header=$BINARY_HEADER_LENGTH; fi
+  for model in $MODELS; do
+    url=$base/v2/models/$model/infer
+    $TOOLS check "$url" "$model" "$body" "images=$CHECK_IMAGES" ${header:+"binary=$header"} \
+      record="$RECORDS" "label=$system${LABEL:+-$LABEL}-$protocol-$model"
+    REQUEST_BODY=$body HEADER_LENGTH=$header wrk_run "$url" 2 32 "$WARMUP"
+    REQUEST_BODY=$body HEADER_LENGTH=$header wrk_run "$url" 1 1 "$DURATION" \
+      "system=$system" "model=$model" mode=c1 concurrency=1 "protocol=$protocol" "$@"
+    for setting in $SATURATION; do
+      REQUEST_BODY=$body HEADER_LENGTH=$header wrk_run "$url" "${setting%%:*}" "${setting##*:}" "$DURATION" \
+        "system=$system" "model=$model" mode=saturation "concurrency=${setting##*:}" "protocol=$protocol" "$@"
+    done
+  done
+}
+
+# bench_server SYSTEM BASE_URL [key=value...]: the HTTP floor (GET /v2/health/live), then each
+# model over REST with OIP JSON.
 bench_server() {
   local system=$1 base=$2
   shift 2
-  REQUEST_BODY='' wrk_run "$base/v2/health/live" 1 1 "$WARMUP"
-  REQUEST_BODY='' wrk_run "$base/v2/health/live" 1 1 "$DURATION" \
-    "system=$system-floor" model=- mode=c1 concurrency=1 "$@"
+  rest_floor "$system" "$base/v2/health/live" "$@"
+  bench_rest "$system" "$base" json "$@"
+}
+
+# grpc_floor SYSTEM ADDRESS [key=value...]: the gRPC floor, ServerLive, at concurrency 1 and at
+# each saturation setting.
+grpc_floor() {
+  local system=$1 address=$2 setting
+  shift 2
+  ghz_run "$address" ServerLive "$WORK/empty.json" 1 1 "$WARMUP"
+  ghz_run "$address" ServerLive "$WORK/empty.json" 1 1 "$DURATION" \
+    "system=$system-floor" model=- mode=c1 protocol=grpc endpoint=ServerLive "$@"
+  for setting in $GRPC_SATURATION; do
+    ghz_run "$address" ServerLive "$WORK/empty.json" "${setting%%:*}" "${setting##*:}" "$DURATION" \
+      "system=$system-floor" model=- mode=saturation protocol=grpc endpoint=ServerLive "$@"
+  done
+}
+
+# bench_grpc SYSTEM ADDRESS [key=value...]: each model over gRPC ModelInfer, checked first (with
+# the same request message ghz sends), then at concurrency 1 and at each saturation setting.
+bench_grpc() {
+  local system=$1 address=$2 model data setting
+  shift 2
   for model in $MODELS; do
-    local url=$base/v2/models/$model/infer
-    $TOOLS check "$url" "$model" "$BODY"
-    wrk_run "$url" 2 32 "$WARMUP"
-    wrk_run "$url" 1 1 "$DURATION" "system=$system" "model=$model" mode=c1 concurrency=1 "$@"
-    for setting in $SATURATION; do
-      wrk_run "$url" "${setting%%:*}" "${setting##*:}" "$DURATION" \
-        "system=$system" "model=$model" mode=saturation "concurrency=${setting##*:}" "$@"
+    data=$WORK/grpc-$model.json
+    $GRPC_CHECK check "$address" "$model" "$data" "images=$CHECK_IMAGES" record="$RECORDS" \
+      "label=$system${LABEL:+-$LABEL}-grpc-$model"
+    ghz_run "$address" ModelInfer "$data" 2 32 "$WARMUP"
+    ghz_run "$address" ModelInfer "$data" 1 1 "$DURATION" \
+      "system=$system" "model=$model" mode=c1 protocol=grpc "$@"
+    for setting in $GRPC_SATURATION; do
+      ghz_run "$address" ModelInfer "$data" "${setting%%:*}" "${setting##*:}" "$DURATION" \
+        "system=$system" "model=$model" mode=saturation protocol=grpc "$@"
     done
   done
 }
 
 # --- 1. in-process ONNX Runtime ----------------------------------------------------------------
 
-log "1/4 in-process ONNX Runtime (cargo bench --bench inprocess)"
+log "1/5 in-process ONNX Runtime (cargo bench --bench inprocess)"
 model_args=()
 for model in $MODELS; do model_args+=(--model "$model=$PWD/examples/models/$model.onnx"); done
 cargo bench -p idn-node-agent --bench inprocess --no-run
@@ -202,10 +368,37 @@ cargo bench -p idn-node-agent --bench inprocess -- "${model_args[@]}" \
 
 # --- 2. idn node-agent -------------------------------------------------------------------------
 
-log "2/4 idn node-agent on 127.0.0.1:$PORT"
-start_server "$WORK/idn.log" "http://127.0.0.1:$PORT/v2/health/ready" \
-  "$AGENT" -c examples/node-agent/mnist.yaml --listen "127.0.0.1:$PORT" --log-level warn
+log "2/5 idn node-agent on 127.0.0.1:$PORT"
+# examples/node-agent/mnist.yaml with absolute model paths and, for gRPC, `grpcListen`. An agent
+# that does not know that field refuses the config (unknown fields are errors); it is then
+# started with the plain config and gRPC is skipped for idn.
+IDN_CONFIG=$WORK/mnist.yaml
+sed "s|path: \.\./models/|path: $PWD/examples/models/|" examples/node-agent/mnist.yaml >"$IDN_CONFIG"
+IDN_GRPC=
+if protocol_on grpc; then
+  printf 'grpcListen: 127.0.0.1:%s\n' "$IDN_GRPC_PORT" >>"$IDN_CONFIG"
+  if try_start_server "$WORK/idn.log" "http://127.0.0.1:$PORT/v2/health/ready" \
+    "$AGENT" -c "$IDN_CONFIG" --listen "127.0.0.1:$PORT" --log-level warn; then
+    if $GRPC_CHECK live "127.0.0.1:$IDN_GRPC_PORT" 10; then
+      IDN_GRPC=127.0.0.1:$IDN_GRPC_PORT
+    else
+      log "idn over gRPC skipped: the agent started with grpcListen: 127.0.0.1:$IDN_GRPC_PORT but" \
+        "answers no gRPC ServerLive there"
+    fi
+  else
+    log "idn over gRPC skipped: this node-agent does not serve gRPC (it did not start with the config" \
+      "field grpcListen: $(grep -o 'unknown field[^,]*' "$WORK/idn.log" | head -1 || true))"
+    sed -i '/^grpcListen:/d' "$IDN_CONFIG"
+  fi
+fi
+[[ -n $SERVER_PID ]] || start_server "$WORK/idn.log" "http://127.0.0.1:$PORT/v2/health/ready" \
+  "$AGENT" -c "$IDN_CONFIG" --listen "127.0.0.1:$PORT" --log-level warn
 bench_server idn "http://127.0.0.1:$PORT"
+if protocol_on binary; then bench_rest idn "http://127.0.0.1:$PORT" binary; fi
+if [[ -n $IDN_GRPC ]]; then
+  grpc_floor idn "$IDN_GRPC"
+  bench_grpc idn "$IDN_GRPC"
+fi
 stop_server
 
 # --- 3. the cost of cooperation ----------------------------------------------------------------
@@ -222,7 +415,7 @@ stop_server
 # interleaving spreads it over all endpoints alike) and at each saturation setting.
 
 if ((COOPERATION)); then
-  log "3/4 cost of cooperation: node-agents on 127.0.0.1:18100-18103 (bench/cooperation/)"
+  log "3/5 cost of cooperation: node-agents on 127.0.0.1:18100-18103 (bench/cooperation/)"
   COOP=http://127.0.0.1
   start_server "$WORK/cooperation.log" \
     "$COOP:18100/v2/health/ready $COOP:18101/v2/health/ready $COOP:18102/v2/health/ready $COOP:18103/v2/health/ready" \
@@ -276,10 +469,10 @@ if ((COOPERATION)); then
   stop_server
 fi
 
-# --- 3. MLServer -------------------------------------------------------------------------------
+# --- 4. MLServer -------------------------------------------------------------------------------
 
 for workers in $MLSERVER_WORKERS; do
-  log "4/4 MLServer 1.7.1 on 127.0.0.1:$MLSERVER_PORT, parallel_workers=$workers"
+  log "4/5 MLServer 1.7.1 on 127.0.0.1:$MLSERVER_PORT, parallel_workers=$workers"
   # bench/mlserver/settings.json holds what does not change; ports and workers come from the
   # environment (MLServer reads MLSERVER_* variables for any setting the file leaves out). It
   # runs from bench/mlserver so that it finds the settings, the models and onnx_runtime.py.
@@ -289,9 +482,43 @@ for workers in $MLSERVER_WORKERS; do
     MLSERVER_METRICS_PORT=$((MLSERVER_PORT + 2)) MLSERVER_PARALLEL_WORKERS="$workers" \
     MLSERVER_METRICS_DIR="$WORK/mlserver-metrics" MLSERVER_ENVIRONMENTS_DIR="$WORK/mlserver-envs" \
     "$PWD/$VENV/bin/mlserver" start .
-  bench_server mlserver "http://127.0.0.1:$MLSERVER_PORT" "parallel_workers=$workers"
+  LABEL=workers$workers bench_server mlserver "http://127.0.0.1:$MLSERVER_PORT" "parallel_workers=$workers"
   stop_server
 done
+
+# --- 5. Triton Inference Server ----------------------------------------------------------------
+#
+# The same ONNX models through bench/triton/model.py (Python backend around onnxruntime: the
+# nvidia-pytriton wheel has no ONNX Runtime backend), one model repository per dynamic batching
+# setting, written into the scratch dir. Each model is checked on BENCH_CHECK_IMAGES images per
+# protocol before it is measured: a wrong answer fails the bench. The floors (health endpoint,
+# ServerLive) do not depend on the models: measured with the first setting only.
+
+if ((TRITON)); then
+  first=1
+  for batching in $TRITON_BATCHING; do
+    log "5/5 Triton Inference Server 2.51 (nvidia-pytriton 0.7.0) on 127.0.0.1:$TRITON_PORT (REST)," \
+      "$TRITON_GRPC_PORT (gRPC), dynamic batching $batching, Python backend around onnxruntime"
+    repository=$WORK/triton-$batching
+    python3 bench/triton/repository.py "$repository" "$batching" "$TRITON_INSTANCES" $MODELS
+    start_server "$WORK/triton-$batching.log" "http://127.0.0.1:$TRITON_PORT/v2/health/ready" \
+      bench/triton/serve.sh "$PWD/$TRITON_VENV" "$repository" "$WORK/triton-$batching-scratch" \
+      "$TRITON_PORT" "$TRITON_GRPC_PORT" "$TRITON_METRICS_PORT"
+    fields=("batching=$batching" "instances=$TRITON_INSTANCES")
+    LABEL=batching-$batching
+    if ((first)); then rest_floor triton "http://127.0.0.1:$TRITON_PORT/v2/health/ready" "${fields[@]}"; fi
+    for protocol in json binary; do
+      if protocol_on $protocol; then bench_rest triton "http://127.0.0.1:$TRITON_PORT" $protocol "${fields[@]}"; fi
+    done
+    if protocol_on grpc; then
+      if ((first)); then grpc_floor triton "127.0.0.1:$TRITON_GRPC_PORT" "${fields[@]}"; fi
+      bench_grpc triton "127.0.0.1:$TRITON_GRPC_PORT" "${fields[@]}"
+    fi
+    stop_server
+    first=0
+  done
+  LABEL=
+fi
 
 # --- report ------------------------------------------------------------------------------------
 

@@ -4,20 +4,32 @@ output into result records, and the final report. Standard library only (runs on
 python3, outside the MLServer venv).
 
     tools.py body IMAGES OUT                 write the OIP v2 JSON body (first image, pixel/255)
-    tools.py check URL MODEL BODY [record=RECORDS label=NAME] [idn_x=VALUE...]
+    tools.py body-binary IMAGES OUT          the same request in the binary tensor data extension
+                                             (input and output as raw FP32); prints the value of
+                                             its Inference-Header-Content-Length
+    tools.py grpc-body IMAGES OUT MODEL      the same request as a gRPC ModelInferRequest in
+                                             protobuf JSON (ghz -D): FP32 raw_input_contents
+    tools.py check URL MODEL BODY [record=RECORDS label=NAME] [images=N] [binary=HEADER_LENGTH]
+                   [idn_x=VALUE...]
                                              POST BODY once; fail unless 200 and MODEL's reference
                                              probs (and, for services, the provenance parameters
                                              given; lists comma-separated); record= appends what
-                                             the answer said to RECORDS (mode "check")
+                                             the answer said to RECORDS (mode "check"); images=N
+                                             also sends images 1..N-1 (same encoding) and checks
+                                             each answer (probs and class) against the reference;
+                                             binary= sends BODY in the binary extension
     tools.py cpu PID                         CPU snapshot (JSON): machine totals, PID's process tree
-    tools.py record RECORDS WRK_OUT BEFORE AFTER key=value...
-                                             parse one wrk run, append a record; fail on any error;
+    tools.py record RECORDS OUT BEFORE AFTER key=value...
+                                             parse one wrk or ghz run (OUT: its output with the
+                                             WRK_RESULT or GHZ_RESULT line and GNU time's LOAD_CPU
+                                             line), append a record; fail on any error;
                                              exit 3 (retry) when other processes took more than
                                              BENCH_MAX_OTHER cores, unless BENCH_FINAL_ATTEMPT=1
     tools.py quiet MAX_OTHER TIMEOUT         wait until the machine is idle (busy <= MAX_OTHER cores)
     tools.py report RECORDS OUT_JSON OUT_MD  machine info + records -> JSON, markdown table -> stdout
 """
 
+import base64
 import json
 import os
 import platform
@@ -32,15 +44,92 @@ TICK = os.sysconf("SC_CLK_TCK")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def body(images, out):
+def image_values(images, index=0):
+    """Image INDEX as the model input: 784 f32 values pixel/255, as Python floats."""
     with open(images, "rb") as f:
+        f.seek(784 * index)
         image = f.read(784)
+    return [struct.unpack("<f", struct.pack("<f", p / 255.0))[0] for p in image]
+
+
+def json_request(values):
+    return {"inputs": [{"name": "input", "shape": [1, 784], "datatype": "FP32", "data": values}]}
+
+
+def binary_request(values):
+    """(body, header length) in the binary tensor data extension: the JSON header, then the
+    input's raw little-endian FP32 bytes; the output is asked for as binary data too."""
+    raw = struct.pack("<%df" % len(values), *values)
+    header = {
+        "inputs": [{"name": "input", "shape": [1, 784], "datatype": "FP32",
+                    "parameters": {"binary_data_size": len(raw)}}],
+        "outputs": [{"name": "probs", "parameters": {"binary_data": True}}],
+    }
+    text = json.dumps(header, separators=(",", ":")).encode()
+    return text + raw, len(text)
+
+
+def body(images, out):
     # The same values the in-process bench feeds (f32 pixel/255); written as Python floats, the
     # way tritonclient or requests would send a numpy FP32 array converted with tolist().
-    data = [struct.unpack("<f", struct.pack("<f", p / 255.0))[0] for p in image]
-    request = {"inputs": [{"name": "input", "shape": [1, 784], "datatype": "FP32", "data": data}]}
     with open(out, "w") as f:
-        json.dump(request, f, separators=(",", ":"))
+        json.dump(json_request(image_values(images)), f, separators=(",", ":"))
+
+
+def body_binary(images, out):
+    data, header_length = binary_request(image_values(images))
+    with open(out, "wb") as f:
+        f.write(data)
+    print(header_length)
+
+
+def grpc_request(values, model):
+    """A ModelInferRequest in protobuf's JSON mapping (bytes fields base64), as ghz reads it."""
+    raw = struct.pack("<%df" % len(values), *values)
+    return {
+        "model_name": model,
+        "inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 784]}],
+        "raw_input_contents": [base64.b64encode(raw).decode()],
+    }
+
+
+def grpc_body(images, out, model):
+    with open(out, "w") as f:
+        json.dump(grpc_request(image_values(images), model), f, separators=(",", ":"))
+
+
+def reference_probs(model, index=0):
+    with open(os.path.join(ROOT, "examples/data/reference", f"{model}.probs.f32"), "rb") as f:
+        f.seek(40 * index)
+        return struct.unpack("<10f", f.read(40))
+
+
+def post(url, payload, header_length=None):
+    """POST one inference request; (status, answer JSON, probs)."""
+    headers = {"Content-Type": "application/json"}
+    if header_length is not None:
+        headers = {"Content-Type": "application/octet-stream", "Inference-Header-Content-Length": str(header_length)}
+    request = urllib.request.Request(url, data=payload, headers=headers)
+    with urllib.request.urlopen(request, timeout=10) as response:
+        status, raw = response.status, response.read()
+        length = response.headers.get("Inference-Header-Content-Length")
+    if length is None:
+        answer, rest = json.loads(raw), b""
+    else:
+        answer, rest = json.loads(raw[: int(length)]), raw[int(length):]
+    offset, probs = 0, None
+    for o in answer["outputs"]:
+        size = (o.get("parameters") or {}).get("binary_data_size")
+        if o["name"] == "probs":
+            probs = o["data"] if size is None else list(struct.unpack("<%df" % (size // 4), rest[offset:offset + size]))
+        offset += size or 0
+    if header_length is not None and length is None:
+        sys.exit(f"check {url}: asked for binary output, the answer has no Inference-Header-Content-Length")
+    return status, answer, probs
+
+
+def argmax(values):
+    return max(range(len(values)), key=lambda i: values[i])
 
 
 def check(url, model, body_path, *pairs):
@@ -48,17 +137,31 @@ def check(url, model, body_path, *pairs):
     for a service, the provenance (idn_* parameters) expected of it."""
     options = dict(p.split("=", 1) for p in pairs)
     records, label = options.pop("record", None), options.pop("label", None)
+    images = int(options.pop("images", "1"))
+    header_length = options.pop("binary", None)
+    header_length = None if header_length is None else int(header_length)
     with open(body_path, "rb") as f:
         payload = f.read()
-    request = urllib.request.Request(url, data=payload, headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=10) as response:
-        status, answer = response.status, json.load(response)
-    probs = next(o for o in answer["outputs"] if o["name"] == "probs")["data"]
-    with open(os.path.join(ROOT, "examples/data/reference", f"{model}.probs.f32"), "rb") as f:
-        reference = struct.unpack("<10f", f.read(40))
-    worst = max(abs(a - b) for a, b in zip(probs, reference))
-    if status != 200 or len(probs) != 10 or worst > 1e-4:
-        sys.exit(f"check {url}: status {status}, probs {probs[:10]} differ from the reference by {worst}")
+    status, answer, probs = post(url, payload, header_length)
+    reference = reference_probs(model)
+    worst = max(abs(a - b) for a, b in zip(probs, reference)) if probs else None
+    if status != 200 or not probs or len(probs) != 10 or worst > 1e-4:
+        sys.exit(f"check {url}: status {status}, probs {probs} differ from the reference by {worst}")
+    # More images, each encoded as the body is: every answer's class and probabilities must be
+    # the reference's (a server that answered one fixed image right could still be wrong).
+    for index in range(1, images):
+        values = image_values(os.path.join(ROOT, "examples/data/mnist-test-1000.images.u8"), index)
+        if header_length is None:
+            data = json.dumps(json_request(values), separators=(",", ":")).encode()
+            got = post(url, data)[2]
+        else:
+            got = post(url, *binary_request(values))[2]
+        want = reference_probs(model, index)
+        diff = max(abs(a - b) for a, b in zip(got, want))
+        if len(got) != 10 or argmax(got) != argmax(want) or diff > 1e-4:
+            sys.exit(f"check {url}: image {index}: class {argmax(got)} (probs {got}), reference class "
+                     f"{argmax(want)}, max diff {diff}")
+        worst = max(worst, diff)
     params = answer.get("parameters") or {}
     for key, want in options.items():
         got = params.get(key)
@@ -67,12 +170,15 @@ def check(url, model, body_path, *pairs):
             sys.exit(f"check {url}: parameter {key} is {got!r}, expected {want}")
     provenance = {k: v for k, v in params.items() if k.startswith("idn_")}
     print(
-        f"check {url}: 200, probs match the reference (max diff {worst:.1e})"
+        f"check {url}{' (binary)' if header_length is not None else ''}: 200, probs"
+        + (f" and classes of {images} images" if images > 1 else "")
+        + f" match the reference (max diff {worst:.1e})"
         + (f"; {json.dumps(provenance)}" if provenance else "")
     )
     if records:
         rec = {"system": "check", "mode": "check", "label": label, "url": url, "model": model,
-               "max_diff": worst, "parameters": provenance}
+               "images": images, "binary": header_length is not None, "max_diff": worst,
+               "parameters": provenance}
         with open(records, "a") as f:
             f.write(json.dumps(rec) + "\n")
 
@@ -148,24 +254,48 @@ def cpu(pid):
     print(json.dumps(snapshot))
 
 
-def record(records, wrk_out, before, after, *pairs):
-    """Turns one wrk run (its WRK_RESULT line and /usr/bin/time's WRK_CPU line) into a record."""
-    with open(wrk_out) as f:
+def ghz_result(g):
+    """ghz's JSON report (nanoseconds) in the shape of the wrk script's WRK_RESULT."""
+    codes = g.get("statusCodeDistribution") or {}
+    latency = {d["percentage"]: d["latency"] for d in g.get("latencyDistribution") or []}
+    return {
+        "requests": g["count"],
+        "duration_us": g["total"] / 1e3,
+        "status_errors": sum(n for code, n in codes.items() if code != "OK"),
+        # ghz counts every failed call in statusCodeDistribution too; errorDistribution says why
+        "error_messages": g.get("errorDistribution") or {},
+        "connect_errors": 0, "read_errors": 0, "write_errors": 0, "timeouts": 0,
+        "p50_us": round(latency.get(50, 0) / 1e3),
+        "p99_us": round(latency.get(99, 0) / 1e3),
+        "mean_us": round(g["average"] / 1e3, 1),
+        "max_us": round(g["slowest"] / 1e3),
+    }
+
+
+def record(records, out, before, after, *pairs):
+    """Turns one load run into a record: wrk's (the WRK_RESULT line of bench/wrk/infer.lua) or
+    ghz's (a GHZ_RESULT line holding its JSON report), and /usr/bin/time's LOAD_CPU line."""
+    with open(out) as f:
         text = f.read()
     result = re.search(r"^WRK_RESULT (\{.*\})$", text, re.M)
-    times = re.search(r"^WRK_CPU ([\d.]+) ([\d.]+)$", text, re.M)
-    if not result:
-        sys.exit(f"no WRK_RESULT in wrk's output:\n{text}")
-    w = json.loads(result.group(1))
+    ghz = re.search(r"^GHZ_RESULT (\{.*\})$", text, re.M)
+    times = re.search(r"^(?:LOAD|WRK)_CPU ([\d.]+) ([\d.]+)$", text, re.M)
+    if result:
+        w, loadgen = json.loads(result.group(1)), "wrk"
+    elif ghz:
+        w, loadgen = ghz_result(json.loads(ghz.group(1))), "ghz"
+    else:
+        sys.exit(f"no WRK_RESULT or GHZ_RESULT in the load generator's output:\n{text}")
     fields = dict(p.split("=", 1) for p in pairs)
-    for key in ("concurrency", "threads", "connections", "parallel_workers", "hops", "round"):
+    for key in ("concurrency", "threads", "connections", "parallel_workers", "hops", "round", "instances"):
         if key in fields:
             fields[key] = int(fields[key])
     rec = {
         **fields,
+        "loadgen": loadgen,
         "requests": w["requests"],
         "errors": sum(w[k] for k in ("status_errors", "connect_errors", "read_errors", "write_errors", "timeouts")),
-        "error_detail": {k: w[k] for k in w if k.endswith("errors") or k == "timeouts"},
+        "error_detail": {k: w[k] for k in w if k.endswith("errors") or k in ("timeouts", "error_messages")},
         "seconds": w["duration_us"] / 1e6,
         "rps": w["requests"] / (w["duration_us"] / 1e6),
         "p50_us": w["p50_us"],
@@ -173,8 +303,9 @@ def record(records, wrk_out, before, after, *pairs):
         "mean_us": w["mean_us"],
         "max_us": w["max_us"],
     }
-    # Where the machine's CPU went during the run: the server (by thread), wrk, and anything
-    # else (another user's compile on a shared machine shows up here), in cores.
+    # Where the machine's CPU went during the run: the server (by thread), the load generator
+    # (wrk or ghz; under the key "wrk" for both, as in earlier results), and anything else
+    # (another user's compile on a shared machine shows up here), in cores.
     b, a = json.loads(before), json.loads(after)
     wall = a["time"] - b["time"]
     server = {k: round((v - b["threads"].get(k, 0)) / wall, 3) for k, v in a["threads"].items()}
@@ -189,6 +320,7 @@ def record(records, wrk_out, before, after, *pairs):
         "server_threads": server,
         "server_processes": {k: v for k, v in processes.items() if v > 0},
         "wrk": round(wrk_cpu, 3) if wrk_cpu is not None else None,
+        "loadgen": loadgen,
         "machine_busy": round(busy, 3),
         "other": round(busy - sum(server.values()) - (wrk_cpu or 0), 3),
         "steal": round((a["steal"] - b["steal"]) / wall, 3),
@@ -199,19 +331,28 @@ def record(records, wrk_out, before, after, *pairs):
     rec["disturbed"] = rec["cpu_cores"]["other"] > max_other
     if rec["errors"]:
         print(json.dumps(rec))
-        sys.exit(f"wrk reported errors (non-2xx answers or socket errors): {rec['error_detail']}")
+        sys.exit(f"{loadgen} reported errors (non-2xx or non-OK answers, or socket errors): {rec['error_detail']}")
     if rec["disturbed"] and not final:
         print(f"  other processes used {rec['cpu_cores']['other']:.2f} cores meanwhile; measuring again")
         sys.exit(3)
     with open(records, "a") as f:
         f.write(json.dumps(rec) + "\n")
     print(
-        f"  {rec['system']:9} {rec['model']:10}{' @' + rec['node'] if 'node' in rec else ''} {rec['mode']:10} t{fields.get('threads')}/c{fields.get('connections')}"
+        f"  {rec['system']:9} {rec['model']:10}{' @' + rec['node'] if 'node' in rec else ''}"
+        f"{' ' + rec['protocol'] if 'protocol' in rec else ''}{' ' + rec['config'] if 'config' in rec else ''}"
+        f" {rec['mode']:10} {load_label(rec)}"
         f"{'' if 'parallel_workers' not in fields else ' workers=%d' % fields['parallel_workers']}:"
         f" {rec['rps']:9.0f} req/s  p50 {rec['p50_us']} us  p99 {rec['p99_us']} us"
-        f"  (cpu: server {rec['cpu_cores']['server']}, wrk {rec['cpu_cores']['wrk']}, other {rec['cpu_cores']['other']})"
+        f"  (cpu: server {rec['cpu_cores']['server']}, {loadgen} {rec['cpu_cores']['wrk']}, other {rec['cpu_cores']['other']})"
         + (" DISTURBED" if rec["disturbed"] else "")
     )
+
+
+def load_label(r):
+    """How a run was loaded: `wrk -tT -cC` or `ghz --connections N -c C`."""
+    if r.get("loadgen") == "ghz":
+        return f"ghz --connections {r['connections']} -c {r['concurrency']}"
+    return f"wrk -t{r['threads']} -c{r['connections']}"
 
 
 def machine_busy():
@@ -260,6 +401,17 @@ def machine():
     info["onnxruntime_python"] = run(venv, "-c", "import onnxruntime; print(onnxruntime.__version__)")
     info["python"] = run(venv, "--version")
     info["onnxruntime_library"] = "libonnxruntime.so.1.32.0 (.ort/, make ort)"
+    triton_venv = os.path.join(ROOT, ".venv-triton/bin/python")
+    versions = run(triton_venv, "-c", "import importlib.metadata as m; print(' '.join(m.version(p) for p in "
+                   "('nvidia-pytriton', 'onnxruntime', 'tritonclient')))")
+    if versions:
+        pytriton, ort_version, tritonclient = versions.split()
+        info["triton"] = f"Triton Inference Server 2.51.0 (nvidia-pytriton {pytriton}), {TRITON_NOTE}"
+        info["triton_onnxruntime_python"] = ort_version
+        info["tritonclient"] = tritonclient
+    ghz = os.environ.get("BENCH_GHZ")
+    if ghz:
+        info["ghz"] = run(ghz, "--version")
     # The agent is built from the working tree: say which commit, and what differed from it.
     # As of run.sh's build (BENCH_IDN_*), else now.
     info["idn_commit"] = os.environ.get("BENCH_IDN_COMMIT") or run("git", "-C", ROOT, "rev-parse", "--short", "HEAD")
@@ -280,9 +432,13 @@ def us(value):
     return f"{value:.1f}" if value < 100 else f"{value:,.0f}"
 
 
+# Fields a record may lack, and what that means: runs before protocols were recorded were JSON.
+DEFAULTS = {"protocol": "json"}
+
+
 def best(records, **match):
     """The record with the highest throughput among those matching."""
-    rows = [r for r in records if all(r.get(k) == v for k, v in match.items())]
+    rows = [r for r in records if all(r.get(k, DEFAULTS.get(k)) == v for k, v in match.items())]
     return max(rows, key=lambda r: r["rps"]) if rows else None
 
 
@@ -470,6 +626,159 @@ def cooperation(records):
     return lines, summary
 
 
+TRITON_NOTE = "Python backend around onnxruntime; the wheel has no ONNX Runtime backend"
+PROTOCOLS = [
+    ("json", "REST, OIP JSON"),
+    ("binary", "REST, binary tensor data extension"),
+    ("grpc", "gRPC, FP32 raw_input_contents"),
+]
+
+
+def summarize(r):
+    """One measured run, as the report's JSON summary gives it."""
+    if r is None:
+        return None
+    c = r.get("cpu_cores") or {}
+    return {
+        "rps": r["rps"],
+        "p50_us": r["p50_us"],
+        "p99_us": r["p99_us"],
+        "load": load_label(r),
+        "server_cores": c.get("server"),
+        "server_cpu_us_per_request": c["server"] / r["rps"] * 1e6 if c.get("server") and r["rps"] else None,
+        "loadgen_cores": c.get("wrk"),
+        "disturbed": bool(r.get("disturbed")),
+    }
+
+
+def peers(records, mls_workers):
+    """The peers tables: idn, Triton (each dynamic batching setting) and MLServer per model and
+    protocol; the floors (health endpoints over HTTP, ServerLive over gRPC); the ratios idn ÷
+    Triton's best setting, and idn ÷ idn's own floor."""
+    protocols = [(p, label) for p, label in PROTOCOLS
+                 if any(r["system"] in ("idn", "triton") and r.get("protocol", "json") == p for r in records)]
+    if not any(r["system"] in ("triton", "triton-floor") or r.get("protocol", "json") != "json" for r in records):
+        return [], {}
+    models = list(dict.fromkeys(r["model"] for r in records if r["system"] in ("idn", "triton") and r["model"] != "-"))
+    batchings = list(dict.fromkeys(r["batching"] for r in records if r["system"] == "triton" and "batching" in r))
+
+    def mark(r):
+        return " ⚠" if r and r.get("disturbed") else ""
+
+    def rps(r):
+        return "-" if r is None else f"{r['rps']:,.0f}{mark(r)}"
+
+    def lat(r):
+        return "-" if r is None else f"{us(r['p50_us'])} / {us(r['p99_us'])}"
+
+    def cpu(r):
+        x = summarize(r)
+        if x is None or x["server_cores"] is None:
+            return "- | - | -"
+        per = "-" if x["server_cpu_us_per_request"] is None else f"{x['server_cpu_us_per_request']:.0f}"
+        gen = "-" if x["loadgen_cores"] is None else f"{x['loadgen_cores']:.2f}"
+        return f"{x['server_cores']:.2f} | {per} | {gen}"
+
+    lines = [
+        "Peers per protocol: the same request (batch 1, the first MNIST test image) as OIP JSON, in the binary "
+        "tensor data extension, and over gRPC. Triton 2.51 (nvidia-pytriton 0.7.0): "
+        f"{TRITON_NOTE}. Saturation: the best load setting tried; CPU at saturation.",
+        "",
+        "| model | protocol | server | c=1 req/s | c=1 p50 / p99 µs | saturation req/s | sat. p50 / p99 µs | load "
+        "| server cores | server CPU µs per request | load generator cores |",
+        "|---|---|---|--:|--:|--:|--:|---|--:|--:|--:|",
+    ]
+    summary = {"triton_note": TRITON_NOTE, "models": {}, "floors": {}}
+    for m in models:
+        summary["models"][m] = {}
+        for p, plabel in protocols:
+            servers = [("idn", {}, "idn node-agent")]
+            servers += [("triton", {"batching": b}, f"Triton, dynamic batching {b} ({TRITON_NOTE})") for b in batchings]
+            if p == "json" and any(r["system"] == "mlserver" for r in records):
+                servers.append(("mlserver", {"parallel_workers": mls_workers[m]} if m in mls_workers else {},
+                                "MLServer 1.7.1"))
+            entry = {"idn": {}, "triton": {}, "mlserver": {}}
+            for system, match, label in servers:
+                c1 = best(records, system=system, model=m, mode="c1", protocol=p, **match)
+                sat = best(records, system=system, model=m, mode="saturation", protocol=p, **match)
+                if c1 is None and sat is None:
+                    continue
+                value = {"c1": summarize(c1), "saturation": summarize(sat)}
+                if system == "triton":
+                    entry["triton"][match["batching"]] = value
+                else:
+                    entry[system] = value
+                lines.append(f"| {m} | {plabel} | {label} | {rps(c1)} | {lat(c1)} | {rps(sat)} | {lat(sat)} | "
+                             f"{'-' if sat is None else load_label(sat)} | {cpu(sat)} |")
+            summary["models"][m][p] = entry
+
+    floor_rows = [
+        ("idn", "json", "idn GET /v2/health/live (HTTP)"),
+        ("idn", "grpc", "idn gRPC ServerLive"),
+        ("mlserver", "json", "MLServer 1.7.1 GET /v2/health/live (HTTP)"),
+        ("triton", "json", f"Triton GET /v2/health/ready (HTTP) ({TRITON_NOTE})"),
+        ("triton", "grpc", f"Triton gRPC ServerLive ({TRITON_NOTE})"),
+    ]
+    lines += [
+        "",
+        "Floors: a health call, no inference; what the server's request path costs on its own.",
+        "",
+        "| floor | c=1 req/s | c=1 p50 / p99 µs | saturation req/s | sat. p50 / p99 µs | load | server cores "
+        "| server CPU µs per request | load generator cores |",
+        "|---|--:|--:|--:|--:|---|--:|--:|--:|",
+    ]
+    floors = {}
+    for system, p, label in floor_rows:
+        match = {"parallel_workers": mls_workers[next(iter(mls_workers))]} if system == "mlserver" and mls_workers else {}
+        c1 = best(records, system=f"{system}-floor", mode="c1", protocol=p, **match)
+        sat = best(records, system=f"{system}-floor", mode="saturation", protocol=p, **match)
+        if c1 is None and sat is None:
+            continue
+        floors[(system, p)] = sat
+        summary["floors"][f"{system}-{'http' if p == 'json' else 'grpc'}"] = {
+            "endpoint": (c1 or sat).get("endpoint"), "c1": summarize(c1), "saturation": summarize(sat)}
+        lines.append(f"| {label} | {rps(c1)} | {lat(c1)} | {rps(sat)} | {lat(sat)} | "
+                     f"{'-' if sat is None else load_label(sat)} | {cpu(sat)} |")
+
+    def ratio(a, b):
+        return None if a is None or b is None or not b["rps"] else a["rps"] / b["rps"]
+
+    def times(x):
+        return "-" if x is None else f"{x:.2f}×"
+
+    http_floor, grpc_floor = floors.get(("idn", "json")), floors.get(("idn", "grpc"))
+    lines += [
+        "",
+        f"Ratios at saturation (req/s ÷ req/s). Triton: its best dynamic batching setting per model and protocol "
+        f"({TRITON_NOTE}). idn's floors: GET /v2/health/live and gRPC ServerLive at saturation.",
+        "",
+        "| model | protocol | idn req/s | Triton best req/s | Triton setting | idn ÷ Triton best "
+        "| idn ÷ idn HTTP floor | idn ÷ idn gRPC floor |",
+        "|---|---|--:|--:|---|--:|--:|--:|",
+    ]
+    for m in models:
+        for p, plabel in protocols:
+            idn = best(records, system="idn", model=m, mode="saturation", protocol=p)
+            tri = best(records, system="triton", model=m, mode="saturation", protocol=p)
+            entry = summary["models"][m][p]
+            entry["triton_best_batching"] = tri["batching"] if tri else None
+            entry["idn_over_triton_best"] = ratio(idn, tri)
+            entry["idn_over_idn_http_floor"] = ratio(idn, http_floor)
+            entry["idn_over_idn_grpc_floor"] = ratio(idn, grpc_floor) if p == "grpc" else None
+            triton_cell = "-" if tri is None else f"{rps(tri)} ({TRITON_NOTE})"
+            lines.append(
+                f"| {m} | {plabel} | {rps(idn)} | {triton_cell} | {'-' if tri is None else 'dynamic batching ' + tri['batching']} "
+                f"| {times(entry['idn_over_triton_best'])} | {times(entry['idn_over_idn_http_floor'])} "
+                f"| {times(entry['idn_over_idn_grpc_floor']) if p == 'grpc' else '-'} |")
+    checks = [r for r in records if r["system"] == "check" and r.get("images")]
+    if checks:
+        lines += ["", "Checked before measuring (probabilities within 1e-4 of the reference and the same class, per "
+                  "image): " + ", ".join(f"{r['label']} {r['images']} images" for r in checks) + "."]
+    if not any(r["system"] == "idn" and r.get("protocol") == "grpc" for r in records):
+        lines += ["", "idn over gRPC: not measured (the node-agent measured does not serve gRPC, or ghz was not available)."]
+    return lines, summary
+
+
 def report(records_path, out_json, out_md):
     with open(records_path) as f:
         records = [json.loads(line) for line in f if line.strip()]
@@ -478,7 +787,7 @@ def report(records_path, out_json, out_md):
     # concurrency-1 numbers are taken with the same setting.
     mls_workers = {}
     for m in models:
-        b = best(records, system="mlserver", model=m, mode="saturation")
+        b = best(records, system="mlserver", model=m, mode="saturation", protocol="json")
         if b:
             mls_workers[m] = b["parallel_workers"]
     table = {}
@@ -486,6 +795,8 @@ def report(records_path, out_json, out_md):
         for mode in ("c1", "saturation"):
             for system, _ in SYSTEMS:
                 match = {"system": system, "model": m, "mode": mode}
+                if system != "inprocess":
+                    match["protocol"] = "json"
                 if system == "mlserver" and m in mls_workers:
                     match["parallel_workers"] = mls_workers[m]
                 table[(m, mode, system)] = best(records, **match)
@@ -495,8 +806,10 @@ def report(records_path, out_json, out_md):
             return "-"
         if r["system"] == "inprocess":
             return f"{r['threads']} thread{'s' if r['threads'] > 1 else ''}"
-        s = f"wrk -t{r['threads']} -c{r['connections']}"
-        return s + (f", workers={r['parallel_workers']}" if "parallel_workers" in r else "")
+        s = load_label(r)
+        s += f", workers={r['parallel_workers']}" if "parallel_workers" in r else ""
+        s += f", batching {r['batching']}" if "batching" in r else ""
+        return s + (f", {r['protocol']}" if r.get("protocol", "json") != "json" else "")
 
     def cell(r):
         if r is None:
@@ -549,7 +862,7 @@ def report(records_path, out_json, out_md):
     for system, label in breakdown:
         cells = []
         for m in models:
-            match = {"system": system, "mode": "c1"}
+            match = {"system": system, "mode": "c1", "protocol": "json"}
             if not system.endswith("floor"):
                 match["model"] = m
             if system.startswith("mlserver") and m in mls_workers:
@@ -590,6 +903,11 @@ def report(records_path, out_json, out_md):
     if retried:
         lines.append(f"{retried} run(s) were repeated because other processes were busy during the first try.")
 
+    peer_lines, peer_summary = peers(records, mls_workers)
+    if peer_lines:
+        lines += [""] + peer_lines
+        summary["peers"] = peer_summary
+
     coop_lines, coop_summary = cooperation(records)
     if coop_lines:
         lines += [""] + coop_lines
@@ -613,6 +931,8 @@ def report(records_path, out_json, out_md):
 if __name__ == "__main__":
     commands = {
         "body": body,
+        "body-binary": body_binary,
+        "grpc-body": grpc_body,
         "check": check,
         "cpu": lambda pid: cpu(int(pid)),
         "record": record,

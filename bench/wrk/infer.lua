@@ -4,7 +4,9 @@
 -- BENCH_BODY names the file holding the body (run.sh generates it once). wrk runs this file in
 -- every thread's Lua state and once more for `done`, so the body is read per thread, not per
 -- request. Without BENCH_BODY the script sends plain GETs (run.sh uses that to measure the
--- HTTP floor on /v2/health/live).
+-- HTTP floor on /v2/health/live). With BENCH_HEADER_LENGTH the body is in the binary tensor data
+-- extension: its first BENCH_HEADER_LENGTH bytes are the JSON header, announced in the
+-- Inference-Header-Content-Length header, the rest raw tensor data.
 
 local path = os.getenv("BENCH_BODY")
 if path and path ~= "" then
@@ -12,7 +14,13 @@ if path and path ~= "" then
   wrk.method = "POST"
   wrk.body = file:read("*a")
   file:close()
-  wrk.headers["Content-Type"] = "application/json"
+  local header_length = os.getenv("BENCH_HEADER_LENGTH")
+  if header_length and header_length ~= "" then
+    wrk.headers["Content-Type"] = "application/octet-stream"
+    wrk.headers["Inference-Header-Content-Length"] = header_length
+  else
+    wrk.headers["Content-Type"] = "application/json"
+  end
 end
 
 -- No `response` callback on purpose: defining one makes wrk hand every response to Lua, which

@@ -4,7 +4,7 @@
 #   ${IDN_TOOLS_CACHE:-$HOME/.cache/idn/tools}/<component>-<version>/bin/
 # A component whose binaries are already there is not rebuilt.
 #
-# usage: tests/cluster/build.sh [component ...]     build (default: all)
+# usage: tests/cluster/build.sh [component ...]     build (default: all but ghz)
 #        tests/cluster/build.sh --path component     print its bin dir only
 #        tests/cluster/build.sh --list               list the components
 #
@@ -16,6 +16,8 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 components_dir=$here/components
 cache=${IDN_TOOLS_CACHE:-$HOME/.cache/idn/tools}
 all=(kubernetes etcd kwok helm prometheus jaeger)
+# built only when named (bench/run.sh asks for it), not by a plain build.sh
+extra=(ghz)
 
 # main module (the one whose version keys the cache) of each component
 main_module() {
@@ -26,7 +28,8 @@ main_module() {
     helm) echo helm.sh/helm/v4 ;;
     prometheus) echo github.com/prometheus/prometheus ;;
     jaeger) echo github.com/jaegertracing/jaeger ;;
-    *) echo "unknown component: $1 (known: ${all[*]})" >&2; return 1 ;;
+    ghz) echo github.com/bojand/ghz ;;
+    *) echo "unknown component: $1 (known: ${all[*]} ${extra[*]})" >&2; return 1 ;;
   esac
 }
 
@@ -46,6 +49,7 @@ packages() {
       echo github.com/prometheus/prometheus/cmd/prometheus prometheus
       echo github.com/prometheus/prometheus/cmd/promtool promtool ;;
     jaeger) echo github.com/jaegertracing/jaeger/cmd/jaeger jaeger ;;
+    ghz) echo github.com/bojand/ghz/cmd/ghz ghz ;;
   esac
 }
 
@@ -99,6 +103,7 @@ ldflags() {
       f+=" -X github.com/jaegertracing/jaeger/internal/version.latestVersion=$jv"
       f+=" -X github.com/jaegertracing/jaeger/internal/version.commitSHA=$v"
       f+=" -X github.com/jaegertracing/jaeger/internal/version.date=$date" ;;
+    ghz) f+=" -X main.version=${v#v}" ;;
   esac
   echo "$f"
 }
@@ -153,7 +158,7 @@ build() {
 
 case ${1:-} in
   --path) shift; [[ $# == 1 ]] || { echo "usage: $0 --path component" >&2; exit 2; }; main_module "$1" >/dev/null; bin_dir "$1"; exit 0 ;;
-  --list) for c in "${all[@]}"; do echo "$c $(main_module "$c") $(version_of "$c")"; done; exit 0 ;;
+  --list) for c in "${all[@]}" "${extra[@]}"; do echo "$c $(main_module "$c") $(version_of "$c")"; done; exit 0 ;;
   -h|--help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
 esac
 
