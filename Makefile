@@ -13,7 +13,7 @@ ORT_LIB     := .ort/libonnxruntime.so.$(ORT_VERSION)
 # schemas) and benchmarks.
 VENV    := .venv
 PYTHON  := $(VENV)/bin/python
-PY_DEPS := tritonclient[http]==2.73.0 numpy pytest pyyaml \
+PY_DEPS := tritonclient[http,grpc]==2.73.0 numpy pytest pyyaml \
            helm-python-sdk==0.2.2 kubernetes-validate==1.37.0 check-jsonschema==0.39.0
 
 .PHONY: help
