@@ -41,7 +41,7 @@ COPY --from=builder /out/idn-node-agent /usr/local/bin/idn-node-agent
 COPY --from=builder /src/.ort/libonnxruntime.so.1.32.0 /usr/lib/idn/libonnxruntime.so.1.32.0
 ENV ORT_DYLIB_PATH=/usr/lib/idn/libonnxruntime.so.1.32.0
 USER 65532:65532
-EXPOSE 8000
+EXPOSE 8000 8001
 ENTRYPOINT ["/usr/local/bin/idn-node-agent"]
 
 FROM gcr.io/distroless/cc-debian12:nonroot AS operator

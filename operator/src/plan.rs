@@ -22,8 +22,10 @@ use crate::resources::{
     ModelPlacement, NodeServiceSpec, NodeSpec,
 };
 
-/// Port the node-agent listens on in a pod.
+/// Port the node-agent serves REST on in a pod.
 pub const AGENT_PORT: u16 = 8000;
+/// Port the node-agent serves gRPC on in a pod (Triton's convention).
+pub const AGENT_GRPC_PORT: u16 = 8001;
 
 /// The resources a network refers to, all from its namespace.
 pub struct Declared<'a> {
@@ -35,8 +37,8 @@ pub struct Declared<'a> {
 
 /// Where things are, for the environment the plan is for.
 pub trait Addressing {
-    /// Base URL of another node's OIP API.
-    fn node_url(&self, node: &str) -> String;
+    /// Base URL of another node's OIP API in `protocol`.
+    fn node_url(&self, node: &str, protocol: Protocol) -> String;
     /// Path of a model file as the node-agent sees it.
     fn model_path(&self, model: &InferenceModel) -> PathBuf;
     /// Path of a link's bearer token file as the node-agent sees it.
@@ -45,6 +47,8 @@ pub trait Addressing {
     fn ca_file(&self, link: &str) -> PathBuf;
     /// Listen address of a node.
     fn listen(&self, node: &str) -> std::net::SocketAddr;
+    /// gRPC listen address of a node.
+    fn grpc_listen(&self, node: &str) -> std::net::SocketAddr;
     /// Emulated latency of `node`'s `link` (0: none; a real network provides it).
     fn delay_ms(&self, node: &str, link: &LinkSpec) -> u64;
 }
@@ -166,7 +170,7 @@ fn plan_node<'a>(
         node: node.name.clone(),
         tier: Some(node.tier.as_str().to_owned()),
         listen: addressing.listen(&node.name),
-        grpc_listen: None,
+        grpc_listen: Some(addressing.grpc_listen(&node.name)),
         limits: Limits::default(),
         models: models
             .iter()
@@ -214,6 +218,7 @@ fn upstreams(
         .iter()
         .enumerate()
         .filter_map(|(i, link)| {
+            let protocol = link.protocol.unwrap_or_default();
             let url = match (&link.node, &link.endpoint) {
                 (Some(other), _) if other == &node.name => {
                     problems.push(format!(
@@ -225,7 +230,7 @@ fn upstreams(
                     problems.push(format!("{field}.links[{i}].node: unknown node {other:?}"));
                     return None;
                 }
-                (Some(other), _) => addressing.node_url(other),
+                (Some(other), _) => addressing.node_url(other, protocol),
                 (None, Some(endpoint)) => endpoint.url.clone(),
                 (None, None) => {
                     problems.push(format!("{field}.links[{i}]: give node or endpoint"));
@@ -242,9 +247,10 @@ fn upstreams(
                 token_file: has_token.then(|| addressing.token_file(&link.name)),
                 ca_file: has_ca.then(|| addressing.ca_file(&link.name)),
                 // Nodes of the network are idn node-agents, which speak the binary extension;
-                // a remote endpoint may be any OIP server, so it gets JSON.
-                binary_data: link.node.is_some(),
-                protocol: Protocol::Rest,
+                // a remote endpoint may be any OIP server, so it gets JSON. (gRPC tensors are
+                // raw bytes either way.)
+                binary_data: link.node.is_some() && protocol == Protocol::Rest,
+                protocol,
                 delay_ms: addressing.delay_ms(&node.name, link),
             })
         })

@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use idn_contract::config::Protocol;
 use idn_contract::names::{MANAGED_BY_LABEL, MANAGER, sha256_hex};
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
@@ -21,7 +22,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, 
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::{Resource, ResourceExt};
 
-use crate::plan::{self, AGENT_PORT, Addressing, Declared, NodePlan};
+use crate::plan::{self, AGENT_GRPC_PORT, AGENT_PORT, Addressing, Declared, NodePlan};
 use crate::resources::{InferenceDeliveryNetwork, InferenceModel, LinkSpec, NodeStatus};
 use crate::scaling;
 
@@ -107,9 +108,13 @@ pub struct ClusterAddressing<'a> {
 }
 
 impl Addressing for ClusterAddressing<'_> {
-    fn node_url(&self, node: &str) -> String {
+    fn node_url(&self, node: &str, protocol: Protocol) -> String {
+        let port = match protocol {
+            Protocol::Rest => AGENT_PORT,
+            Protocol::Grpc => AGENT_GRPC_PORT,
+        };
         format!(
-            "http://{}.{}.svc:{AGENT_PORT}",
+            "http://{}.{}.svc:{port}",
             object_name(self.network, node),
             self.namespace
         )
@@ -133,6 +138,9 @@ impl Addressing for ClusterAddressing<'_> {
     }
     fn listen(&self, _node: &str) -> std::net::SocketAddr {
         std::net::SocketAddr::from(([0, 0, 0, 0], AGENT_PORT))
+    }
+    fn grpc_listen(&self, _node: &str) -> std::net::SocketAddr {
+        std::net::SocketAddr::from(([0, 0, 0, 0], AGENT_GRPC_PORT))
     }
     fn delay_ms(&self, _node: &str, _link: &LinkSpec) -> u64 {
         0
@@ -224,7 +232,8 @@ pub fn render(declared: &Declared, settings: &Settings) -> Result<Rendered, Vec<
             tier: node.spec.tier,
             replicas: node.spec.min_replicas(),
             ready_replicas: 0,
-            endpoint: addressing.node_url(&node.spec.name),
+            endpoint: addressing.node_url(&node.spec.name, Protocol::Rest),
+            grpc_endpoint: addressing.node_url(&node.spec.name, Protocol::Grpc),
             services: node.config.service_names(),
             models: node.config.model_names(),
         });
@@ -382,11 +391,18 @@ fn agent_container(
             "--log-format".to_owned(),
             "json".to_owned(),
         ]),
-        ports: Some(vec![ContainerPort {
-            name: Some("http".to_owned()),
-            container_port: i32::from(AGENT_PORT),
-            ..ContainerPort::default()
-        }]),
+        ports: Some(vec![
+            ContainerPort {
+                name: Some("http".to_owned()),
+                container_port: i32::from(AGENT_PORT),
+                ..ContainerPort::default()
+            },
+            ContainerPort {
+                name: Some("grpc".to_owned()),
+                container_port: i32::from(AGENT_GRPC_PORT),
+                ..ContainerPort::default()
+            },
+        ]),
         readiness_probe: Some(probe("/v2/health/ready", 5)),
         liveness_probe: Some(probe("/v2/health/live", 10)),
         resources: Some(
@@ -613,12 +629,22 @@ fn service(meta: ObjectMeta, network: &str, node: &NodePlan) -> Service {
         metadata: meta,
         spec: Some(ServiceSpec {
             selector: Some(selector(network, node)),
-            ports: Some(vec![ServicePort {
-                name: Some("http".to_owned()),
-                port: i32::from(AGENT_PORT),
-                target_port: Some(IntOrString::String("http".to_owned())),
-                ..ServicePort::default()
-            }]),
+            ports: Some(vec![
+                ServicePort {
+                    name: Some("http".to_owned()),
+                    port: i32::from(AGENT_PORT),
+                    target_port: Some(IntOrString::String("http".to_owned())),
+                    ..ServicePort::default()
+                },
+                ServicePort {
+                    name: Some("grpc".to_owned()),
+                    port: i32::from(AGENT_GRPC_PORT),
+                    target_port: Some(IntOrString::String("grpc".to_owned())),
+                    // Lets meshes and gateways route it as HTTP/2.
+                    app_protocol: Some("kubernetes.io/h2c".to_owned()),
+                    ..ServicePort::default()
+                },
+            ]),
             ..ServiceSpec::default()
         }),
         ..Service::default()

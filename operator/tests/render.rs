@@ -412,3 +412,35 @@ fn a_remote_link_mounts_its_token_and_ca() {
         ]
     );
 }
+
+#[test]
+fn a_grpc_link_reaches_the_nodes_grpc_port() {
+    let mut manifests = example();
+    let access = &mut manifests.networks[0].spec.nodes[0];
+    access.links[0].protocol = Some(idn_contract::config::Protocol::Grpc);
+    let rendered = render(&manifests).unwrap();
+    let config: idn_contract::config::NodeAgentConfig =
+        serde_norway::from_str(&rendered.config_maps[0].data.as_ref().unwrap()["agent.yaml"])
+            .unwrap();
+    let link = &config.upstreams[0];
+    assert_eq!(link.url, "http://mnist-edge.default.svc:8001");
+    assert_eq!(link.protocol, idn_contract::config::Protocol::Grpc);
+    assert!(!link.binary_data, "gRPC tensors are raw bytes");
+    assert_eq!(
+        rendered.nodes[1].grpc_endpoint,
+        "http://mnist-edge.default.svc:8001"
+    );
+    // The edge node's Service routes its gRPC port.
+    let ports = rendered.services[1]
+        .spec
+        .as_ref()
+        .unwrap()
+        .ports
+        .clone()
+        .unwrap();
+    assert!(
+        ports
+            .iter()
+            .any(|p| p.port == 8001 && p.name.as_deref() == Some("grpc"))
+    );
+}

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context as _, anyhow, bail};
+use idn_contract::config::Protocol;
 use idn_contract::names::sha256_hex;
 use idn_node_agent::node::Node;
 use idn_node_agent::server;
@@ -36,6 +37,8 @@ pub struct LocalNode {
     pub name: String,
     pub tier: String,
     pub addr: SocketAddr,
+    /// Where it serves OIP v2 over gRPC.
+    pub grpc_addr: SocketAddr,
     pub services: Vec<String>,
     pub models: Vec<String>,
     stop: Option<oneshot::Sender<()>>,
@@ -49,14 +52,20 @@ pub struct LocalNetwork {
 }
 
 struct LocalAddressing<'a> {
-    ports: HashMap<String, u16>,
+    /// REST and gRPC port of each node.
+    ports: HashMap<String, (u16, u16)>,
     models: HashMap<String, PathBuf>,
     latency_ms: &'a HashMap<(String, String), u64>,
 }
 
 impl Addressing for LocalAddressing<'_> {
-    fn node_url(&self, node: &str) -> String {
-        format!("http://127.0.0.1:{}", self.ports[node])
+    fn node_url(&self, node: &str, protocol: Protocol) -> String {
+        let (rest, grpc) = self.ports[node];
+        let port = match protocol {
+            Protocol::Rest => rest,
+            Protocol::Grpc => grpc,
+        };
+        format!("http://127.0.0.1:{port}")
     }
     fn model_path(&self, model: &InferenceModel) -> PathBuf {
         self.models[&model.name_any()].clone()
@@ -68,7 +77,10 @@ impl Addressing for LocalAddressing<'_> {
         PathBuf::from(format!("{link}.token"))
     }
     fn listen(&self, node: &str) -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, 1], self.ports[node]))
+        SocketAddr::from(([127, 0, 0, 1], self.ports[node].0))
+    }
+    fn grpc_listen(&self, node: &str) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.ports[node].1))
     }
     fn delay_ms(&self, node: &str, link: &LinkSpec) -> u64 {
         self.latency_ms
@@ -148,18 +160,25 @@ impl LocalNetwork {
         let mut listeners = Vec::new();
         let mut ports = HashMap::new();
         for (i, node) in network.spec.nodes.iter().enumerate() {
-            let port = if options.base_port == 0 {
-                0
-            } else {
-                options.base_port + i as u16
+            // gRPC beside REST: base port + i, and base port + 100 + i.
+            let port = |offset: u16| match options.base_port {
+                0 => 0,
+                base => base + offset + i as u16,
             };
-            let listener = TcpListener::bind(("127.0.0.1", port))
-                .await
-                .with_context(|| {
-                    format!("node {}: cannot listen on 127.0.0.1:{port}", node.name)
-                })?;
-            ports.insert(node.name.clone(), listener.local_addr()?.port());
-            listeners.push(listener);
+            let bind = |port: u16| async move {
+                TcpListener::bind(("127.0.0.1", port))
+                    .await
+                    .with_context(|| {
+                        format!("node {}: cannot listen on 127.0.0.1:{port}", node.name)
+                    })
+            };
+            let rest = bind(port(0)).await?;
+            let grpc = bind(port(100)).await?;
+            ports.insert(
+                node.name.clone(),
+                (rest.local_addr()?.port(), grpc.local_addr()?.port()),
+            );
+            listeners.push(server::Listeners::new(rest, Some(grpc)));
         }
         let models = scope
             .models
@@ -217,9 +236,12 @@ impl LocalNetwork {
 
 fn start_node(
     config: idn_contract::config::NodeAgentConfig,
-    listener: TcpListener,
+    listeners: server::Listeners,
 ) -> anyhow::Result<LocalNode> {
-    let addr = listener.local_addr()?;
+    let addr = listeners.rest_addr();
+    let grpc_addr = listeners
+        .grpc_addr()
+        .context("every local node serves gRPC")?;
     let node = Node::start(config)?;
     let broken: Vec<String> = node
         .unready_models()
@@ -230,7 +252,6 @@ fn start_node(
     }
     let (stop, stopped) = oneshot::channel();
     let served = Arc::clone(&node);
-    let listeners = server::Listeners::new(listener, None);
     let task = tokio::spawn(server::serve(served, listeners, async {
         let _ = stopped.await;
     }));
@@ -239,6 +260,7 @@ fn start_node(
         name: config.node.clone(),
         tier: config.tier.clone().unwrap_or_default(),
         addr,
+        grpc_addr,
         services: config.service_names(),
         models: config.model_names(),
         stop: Some(stop),

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use idn_contract::config::Protocol;
 use k8s_openapi::api::core::v1::{Affinity, ResourceRequirements, SecretKeySelector, Toleration};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{CustomResource, KubeSchema};
@@ -182,6 +183,10 @@ pub struct LinkSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 600000))]
     pub timeout_ms: Option<u64>,
+    /// How the link speaks OIP v2: `rest` (default; binary tensors between nodes) or `grpc`
+    /// (to a node's gRPC port, or an endpoint whose url is a gRPC server).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<Protocol>,
 }
 
 /// A remote OIP v2 endpoint and the secrets holding its bearer token and CA.
@@ -250,6 +255,9 @@ pub struct NodeStatus {
     pub ready_replicas: i32,
     /// In-cluster URL of the node's OIP v2 API.
     pub endpoint: String,
+    /// In-cluster address of the node's OIP v2 gRPC service.
+    #[serde(default)]
+    pub grpc_endpoint: String,
     /// Services the node offers.
     #[serde(default)]
     pub services: Vec<String>,

@@ -20,7 +20,8 @@ use idn_operator::resources::InferenceDeliveryNetwork;
 pub struct Args {
     #[command(flatten)]
     pub network: NetworkArgs,
-    /// First port; nodes listen on consecutive ports from here (0: any free ports).
+    /// First port; nodes serve REST on consecutive ports from here and gRPC from 100 above
+    /// (0: any free ports).
     #[arg(long, default_value_t = 8101)]
     pub base_port: u16,
     /// Log level of the nodes (RUST_LOG overrides).
@@ -128,8 +129,8 @@ fn print_network(running: &LocalNetwork, network: &InferenceDeliveryNetwork) {
         running.nodes.len()
     );
     println!(
-        "{:<10} {:<9} {:<17} {:<14} {:<16} links",
-        "node", "tier", "address", "services", "models"
+        "{:<10} {:<9} {:<17} {:<17} {:<14} {:<16} links",
+        "node", "tier", "address", "grpc", "services", "models"
     );
     for node in &running.nodes {
         let spec = network.spec.nodes.iter().find(|n| n.name == node.name);
@@ -151,10 +152,11 @@ fn print_network(running: &LocalNetwork, network: &InferenceDeliveryNetwork) {
             })
             .unwrap_or_default();
         println!(
-            "{:<10} {:<9} {:<17} {:<14} {:<16} {}",
+            "{:<10} {:<9} {:<17} {:<17} {:<14} {:<16} {}",
             node.name,
             node.tier,
             node.addr,
+            node.grpc_addr,
             node.services.join(","),
             node.models.join(","),
             links.join(", ")
@@ -164,8 +166,9 @@ fn print_network(running: &LocalNetwork, network: &InferenceDeliveryNetwork) {
         && let Some(service) = entry.services.first()
     {
         println!(
-            "\nsend requests to http://{}/v2/models/{service}/infer (Open Inference Protocol v2)",
-            entry.addr
+            "\nsend requests to http://{}/v2/models/{service}/infer (Open Inference Protocol v2), \
+             or over gRPC to {}",
+            entry.addr, entry.grpc_addr
         );
     }
     println!("Ctrl-C stops every node.");
