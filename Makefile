@@ -16,6 +16,14 @@ PYTHON  := $(VENV)/bin/python
 PY_DEPS := tritonclient[http,grpc]==2.73.0 numpy pytest pyyaml \
            helm-python-sdk==0.2.2 kubernetes-validate==1.37.0 check-jsonschema==0.39.0
 
+# Triton Inference Server 2.51 (the tritonserver binary of the nvidia-pytriton wheel, ~55 MB from
+# PyPI) with onnxruntime for its Python-backend model (bench/triton/): the third-party gRPC and
+# REST upstream of tests/interop/test_triton_upstream.py and the peer in `make bench`. Its own
+# venv: nvidia-pytriton pins numpy below 2.
+TRITON_VENV   := .venv-triton
+TRITON_PYTHON := $(TRITON_VENV)/bin/python
+TRITON_DEPS   := nvidia-pytriton==0.7.0 onnxruntime==$(ORT_VERSION) numpy==1.26.4 tritonclient==2.73.0
+
 .PHONY: help
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -38,6 +46,15 @@ $(PYTHON): Makefile
 	python3 -m venv $(VENV)
 	$(PYTHON) -m pip install --quiet --upgrade pip
 	$(PYTHON) -m pip install --quiet $(PY_DEPS)
+	touch $@
+
+.PHONY: triton
+triton: $(TRITON_PYTHON) ## Install Triton Inference Server 2.51 (nvidia-pytriton wheel) and onnxruntime into .venv-triton/
+
+$(TRITON_PYTHON): Makefile
+	python3 -m venv $(TRITON_VENV)
+	$(TRITON_PYTHON) -m pip install --quiet --upgrade pip
+	$(TRITON_PYTHON) -m pip install --quiet $(TRITON_DEPS)
 	touch $@
 
 .PHONY: build
@@ -64,7 +81,7 @@ cluster: components ## A real Kubernetes control plane on loopback (etcd, API se
 	python3 tests/cluster/cluster.py
 
 .PHONY: test
-test: ort $(PYTHON) components ## Run every test: Rust, interop (tritonclient, traces in Jaeger), schemas, end to end on a real control plane
+test: ort $(PYTHON) $(TRITON_PYTHON) components ## Run every test: Rust, interop (tritonclient, Triton as an upstream, traces in Jaeger), schemas, end to end on a real control plane
 	cargo test --workspace
 	cargo build --workspace --bins
 	$(PYTHON) -m pytest -q tests/interop tests/schemas tests/e2e
@@ -84,6 +101,6 @@ crds: ## Regenerate the CRD YAML in crds/ and the Helm chart from the Rust types
 	cp crds/idn.dev.yaml charts/idn-operator/crds/idn.dev.yaml
 
 .PHONY: clean
-clean: ## Remove build output, the ONNX Runtime library and the Python environment
+clean: ## Remove build output, the ONNX Runtime library and the Python environments
 	cargo clean
-	rm -rf .ort $(VENV)
+	rm -rf .ort $(VENV) $(TRITON_VENV)

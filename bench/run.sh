@@ -118,21 +118,11 @@ assert (mlserver.__version__, onnxruntime.__version__, uvloop.__version__) == ("
   "$VENV/bin/pip" install --quiet "${MLSERVER_DEPS[@]}"
 fi
 
-# Triton lives in its own venv too: nvidia-pytriton pins numpy below 2 and brings tritonclient
-# (whose gRPC messages bench/grpc_check.py uses). Reinstalled only when the pinned versions are
-# not there.
-TRITON_DEPS=(nvidia-pytriton==0.7.0 onnxruntime==1.32.0 numpy==1.26.4 tritonclient==2.73.0)
+# Triton lives in its own venv too (nvidia-pytriton pins numpy below 2; it brings tritonclient,
+# whose gRPC messages bench/grpc_check.py uses), installed by the Makefile's target, where its
+# versions are pinned (TRITON_DEPS): the interop tests run the same Triton.
 if ((TRITON)) || [[ " $PROTOCOLS " == *" grpc "* ]]; then
-  if ! "$TRITON_VENV/bin/python" -c '
-import importlib.metadata as m
-assert [m.version(p) for p in ("nvidia-pytriton", "onnxruntime", "numpy", "tritonclient")] == ["0.7.0", "1.32.0", "1.26.4", "2.73.0"]
-import numpy, onnxruntime, grpc, tritonclient.grpc
-' 2>/dev/null; then
-    log "installing nvidia-pytriton 0.7.0 (Triton Inference Server 2.51) into $TRITON_VENV"
-    python3 -m venv "$TRITON_VENV"
-    "$TRITON_VENV/bin/pip" install --quiet --upgrade pip
-    "$TRITON_VENV/bin/pip" install --quiet "${TRITON_DEPS[@]}"
-  fi
+  make --no-print-directory "$TRITON_VENV/bin/python"
 fi
 GRPC_CHECK="$TRITON_VENV/bin/python bench/grpc_check.py"
 

@@ -1,7 +1,8 @@
-"""Triton Python-backend model for bench/run.sh: one ONNX model run by onnxruntime.
+"""Triton Python-backend model for bench/run.sh and tests/interop: one ONNX model run by
+onnxruntime.
 
 Triton Inference Server from the nvidia-pytriton wheel has no ONNX Runtime backend, so this
-model is how Triton serves the benchmark's ONNX models. The model config (config.pbtxt, written
+model is how Triton serves the example ONNX models. The model config (config.pbtxt, written
 by bench/triton/repository.py) gives the .onnx path as parameter `onnx_path`. With dynamic
 batching Triton hands several queued requests to one execute() call; they are run as one batch.
 

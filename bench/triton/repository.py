@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Writes the Triton model repository for bench/run.sh (standard library only).
+"""Writes a Triton model repository for bench/run.sh and tests/interop/test_triton_upstream.py
+(standard library only).
 
     repository.py DIR BATCHING INSTANCES MODEL...
 

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Starts Triton Inference Server (the tritonserver binary of the nvidia-pytriton wheel) on a
-# model repository written by bench/triton/repository.py, for bench/run.sh.
+# model repository written by bench/triton/repository.py, for bench/run.sh and
+# tests/interop/test_triton_upstream.py.
 #
 #   serve.sh VENV REPOSITORY SCRATCH HTTP_PORT GRPC_PORT METRICS_PORT
 #
-# VENV has nvidia-pytriton, onnxruntime and numpy. PyTriton's own Python API is not used: the
+# VENV has nvidia-pytriton, onnxruntime and numpy (`make triton` makes .venv-triton). PyTriton's own Python API is not used: the
 # binary is run directly. Its Python backend needs, in one folder given as --backend-directory:
 # libtriton_python.so, triton_python_backend_utils.py and the Python 3.11 stub (found next to
 # the library). The stub links libpython3.11.so: LD_LIBRARY_PATH points at the venv's base
@@ -21,8 +22,13 @@ home=$("$python" -c 'import sys; print(sys.base_prefix)')
 libdir=$("$python" -c 'import sysconfig; print(sysconfig.get_config_var("LIBDIR"))')
 version=$("$python" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
 triton=$site/pytriton/tritonserver
+[[ -x $triton/bin/tritonserver ]] || {
+  echo "serve.sh: no $triton/bin/tritonserver: is nvidia-pytriton installed in $venv? (make triton)" >&2
+  exit 1
+}
 [[ -e $libdir/libpython$version.so.1.0 ]] || {
-  echo "serve.sh: $libdir has no libpython$version.so.1.0; the Python backend's stub needs a shared libpython" >&2
+  echo "serve.sh: $libdir has no libpython$version.so.1.0; the Python backend's stub needs a shared" \
+    "libpython (a Python built with --enable-shared, or the distribution's libpython$version package)" >&2
   exit 1
 }
 [[ -x $triton/python_backend_stubs/$version/triton_python_backend_stub ]] || {
