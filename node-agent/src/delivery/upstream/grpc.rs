@@ -45,7 +45,7 @@ impl GrpcLink {
             };
             endpoint = endpoint
                 .tls_config(tls)
-                .map_err(|e| invalid(error_chain(&e)))?;
+                .map_err(|e| invalid(error_chain(None, &e)))?;
         }
         let client = GrpcInferenceServiceClient::new(endpoint.connect_lazy())
             .max_decoding_message_size(max_body_bytes)
@@ -102,7 +102,7 @@ fn status_error(upstream: &str, status: tonic::Status, timeout: Duration) -> Ups
     match source {
         Some(cause) => UpstreamError::Unreachable {
             upstream: upstream.to_owned(),
-            message: format!("{}: {}", status.message(), error_chain(cause)),
+            message: error_chain(Some(status.message()), cause),
         },
         None => UpstreamError::GrpcStatus {
             upstream: upstream.to_owned(),

@@ -148,14 +148,52 @@ pub(crate) fn read_token(path: &Path) -> Result<String> {
         })
 }
 
-/// The error and its causes on one line ("client error (Connect): tcp connect error: ...").
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
+/// The error and its causes on one line ("client error (Connect): tcp connect error: ..."),
+/// after `context` when given; a cause that only repeats what is already said is left out.
+fn error_chain(context: Option<&str>, error: &dyn std::error::Error) -> String {
+    let mut parts: Vec<String> = context.map(str::to_owned).into_iter().collect();
+    let mut source = Some(error);
     while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
+        let text = cause.to_string();
+        if !parts.contains(&text) {
+            parts.push(text);
+        }
         source = cause.source();
     }
-    text
+    parts.join(": ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::error_chain;
+
+    #[derive(Debug)]
+    struct Layer(&'static str, Option<Box<Layer>>);
+
+    impl std::fmt::Display for Layer {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(self.0)
+        }
+    }
+
+    impl std::error::Error for Layer {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            self.1.as_deref().map(|l| l as _)
+        }
+    }
+
+    #[test]
+    fn a_chain_says_each_cause_once() {
+        let refused = Layer("Connection refused", None);
+        let connect = Layer("tcp connect error", Some(Box::new(refused)));
+        let error = Layer("transport error", Some(Box::new(connect)));
+        assert_eq!(
+            error_chain(Some("tcp connect error"), &error),
+            "tcp connect error: transport error: Connection refused"
+        );
+        assert_eq!(
+            error_chain(None, &error),
+            "transport error: tcp connect error: Connection refused"
+        );
+    }
 }

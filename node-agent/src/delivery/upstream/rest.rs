@@ -43,7 +43,7 @@ impl RestLink {
                 .await
                 .map_err(|e| UpstreamError::Unreachable {
                     upstream: upstream.to_owned(),
-                    message: error_chain(&e),
+                    message: error_chain(None, &e),
                 })?;
         let (parts, body) = response.into_parts();
         let body = Limited::new(body, self.max_body_bytes)
