@@ -35,6 +35,7 @@
 #                              what idn and Triton are measured over (MLServer: json only)
 #   BENCH_GRPC_SATURATION="1:16 2:32 2:64"
 #                              ghz connections:concurrency tried at saturation; the best is reported
+#   BENCH_MLSERVER=1           0 skips MLServer
 #   BENCH_TRITON=1             0 skips Triton
 #   BENCH_TRITON_BATCHING="off on"
 #                              Triton's dynamic batching settings tried; both are reported, and the
@@ -49,6 +50,9 @@
 #   BENCH_COOP_ROUNDS=3        concurrency-1 rounds over the cooperation endpoints (interleaved);
 #                              the median of the rounds is reported
 #   BENCH_COOPERATION=1        0 skips the cost-of-cooperation part
+#   BENCH_INPROCESS=1          0 skips the in-process ONNX Runtime part (and its build)
+#   BENCH_BUILD=1              0 skips `cargo build` and measures target/release/idn-node-agent
+#                              as it is (a binary built elsewhere from the same commit)
 #   BENCH_RESULTS=bench/results  where latest.json and latest.md go
 #   BENCH_MAX_OTHER=0.3        a run during which other processes used more cores than this is
 #   BENCH_RETRIES=2            repeated (at most this many times); see "Shared machines" below
@@ -73,6 +77,8 @@ TRITON_GRPC_PORT=$((PORT + 91))
 TRITON_METRICS_PORT=$((PORT + 92))
 PROTOCOLS=${BENCH_PROTOCOLS:-"json binary grpc"}
 GRPC_SATURATION=${BENCH_GRPC_SATURATION:-"1:16 2:32 2:64"}
+MLSERVER=${BENCH_MLSERVER:-1}
+((MLSERVER)) || MLSERVER_WORKERS=
 TRITON=${BENCH_TRITON:-1}
 TRITON_BATCHING=${BENCH_TRITON_BATCHING:-"off on"}
 TRITON_INSTANCES=${BENCH_TRITON_INSTANCES:-1}
@@ -88,6 +94,8 @@ RETRIES=${BENCH_RETRIES:-2}
 QUIET_WAIT=${BENCH_QUIET_WAIT:-300}
 COOP_ROUNDS=${BENCH_COOP_ROUNDS:-3}
 COOPERATION=${BENCH_COOPERATION:-1}
+INPROCESS=${BENCH_INPROCESS:-1}
+BUILD=${BENCH_BUILD:-1}
 
 log() { printf '\n== %s\n' "$*" >&2; }
 
@@ -150,8 +158,13 @@ if [[ " $PROTOCOLS " == *" grpc "* ]]; then
 fi
 protocol_on() { [[ " $PROTOCOLS " == *" $1 "* ]] && { [[ $1 != grpc ]] || [[ -n $GHZ ]]; }; }
 
-log "building the node-agent (release)"
-cargo build --release -p idn-node-agent
+if ((BUILD)); then
+  log "building the node-agent (release)"
+  cargo build --release -p idn-node-agent
+else
+  log "BENCH_BUILD=0: measuring target/release/idn-node-agent as it is (not rebuilt)"
+  [[ -x target/release/idn-node-agent ]] || { echo "no target/release/idn-node-agent" >&2; exit 1; }
+fi
 # What is measured: the commit and any uncommitted change to the agent, as of this build (the
 # report says so). The binary is copied below, so a later build in this checkout during the
 # bench (another user's) cannot swap it between phases.
@@ -356,15 +369,19 @@ bench_grpc() {
 
 # --- 1. in-process ONNX Runtime ----------------------------------------------------------------
 
-log "1/5 in-process ONNX Runtime (cargo bench --bench inprocess)"
-model_args=()
-for model in $MODELS; do model_args+=(--model "$model=$PWD/examples/models/$model.onnx"); done
-cargo bench -p idn-node-agent --bench inprocess --no-run
+if ((INPROCESS)); then
+  log "1/5 in-process ONNX Runtime (cargo bench --bench inprocess)"
+  model_args=()
+  for model in $MODELS; do model_args+=(--model "$model=$PWD/examples/models/$model.onnx"); done
+  cargo bench -p idn-node-agent --bench inprocess --no-run
+fi
 log "waiting for the machine to be idle (at most $QUIET_WAIT s)"
 $TOOLS quiet "$BENCH_MAX_OTHER" "$QUIET_WAIT"
-cargo bench -p idn-node-agent --bench inprocess -- "${model_args[@]}" \
-  --duration "$DURATION" --warmup "$WARMUP" --body "$BODY" \
-  --max-other "$BENCH_MAX_OTHER" --retries "$RETRIES" | tee -a "$RECORDS"
+if ((INPROCESS)); then
+  cargo bench -p idn-node-agent --bench inprocess -- "${model_args[@]}" \
+    --duration "$DURATION" --warmup "$WARMUP" --body "$BODY" \
+    --max-other "$BENCH_MAX_OTHER" --retries "$RETRIES" | tee -a "$RECORDS"
+fi
 
 # --- 2. idn node-agent -------------------------------------------------------------------------
 
