@@ -8,7 +8,8 @@
 #      extension (wrk), and gRPC (ghz) when the agent serves it (config field `grpcListen`)
 #   3. the cost of cooperation: node-agents on loopback (bench/cooperation/*.yaml), loaded with
 #      the same wrk script and body: a forward chain entry -> relay -> upstream (what a forward
-#      hop adds), and threshold services against the plain model on one agent
+#      hop adds), its links over REST with binary tensors and, in a second chain, over gRPC; and
+#      threshold services against the plain model on one agent
 #   4. MLServer with a small ONNX Runtime model class (bench/mlserver/), loaded with the same wrk
 #      script and body
 #   5. Triton Inference Server 2.51, the tritonserver binary of the nvidia-pytriton 0.7.0 wheel,
@@ -46,10 +47,15 @@
 #   BENCH_PORT=18000           idn REST listens here, idn gRPC on +1 (config field grpcListen);
 #                              MLServer on +80 (REST), +81 (gRPC), +82 (metrics);
 #                              Triton on +90 (REST), +91 (gRPC), +92 (metrics)
-#                              (the cooperation agents use 18100-18103, fixed in their configs)
+#                              (the cooperation agents use 18100-18105 and 18110, 18114: fixed
+#                              in bench/cooperation/*.yaml and in run.sh's grpc_link_config calls)
 #   BENCH_COOP_ROUNDS=3        concurrency-1 rounds over the cooperation endpoints (interleaved);
 #                              the median of the rounds is reported
 #   BENCH_COOPERATION=1        0 skips the cost-of-cooperation part
+#   BENCH_COOP_LINKS="rest grpc"
+#                              link protocols of the cooperation forward chain: REST with binary
+#                              tensors (bench/cooperation/*.yaml) and gRPC (the same agents with
+#                              protocol: grpc links, generated into the scratch dir)
 #   BENCH_INPROCESS=1          0 skips the in-process ONNX Runtime part (and its build)
 #   BENCH_BUILD=1              0 skips `cargo build` and measures target/release/idn-node-agent
 #                              as it is (a binary built elsewhere from the same commit)
@@ -94,6 +100,7 @@ RETRIES=${BENCH_RETRIES:-2}
 QUIET_WAIT=${BENCH_QUIET_WAIT:-300}
 COOP_ROUNDS=${BENCH_COOP_ROUNDS:-3}
 COOPERATION=${BENCH_COOPERATION:-1}
+COOP_LINKS=${BENCH_COOP_LINKS:-"rest grpc"}
 INPROCESS=${BENCH_INPROCESS:-1}
 BUILD=${BENCH_BUILD:-1}
 
@@ -210,7 +217,7 @@ try_start_server() {
   for url in $urls; do
     if curl -s -o /dev/null "$url"; then
       echo "something already listens at $url; stop it or set BENCH_PORT (the cooperation agents'" \
-        "ports, 18100-18103, are in bench/cooperation/*.yaml)" >&2
+        "ports, 18100-18105, 18110 and 18114, are in bench/cooperation/*.yaml and bench/run.sh)" >&2
       exit 1
     fi
   done
@@ -420,43 +427,92 @@ stop_server
 
 # --- 3. the cost of cooperation ----------------------------------------------------------------
 #
-# Four agents, one process group (so the CPU accounting covers all of them, by agent):
-#   upstream  serves `mnist` from its mnist-mlp                           (18100, 0 hops)
-#   relay     `mnist` = forward to upstream                               (18101, 1 hop)
-#   entry     `mnist` = forward to relay                                  (18102, 2 hops)
-#   edge      mnist-mlp, `threshold-local` (tau 0: served locally) and
-#             `threshold-forward` (tau 1: forwarded to upstream's mnist)  (18103)
-# Every upstream link is loopback with delayMs 0. Each endpoint is checked once (reference probs
-# and the provenance it must report), then measured at concurrency 1 in BENCH_COOP_ROUNDS
-# interleaved rounds (the scheduler's placement of threads moves concurrency-1 latency on a VM;
-# interleaving spreads it over all endpoints alike) and at each saturation setting.
+# Node-agents on loopback, one process group (so the CPU accounting covers all of them, by agent):
+#   upstream    serves `mnist` from its mnist-mlp                    (REST 18100, gRPC 18110; 0 hops)
+#   relay       `mnist` = forward to upstream, REST binary link      (18101, 1 hop)
+#   entry       `mnist` = forward to relay, REST binary link         (18102, 2 hops)
+#   relay-grpc  relay with a gRPC link to upstream's gRPC port       (REST 18104, gRPC 18114; 1 hop)
+#   entry-grpc  entry with a gRPC link to relay-grpc's gRPC port     (18105, 2 hops)
+#   edge        mnist-mlp, `threshold-local` (tau 0: served locally) and
+#               `threshold-forward` (tau 1: forwarded to upstream's mnist)     (18103)
+# relay-grpc and entry-grpc are relay.yaml and entry.yaml with the link switched to
+# `protocol: grpc`, generated into the scratch dir (grpc_link_config). wrk speaks REST with OIP
+# JSON to every agent, the same body as everywhere: the two chains differ only in the protocol of
+# the links between agents. Every link is loopback with delayMs 0. Each endpoint is checked once
+# (reference probs and the provenance it must report), then measured at concurrency 1 in
+# BENCH_COOP_ROUNDS interleaved rounds (the scheduler's placement of threads moves
+# concurrency-1 latency on a VM; interleaving spreads it over all endpoints alike) and at each
+# saturation setting.
+
+# grpc_link_config IN OUT NODE LISTEN GRPC_LISTEN UPSTREAM_URL: the agent config IN with node
+# name NODE, REST on LISTEN, gRPC on GRPC_LISTEN (none if empty), and its upstream link (IN has
+# one, `binaryData: true`) going to UPSTREAM_URL with `protocol: grpc` instead.
+grpc_link_config() {
+  local in=$1 out=$2 node=$3 listen=$4 grpc_listen=$5 url=$6
+  {
+    echo "# Generated by bench/run.sh from $in: the same agent, its upstream link over gRPC."
+    sed -e "s|^node: .*|node: $node|" \
+      -e "s|^listen: .*|listen: $listen${grpc_listen:+\\ngrpcListen: $grpc_listen}|" \
+      -e "s|^    url: .*|    url: $url|" \
+      -e "s|^    binaryData: true$|    protocol: grpc|" "$in"
+  } >"$out"
+  if [[ $(grep -c -e '^    protocol: grpc$' -e "^    url: $url\$" "$out") != 2 ]]; then
+    echo "grpc_link_config: $in does not have the one upstream link with binaryData: true it expects" >&2
+    exit 1
+  fi
+}
+
+coop_link_on() { [[ " $COOP_LINKS " == *" $1 "* ]]; }
 
 if ((COOPERATION)); then
-  log "3/5 cost of cooperation: node-agents on 127.0.0.1:18100-18103 (bench/cooperation/)"
+  log "3/5 cost of cooperation: node-agents on 127.0.0.1:18100-18105 (bench/cooperation/, links: $COOP_LINKS)"
   COOP=http://127.0.0.1
-  start_server "$WORK/cooperation.log" \
-    "$COOP:18100/v2/health/ready $COOP:18101/v2/health/ready $COOP:18102/v2/health/ready $COOP:18103/v2/health/ready" \
-    bash -c 'for node in upstream relay entry edge; do
-               "$0" -c "bench/cooperation/$node.yaml" --log-level warn &
-             done
-             wait' "$AGENT"
+  coop_configs=(bench/cooperation/{upstream,relay,entry,edge}.yaml)
+  coop_ready="$COOP:18100/v2/health/ready $COOP:18101/v2/health/ready $COOP:18102/v2/health/ready"
+  coop_ready+=" $COOP:18103/v2/health/ready"
+  if coop_link_on grpc; then
+    grpc_link_config bench/cooperation/relay.yaml "$WORK/relay-grpc.yaml" relay-grpc \
+      127.0.0.1:18104 127.0.0.1:18114 "$COOP:18110"
+    grpc_link_config bench/cooperation/entry.yaml "$WORK/entry-grpc.yaml" entry-grpc \
+      127.0.0.1:18105 "" "$COOP:18114"
+    coop_configs+=("$WORK/relay-grpc.yaml" "$WORK/entry-grpc.yaml")
+    coop_ready+=" $COOP:18104/v2/health/ready $COOP:18105/v2/health/ready"
+  fi
+  start_server "$WORK/cooperation.log" "$coop_ready" \
+    bash -c 'agent=$1; shift
+             for config; do "$agent" -c "$config" --log-level warn & done
+             wait' bash "$AGENT" "${coop_configs[@]}"
   # endpoint: URL system model node fields... (model: what the wrk request asks for; the reference
   # probabilities are mnist-mlp's for every endpoint: every answer comes from an mnist-mlp)
-  COOP_ENDPOINTS=(
-    "$COOP:18100/v2/models/mnist/infer chain mnist upstream hops=0"
-    "$COOP:18101/v2/models/mnist/infer chain mnist relay hops=1"
-    "$COOP:18102/v2/models/mnist/infer chain mnist entry hops=2"
+  COOP_ENDPOINTS=("$COOP:18100/v2/models/mnist/infer chain mnist upstream hops=0")
+  # What each answer must say (one request with the bench body, before any load).
+  $TOOLS check "$COOP:18100/v2/models/mnist/infer" mnist-mlp "$BODY" record="$RECORDS" label=upstream \
+    idn_node=upstream idn_decision=served idn_hops=0
+  if coop_link_on rest; then
+    COOP_ENDPOINTS+=(
+      "$COOP:18101/v2/models/mnist/infer chain mnist relay hops=1 link=rest"
+      "$COOP:18102/v2/models/mnist/infer chain mnist entry hops=2 link=rest"
+    )
+    $TOOLS check "$COOP:18101/v2/models/mnist/infer" mnist-mlp "$BODY" record="$RECORDS" label=relay \
+      idn_node=upstream idn_decision=forwarded idn_hops=1 idn_path=relay,upstream
+    $TOOLS check "$COOP:18102/v2/models/mnist/infer" mnist-mlp "$BODY" record="$RECORDS" label=entry \
+      idn_node=upstream idn_decision=forwarded idn_hops=2 idn_path=entry,relay,upstream
+  fi
+  if coop_link_on grpc; then
+    COOP_ENDPOINTS+=(
+      "$COOP:18104/v2/models/mnist/infer chain mnist relay-grpc hops=1 link=grpc"
+      "$COOP:18105/v2/models/mnist/infer chain mnist entry-grpc hops=2 link=grpc"
+    )
+    $TOOLS check "$COOP:18104/v2/models/mnist/infer" mnist-mlp "$BODY" record="$RECORDS" label=relay-grpc \
+      idn_node=upstream idn_decision=forwarded idn_hops=1 idn_path=relay-grpc,upstream
+    $TOOLS check "$COOP:18105/v2/models/mnist/infer" mnist-mlp "$BODY" record="$RECORDS" label=entry-grpc \
+      idn_node=upstream idn_decision=forwarded idn_hops=2 idn_path=entry-grpc,relay-grpc,upstream
+  fi
+  COOP_ENDPOINTS+=(
     "$COOP:18103/v2/models/mnist-mlp/infer strategy mnist-mlp edge"
     "$COOP:18103/v2/models/threshold-local/infer strategy threshold-local edge"
     "$COOP:18103/v2/models/threshold-forward/infer strategy threshold-forward edge"
   )
-  # What each answer must say (one request with the bench body, before any load).
-  $TOOLS check "$COOP:18100/v2/models/mnist/infer" mnist-mlp "$BODY" record="$RECORDS" label=upstream \
-    idn_node=upstream idn_decision=served idn_hops=0
-  $TOOLS check "$COOP:18101/v2/models/mnist/infer" mnist-mlp "$BODY" record="$RECORDS" label=relay \
-    idn_node=upstream idn_decision=forwarded idn_hops=1 idn_path=relay,upstream
-  $TOOLS check "$COOP:18102/v2/models/mnist/infer" mnist-mlp "$BODY" record="$RECORDS" label=entry \
-    idn_node=upstream idn_decision=forwarded idn_hops=2 idn_path=entry,relay,upstream
   $TOOLS check "$COOP:18103/v2/models/mnist-mlp/infer" mnist-mlp "$BODY" record="$RECORDS" label=mnist-mlp
   $TOOLS check "$COOP:18103/v2/models/threshold-local/infer" mnist-mlp "$BODY" record="$RECORDS" \
     label=threshold-local idn_node=edge idn_decision=served idn_hops=0

@@ -452,6 +452,10 @@ def signed(value):
     return "-" if value is None else f"{value:+,.0f}"
 
 
+# The link protocols of the cooperation chains (bench/run.sh, part 3), in report order.
+COOP_LINKS = {"rest": "REST, binary tensors (binaryData: true)", "grpc": "gRPC (protocol: grpc)"}
+
+
 def cooperation(records):
     """The "Cost of cooperation" tables: the forward chain (system "chain", by node) and the
     threshold services against the plain model (system "strategy", by model), each at
@@ -515,59 +519,58 @@ def cooperation(records):
         return ", ".join(f"{k} {v:.2f}" for k, v in sorted(active.items(), key=lambda kv: -kv[1])) or "-"
 
     summary, lines = {"chain": {}, "strategy": {}}, []
-    nodes = [("upstream", 0), ("relay", 1), ("entry", 2)]
-    chain = {n: (c1("chain", "node", n), saturation("chain", "node", n)) for n, _ in nodes}
-    if any(a or b for a, b in chain.values()):
+    # (node, hops, link protocol): the upstream answers both chains; each chain's relay and entry
+    # forward over one link protocol (bench/run.sh, part 3).
+    nodes = [("upstream", 0, None), ("relay", 1, "rest"), ("entry", 2, "rest"),
+             ("relay-grpc", 1, "grpc"), ("entry-grpc", 2, "grpc")]
+    chain = {n: (c1("chain", "node", n), saturation("chain", "node", n)) for n, _, _ in nodes}
+    nodes = [(n, hops, link) for n, hops, link in nodes if any(chain[n])]
+    links = [link for link in COOP_LINKS if any(link == l for _, _, l in nodes)]
+    if nodes:
         lines += [
-            "Cost of cooperation: a forward chain entry -> relay -> upstream on loopback (delayMs 0), "
-            "service `mnist`, answered by mnist-mlp at upstream. Concurrency 1: median of the rounds; "
+            "Cost of cooperation: forward chains entry -> relay -> upstream on loopback (delayMs 0), service "
+            "`mnist`, answered by mnist-mlp at upstream; the links between agents over "
+            + " and, in a second chain, over ".join(COOP_LINKS[link] for link in links)
+            + ". The client is the same for every agent (wrk, REST with OIP JSON, the bench body): the chains "
+            "differ only in the protocol of their links. Concurrency 1: median of the interleaved rounds; "
             "saturation: the best setting.",
             "",
-            "| POST /v2/models/mnist/infer at | hops | c=1 p50 / p99 µs | c=1 p50 per round µs | saturation req/s "
-            "| sat. p50 / p99 µs | load | agents' CPU µs per request | CPU by agent (cores) |",
-            "|---|--:|--:|--:|--:|--:|---|--:|---|",
+            "| POST /v2/models/mnist/infer at | links | hops | c=1 p50 / p99 µs | c=1 p50 per round µs "
+            "| saturation req/s | sat. p50 / p99 µs | load | agents' CPU µs per request | CPU by agent (cores) |",
+            "|---|---|--:|--:|--:|--:|--:|---|--:|---|",
         ]
-        for n, hops in nodes:
+        for n, hops, link in nodes:
             a, b = chain[n]
-            summary["chain"][n] = {"hops": hops, "c1": a, "saturation": b}
+            summary["chain"][n] = {"hops": hops, "link": link, "c1": a, "saturation": b}
             lines.append(
-                f"| {n} | {hops} | {lat(a)} | {rounds(a)} | {sat_cell(b)} | {lat(b)} | {'-' if b is None else b['load']}"
-                f" | {cpu_cell(b)} | {agents(b)} |"
+                f"| {n} | {'-' if link is None else COOP_LINKS[link]} | {hops} | {lat(a)} | {rounds(a)} | {sat_cell(b)} "
+                f"| {lat(b)} | {'-' if b is None else b['load']} | {cpu_cell(b)} | {agents(b)} |"
             )
-        (u1, us_), (r1, rs), (e1, es) = chain["upstream"], chain["relay"], chain["entry"]
 
         def diff(x, y, key, n=1):
             return None if x is None or y is None or x.get(key) is None or y.get(key) is None else (x[key] - y[key]) / n
 
-        per_round = []
-        if u1 and r1 and len(u1["rounds_p50_us"]) == len(r1["rounds_p50_us"]):
-            per_round = [r - u for r, u in zip(r1["rounds_p50_us"], u1["rounds_p50_us"])]
-        per_round2 = []
-        if u1 and e1 and len(u1["rounds_p50_us"]) == len(e1["rounds_p50_us"]):
-            per_round2 = [(e - u) / 2 for e, u in zip(e1["rounds_p50_us"], u1["rounds_p50_us"])]
+        def per_round(x, y, n):
+            if x and y and len(x["rounds_p50_us"]) == len(y["rounds_p50_us"]):
+                return [(a - b) / n for a, b in zip(x["rounds_p50_us"], y["rounds_p50_us"])]
+            return []
+
         def own_cpu(x, agents):
             """CPU µs per request of the forwarding agents themselves, per agent."""
             if x is None or not x["rps"] or not all(a in x["cpu_by_agent"] for a in agents):
                 return None
             return sum(x["cpu_by_agent"][a] for a in agents) / len(agents) / x["rps"] * 1e6
 
-        hop1 = {
-            "forwarder_cpu_us_per_request": own_cpu(rs, ["relay"]),
-            "c1_p50_us": diff(r1, u1, "p50_us"),
-            "c1_p99_us": diff(r1, u1, "p99_us"),
-            "c1_p50_us_per_round": per_round,
-            "cpu_us_per_request": diff(rs, us_, "cpu_us_per_request"),
-            "saturation_rps_ratio": rs["rps"] / us_["rps"] if rs and us_ else None,
-        }
-        hop2 = {
-            "forwarder_cpu_us_per_request": own_cpu(es, ["entry", "relay"]),
-            "c1_p50_us": diff(e1, u1, "p50_us", 2),
-            "c1_p99_us": diff(e1, u1, "p99_us", 2),
-            "c1_p50_us_per_round": per_round2,
-            "cpu_us_per_request": diff(es, us_, "cpu_us_per_request", 2),
-            "saturation_rps_ratio": es["rps"] / us_["rps"] if es and us_ else None,
-        }
-        summary["per_hop"] = {"relay_minus_upstream": hop1, "entry_minus_upstream_over_2": hop2}
+        def hop(x1, xs, n, agents):
+            """What a forward hop adds: node x (n hops) against the upstream, divided by n."""
+            return {
+                "forwarder_cpu_us_per_request": own_cpu(xs, agents),
+                "c1_p50_us": diff(x1, u1, "p50_us", n),
+                "c1_p99_us": diff(x1, u1, "p99_us", n),
+                "c1_p50_us_per_round": per_round(x1, u1, n),
+                "cpu_us_per_request": diff(xs, us_, "cpu_us_per_request", n),
+                "saturation_rps_ratio": xs["rps"] / us_["rps"] if xs and us_ else None,
+            }
 
         def verdict(v):
             return "" if v is None else (" (met)" if v <= 100 else " (missed)")
@@ -575,20 +578,37 @@ def cooperation(records):
         def ratio(v):
             return "-" if v is None else f"{v:.2f}×"
 
+        u1, us_ = chain["upstream"]
+        summary["per_hop"] = {}
         lines += [
             "",
-            "| added per forward hop | c=1 p50 µs (target ≤ 100) | per round | c=1 p99 µs "
-            "| agents' CPU µs per request at saturation | of which the forwarding agent's own | saturation req/s vs upstream |",
-            "|---|--:|--:|--:|--:|--:|--:|",
-            f"| 1 hop: relay − upstream | {signed(hop1['c1_p50_us'])}{verdict(hop1['c1_p50_us'])} | "
-            f"{', '.join(signed(v) for v in per_round) or '-'} | {signed(hop1['c1_p99_us'])} | "
-            f"{signed(hop1['cpu_us_per_request'])} | {signed(hop1['forwarder_cpu_us_per_request'])} (relay) | "
-            f"{ratio(hop1['saturation_rps_ratio'])} |",
-            f"| per hop of 2: (entry − upstream) / 2 | {signed(hop2['c1_p50_us'])}{verdict(hop2['c1_p50_us'])} | "
-            f"{', '.join(signed(v) for v in per_round2) or '-'} | {signed(hop2['c1_p99_us'])} | "
-            f"{signed(hop2['cpu_us_per_request'])} | {signed(hop2['forwarder_cpu_us_per_request'])} (entry, relay: mean) | "
-            f"{ratio(hop2['saturation_rps_ratio'])} (2 hops) |",
+            "| added per forward hop | links | c=1 p50 µs (target ≤ 100 over the emulated link delay, here 0) "
+            "| per round | c=1 p99 µs | agents' CPU µs per request at saturation | of which the forwarding agent's own "
+            "| saturation req/s vs upstream |",
+            "|---|---|--:|--:|--:|--:|--:|--:|",
         ]
+        for link in links:
+            suffix = "" if link == "rest" else f"-{link}"
+            relay, entry = f"relay{suffix}", f"entry{suffix}"
+            (r1, rs), (e1, es) = chain.get(relay, (None, None)), chain.get(entry, (None, None))
+            hop1, hop2 = hop(r1, rs, 1, [relay]), hop(e1, es, 2, [entry, relay])
+            summary["per_hop"][link] = {f"{relay}_minus_upstream": hop1, f"{entry}_minus_upstream_over_2": hop2}
+            for label, h, own, sat in (
+                (f"1 hop: {relay} − upstream", hop1, f"({relay})", ""),
+                (f"per hop of 2: ({entry} − upstream) / 2", hop2, f"({entry}, {relay}: mean)", " (2 hops)"),
+            ):
+                lines.append(
+                    f"| {label} | {COOP_LINKS[link]} | {signed(h['c1_p50_us'])}{verdict(h['c1_p50_us'])} | "
+                    f"{', '.join(signed(v) for v in h['c1_p50_us_per_round']) or '-'} | {signed(h['c1_p99_us'])} | "
+                    f"{signed(h['cpu_us_per_request'])} | {signed(h['forwarder_cpu_us_per_request'])} {own} | "
+                    f"{ratio(h['saturation_rps_ratio'])}{sat} |"
+                )
+        if len(links) > 1:
+            a = summary["per_hop"]["rest"]["relay_minus_upstream"]["c1_p50_us"]
+            b = summary["per_hop"]["grpc"]["relay-grpc_minus_upstream"]["c1_p50_us"]
+            if a is not None and b is not None:
+                lines += ["", f"One hop over a gRPC link against one over a REST binary link, c=1 p50: {signed(b - a)} µs "
+                          "(same upstream, same client; the relay's link is the only difference)."]
 
     services = [
         ("mnist-mlp", "the plain model (no strategy)"),
