@@ -49,6 +49,14 @@
 #                              Triton on +90 (REST), +91 (gRPC), +92 (metrics)
 #                              (the cooperation agents use 18100-18105 and 18110, 18114: fixed
 #                              in bench/cooperation/*.yaml and in run.sh's grpc_link_config calls)
+#   BENCH_C1_ROUNDS=3          concurrency-1 rounds over idn's floor and inference endpoints
+#                              (interleaved, after its other runs): "where the time goes at
+#                              concurrency 1" takes infer − floor from runs next to each other
+#   BENCH_C1_IDLE_POLL=1       in each of those rounds, the same runs again with idle vCPUs polling
+#                              instead of halting (a PM QoS request of 0 µs on /dev/cpu_dma_latency
+#                              held meanwhile): what the wake-up of a halted vCPU costs at
+#                              concurrency 1; 0 skips, and so does a /dev/cpu_dma_latency that is
+#                              not writable
 #   BENCH_COOP_ROUNDS=3        concurrency-1 rounds over the cooperation endpoints (interleaved);
 #                              the median of the rounds is reported
 #   BENCH_COOPERATION=1        0 skips the cost-of-cooperation part
@@ -99,12 +107,20 @@ export BENCH_MAX_OTHER=${BENCH_MAX_OTHER:-0.3}
 RETRIES=${BENCH_RETRIES:-2}
 QUIET_WAIT=${BENCH_QUIET_WAIT:-300}
 COOP_ROUNDS=${BENCH_COOP_ROUNDS:-3}
+C1_ROUNDS=${BENCH_C1_ROUNDS:-3}
 COOPERATION=${BENCH_COOPERATION:-1}
 COOP_LINKS=${BENCH_COOP_LINKS:-"rest grpc"}
 INPROCESS=${BENCH_INPROCESS:-1}
 BUILD=${BENCH_BUILD:-1}
 
 log() { printf '\n== %s\n' "$*" >&2; }
+
+C1_IDLE=halt
+if ((${BENCH_C1_IDLE_POLL:-1})); then
+  if [[ -w /dev/cpu_dma_latency ]]; then C1_IDLE="halt poll"; else
+    log "concurrency-1 rounds with polling idle vCPUs skipped: /dev/cpu_dma_latency is not writable"
+  fi
+fi
 
 # --- tools -------------------------------------------------------------------------------------
 
@@ -195,7 +211,9 @@ stop_server() {
     SERVER_PID=
   fi
 }
+IDLE_POLL_PID=
 cleanup() {
+  if [[ -n $IDLE_POLL_PID ]]; then kill "$IDLE_POLL_PID" 2>/dev/null || true; fi
   stop_server
   rm -rf "$WORK"
 }
@@ -374,6 +392,54 @@ bench_grpc() {
   done
 }
 
+# c1_rounds SYSTEM BASE_URL [GRPC_ADDRESS]: concurrency 1 in BENCH_C1_ROUNDS rounds, each round
+# the HTTP floor, then every model over JSON and binary, then (with GRPC_ADDRESS) the gRPC floor
+# and every model over gRPC (mode c1-rounds). Concurrency-1 latency on a VM moves with thread
+# placement from one minute to the next; a floor measured next to the inference it is subtracted
+# from gives a difference that means something, round by round. With BENCH_C1_IDLE_POLL, each
+# round is run twice: idle vCPUs halting (the machine as it is, idle=halt) and polling (idle=poll).
+c1_rounds() {
+  local system=$1 base=$2 grpc=${3-} round idle
+  for ((round = 1; round <= C1_ROUNDS; round++)); do
+    for idle in $C1_IDLE; do
+      if [[ $idle == poll ]]; then
+        $TOOLS idle-poll &
+        IDLE_POLL_PID=$!
+        sleep 0.2
+      fi
+      c1_round "$system" "$base" "$grpc" "round=$round" "idle=$idle"
+      if [[ $idle == poll ]]; then
+        kill "$IDLE_POLL_PID"
+        wait "$IDLE_POLL_PID" 2>/dev/null || true
+        IDLE_POLL_PID=
+      fi
+    done
+  done
+}
+
+# c1_round SYSTEM BASE_URL GRPC_ADDRESS [key=value...]: one round of c1_rounds.
+c1_round() {
+  local system=$1 base=$2 grpc=$3 model
+  shift 3
+  REQUEST_BODY='' wrk_run "$base/v2/health/live" 1 1 "$DURATION" "system=$system-floor" model=- \
+    mode=c1-rounds concurrency=1 protocol=json endpoint=v2/health/live "$@"
+  for model in $MODELS; do
+    wrk_run "$base/v2/models/$model/infer" 1 1 "$DURATION" "system=$system" "model=$model" \
+      mode=c1-rounds concurrency=1 protocol=json "$@"
+    if protocol_on binary; then
+      REQUEST_BODY=$BINARY_BODY HEADER_LENGTH=$BINARY_HEADER_LENGTH wrk_run "$base/v2/models/$model/infer" \
+        1 1 "$DURATION" "system=$system" "model=$model" mode=c1-rounds concurrency=1 protocol=binary "$@"
+    fi
+  done
+  [[ -n $grpc ]] || return 0
+  ghz_run "$grpc" ServerLive "$WORK/empty.json" 1 1 "$DURATION" "system=$system-floor" model=- \
+    mode=c1-rounds protocol=grpc endpoint=ServerLive "$@"
+  for model in $MODELS; do
+    ghz_run "$grpc" ModelInfer "$WORK/grpc-$model.json" 1 1 "$DURATION" "system=$system" "model=$model" \
+      mode=c1-rounds protocol=grpc "$@"
+  done
+}
+
 # --- 1. in-process ONNX Runtime ----------------------------------------------------------------
 
 if ((INPROCESS)); then
@@ -423,6 +489,7 @@ if [[ -n $IDN_GRPC ]]; then
   grpc_floor idn "$IDN_GRPC"
   bench_grpc idn "$IDN_GRPC"
 fi
+c1_rounds idn "http://127.0.0.1:$PORT" "$IDN_GRPC"
 stop_server
 
 # --- 3. the cost of cooperation ----------------------------------------------------------------
