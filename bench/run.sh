@@ -8,7 +8,8 @@
 #      extension (wrk), and gRPC (ghz) when the agent serves it (config field `grpcListen`)
 #   3. the cost of cooperation: node-agents on loopback (bench/cooperation/*.yaml), loaded with
 #      the same wrk script and body: a forward chain entry -> relay -> upstream (what a forward
-#      hop adds), and threshold services against the plain model on one agent
+#      hop adds), its links over REST with binary tensors and, in a second chain, over gRPC; and
+#      threshold services against the plain model on one agent
 #   4. MLServer with a small ONNX Runtime model class (bench/mlserver/), loaded with the same wrk
 #      script and body
 #   5. Triton Inference Server 2.51, the tritonserver binary of the nvidia-pytriton 0.7.0 wheel,
@@ -35,6 +36,7 @@
 #                              what idn and Triton are measured over (MLServer: json only)
 #   BENCH_GRPC_SATURATION="1:16 2:32 2:64"
 #                              ghz connections:concurrency tried at saturation; the best is reported
+#   BENCH_MLSERVER=1           0 skips MLServer
 #   BENCH_TRITON=1             0 skips Triton
 #   BENCH_TRITON_BATCHING="off on"
 #                              Triton's dynamic batching settings tried; both are reported, and the
@@ -45,10 +47,26 @@
 #   BENCH_PORT=18000           idn REST listens here, idn gRPC on +1 (config field grpcListen);
 #                              MLServer on +80 (REST), +81 (gRPC), +82 (metrics);
 #                              Triton on +90 (REST), +91 (gRPC), +92 (metrics)
-#                              (the cooperation agents use 18100-18103, fixed in their configs)
+#                              (the cooperation agents use 18100-18105 and 18110, 18114: fixed
+#                              in bench/cooperation/*.yaml and in run.sh's grpc_link_config calls)
+#   BENCH_C1_ROUNDS=3          concurrency-1 rounds over idn's floor and inference endpoints
+#                              (interleaved, after its other runs): "where the time goes at
+#                              concurrency 1" takes infer − floor from runs next to each other
+#   BENCH_C1_IDLE_POLL=1       in each of those rounds, the same runs again with idle vCPUs polling
+#                              instead of halting (a PM QoS request of 0 µs on /dev/cpu_dma_latency
+#                              held meanwhile): what the wake-up of a halted vCPU costs at
+#                              concurrency 1; 0 skips, and so does a /dev/cpu_dma_latency that is
+#                              not writable
 #   BENCH_COOP_ROUNDS=3        concurrency-1 rounds over the cooperation endpoints (interleaved);
 #                              the median of the rounds is reported
 #   BENCH_COOPERATION=1        0 skips the cost-of-cooperation part
+#   BENCH_COOP_LINKS="rest grpc"
+#                              link protocols of the cooperation forward chain: REST with binary
+#                              tensors (bench/cooperation/*.yaml) and gRPC (the same agents with
+#                              protocol: grpc links, generated into the scratch dir)
+#   BENCH_INPROCESS=1          0 skips the in-process ONNX Runtime part (and its build)
+#   BENCH_BUILD=1              0 skips `cargo build` and measures target/release/idn-node-agent
+#                              as it is (a binary built elsewhere from the same commit)
 #   BENCH_RESULTS=bench/results  where latest.json and latest.md go
 #   BENCH_MAX_OTHER=0.3        a run during which other processes used more cores than this is
 #   BENCH_RETRIES=2            repeated (at most this many times); see "Shared machines" below
@@ -73,6 +91,8 @@ TRITON_GRPC_PORT=$((PORT + 91))
 TRITON_METRICS_PORT=$((PORT + 92))
 PROTOCOLS=${BENCH_PROTOCOLS:-"json binary grpc"}
 GRPC_SATURATION=${BENCH_GRPC_SATURATION:-"1:16 2:32 2:64"}
+MLSERVER=${BENCH_MLSERVER:-1}
+((MLSERVER)) || MLSERVER_WORKERS=
 TRITON=${BENCH_TRITON:-1}
 TRITON_BATCHING=${BENCH_TRITON_BATCHING:-"off on"}
 TRITON_INSTANCES=${BENCH_TRITON_INSTANCES:-1}
@@ -87,9 +107,20 @@ export BENCH_MAX_OTHER=${BENCH_MAX_OTHER:-0.3}
 RETRIES=${BENCH_RETRIES:-2}
 QUIET_WAIT=${BENCH_QUIET_WAIT:-300}
 COOP_ROUNDS=${BENCH_COOP_ROUNDS:-3}
+C1_ROUNDS=${BENCH_C1_ROUNDS:-3}
 COOPERATION=${BENCH_COOPERATION:-1}
+COOP_LINKS=${BENCH_COOP_LINKS:-"rest grpc"}
+INPROCESS=${BENCH_INPROCESS:-1}
+BUILD=${BENCH_BUILD:-1}
 
 log() { printf '\n== %s\n' "$*" >&2; }
+
+C1_IDLE=halt
+if ((${BENCH_C1_IDLE_POLL:-1})); then
+  if [[ -w /dev/cpu_dma_latency ]]; then C1_IDLE="halt poll"; else
+    log "concurrency-1 rounds with polling idle vCPUs skipped: /dev/cpu_dma_latency is not writable"
+  fi
+fi
 
 # --- tools -------------------------------------------------------------------------------------
 
@@ -140,8 +171,13 @@ if [[ " $PROTOCOLS " == *" grpc "* ]]; then
 fi
 protocol_on() { [[ " $PROTOCOLS " == *" $1 "* ]] && { [[ $1 != grpc ]] || [[ -n $GHZ ]]; }; }
 
-log "building the node-agent (release)"
-cargo build --release -p idn-node-agent
+if ((BUILD)); then
+  log "building the node-agent (release)"
+  cargo build --release -p idn-node-agent
+else
+  log "BENCH_BUILD=0: measuring target/release/idn-node-agent as it is (not rebuilt)"
+  [[ -x target/release/idn-node-agent ]] || { echo "no target/release/idn-node-agent" >&2; exit 1; }
+fi
 # What is measured: the commit and any uncommitted change to the agent, as of this build (the
 # report says so). The binary is copied below, so a later build in this checkout during the
 # bench (another user's) cannot swap it between phases.
@@ -165,7 +201,9 @@ stop_server() {
     SERVER_PID=
   fi
 }
+IDLE_POLL_PID=
 cleanup() {
+  if [[ -n $IDLE_POLL_PID ]]; then kill "$IDLE_POLL_PID" 2>/dev/null || true; fi
   stop_server
   rm -rf "$WORK"
 }
@@ -187,7 +225,7 @@ try_start_server() {
   for url in $urls; do
     if curl -s -o /dev/null "$url"; then
       echo "something already listens at $url; stop it or set BENCH_PORT (the cooperation agents'" \
-        "ports, 18100-18103, are in bench/cooperation/*.yaml)" >&2
+        "ports, 18100-18105, 18110 and 18114, are in bench/cooperation/*.yaml and bench/run.sh)" >&2
       exit 1
     fi
   done
@@ -344,17 +382,69 @@ bench_grpc() {
   done
 }
 
+# c1_rounds SYSTEM BASE_URL [GRPC_ADDRESS]: concurrency 1 in BENCH_C1_ROUNDS rounds, each round
+# the HTTP floor, then every model over JSON and binary, then (with GRPC_ADDRESS) the gRPC floor
+# and every model over gRPC (mode c1-rounds). Concurrency-1 latency on a VM moves with thread
+# placement from one minute to the next; a floor measured next to the inference it is subtracted
+# from gives a difference that means something, round by round. With BENCH_C1_IDLE_POLL, each
+# round is run twice: idle vCPUs halting (the machine as it is, idle=halt) and polling (idle=poll).
+c1_rounds() {
+  local system=$1 base=$2 grpc=${3-} round idle
+  for ((round = 1; round <= C1_ROUNDS; round++)); do
+    for idle in $C1_IDLE; do
+      if [[ $idle == poll ]]; then
+        $TOOLS idle-poll &
+        IDLE_POLL_PID=$!
+        sleep 0.2
+      fi
+      c1_round "$system" "$base" "$grpc" "round=$round" "idle=$idle"
+      if [[ $idle == poll ]]; then
+        kill "$IDLE_POLL_PID"
+        wait "$IDLE_POLL_PID" 2>/dev/null || true
+        IDLE_POLL_PID=
+      fi
+    done
+  done
+}
+
+# c1_round SYSTEM BASE_URL GRPC_ADDRESS [key=value...]: one round of c1_rounds.
+c1_round() {
+  local system=$1 base=$2 grpc=$3 model
+  shift 3
+  REQUEST_BODY='' wrk_run "$base/v2/health/live" 1 1 "$DURATION" "system=$system-floor" model=- \
+    mode=c1-rounds concurrency=1 protocol=json endpoint=v2/health/live "$@"
+  for model in $MODELS; do
+    wrk_run "$base/v2/models/$model/infer" 1 1 "$DURATION" "system=$system" "model=$model" \
+      mode=c1-rounds concurrency=1 protocol=json "$@"
+    if protocol_on binary; then
+      REQUEST_BODY=$BINARY_BODY HEADER_LENGTH=$BINARY_HEADER_LENGTH wrk_run "$base/v2/models/$model/infer" \
+        1 1 "$DURATION" "system=$system" "model=$model" mode=c1-rounds concurrency=1 protocol=binary "$@"
+    fi
+  done
+  [[ -n $grpc ]] || return 0
+  ghz_run "$grpc" ServerLive "$WORK/empty.json" 1 1 "$DURATION" "system=$system-floor" model=- \
+    mode=c1-rounds protocol=grpc endpoint=ServerLive "$@"
+  for model in $MODELS; do
+    ghz_run "$grpc" ModelInfer "$WORK/grpc-$model.json" 1 1 "$DURATION" "system=$system" "model=$model" \
+      mode=c1-rounds protocol=grpc "$@"
+  done
+}
+
 # --- 1. in-process ONNX Runtime ----------------------------------------------------------------
 
-log "1/5 in-process ONNX Runtime (cargo bench --bench inprocess)"
-model_args=()
-for model in $MODELS; do model_args+=(--model "$model=$PWD/examples/models/$model.onnx"); done
-cargo bench -p idn-node-agent --bench inprocess --no-run
+if ((INPROCESS)); then
+  log "1/5 in-process ONNX Runtime (cargo bench --bench inprocess)"
+  model_args=()
+  for model in $MODELS; do model_args+=(--model "$model=$PWD/examples/models/$model.onnx"); done
+  cargo bench -p idn-node-agent --bench inprocess --no-run
+fi
 log "waiting for the machine to be idle (at most $QUIET_WAIT s)"
 $TOOLS quiet "$BENCH_MAX_OTHER" "$QUIET_WAIT"
-cargo bench -p idn-node-agent --bench inprocess -- "${model_args[@]}" \
-  --duration "$DURATION" --warmup "$WARMUP" --body "$BODY" \
-  --max-other "$BENCH_MAX_OTHER" --retries "$RETRIES" | tee -a "$RECORDS"
+if ((INPROCESS)); then
+  cargo bench -p idn-node-agent --bench inprocess -- "${model_args[@]}" \
+    --duration "$DURATION" --warmup "$WARMUP" --body "$BODY" \
+    --max-other "$BENCH_MAX_OTHER" --retries "$RETRIES" | tee -a "$RECORDS"
+fi
 
 # --- 2. idn node-agent -------------------------------------------------------------------------
 
@@ -389,47 +479,97 @@ if [[ -n $IDN_GRPC ]]; then
   grpc_floor idn "$IDN_GRPC"
   bench_grpc idn "$IDN_GRPC"
 fi
+c1_rounds idn "http://127.0.0.1:$PORT" "$IDN_GRPC"
 stop_server
 
 # --- 3. the cost of cooperation ----------------------------------------------------------------
 #
-# Four agents, one process group (so the CPU accounting covers all of them, by agent):
-#   upstream  serves `mnist` from its mnist-mlp                           (18100, 0 hops)
-#   relay     `mnist` = forward to upstream                               (18101, 1 hop)
-#   entry     `mnist` = forward to relay                                  (18102, 2 hops)
-#   edge      mnist-mlp, `threshold-local` (tau 0: served locally) and
-#             `threshold-forward` (tau 1: forwarded to upstream's mnist)  (18103)
-# Every upstream link is loopback with delayMs 0. Each endpoint is checked once (reference probs
-# and the provenance it must report), then measured at concurrency 1 in BENCH_COOP_ROUNDS
-# interleaved rounds (the scheduler's placement of threads moves concurrency-1 latency on a VM;
-# interleaving spreads it over all endpoints alike) and at each saturation setting.
+# Node-agents on loopback, one process group (so the CPU accounting covers all of them, by agent):
+#   upstream    serves `mnist` from its mnist-mlp                    (REST 18100, gRPC 18110; 0 hops)
+#   relay       `mnist` = forward to upstream, REST binary link      (18101, 1 hop)
+#   entry       `mnist` = forward to relay, REST binary link         (18102, 2 hops)
+#   relay-grpc  relay with a gRPC link to upstream's gRPC port       (REST 18104, gRPC 18114; 1 hop)
+#   entry-grpc  entry with a gRPC link to relay-grpc's gRPC port     (18105, 2 hops)
+#   edge        mnist-mlp, `threshold-local` (tau 0: served locally) and
+#               `threshold-forward` (tau 1: forwarded to upstream's mnist)     (18103)
+# relay-grpc and entry-grpc are relay.yaml and entry.yaml with the link switched to
+# `protocol: grpc`, generated into the scratch dir (grpc_link_config). wrk speaks REST with OIP
+# JSON to every agent, the same body as everywhere: the two chains differ only in the protocol of
+# the links between agents. Every link is loopback with delayMs 0. Each endpoint is checked once
+# (reference probs and the provenance it must report), then measured at concurrency 1 in
+# BENCH_COOP_ROUNDS interleaved rounds (the scheduler's placement of threads moves
+# concurrency-1 latency on a VM; interleaving spreads it over all endpoints alike) and at each
+# saturation setting.
+
+# grpc_link_config IN OUT NODE LISTEN GRPC_LISTEN UPSTREAM_URL: the agent config IN with node
+# name NODE, REST on LISTEN, gRPC on GRPC_LISTEN (none if empty), and its upstream link (IN has
+# one, `binaryData: true`) going to UPSTREAM_URL with `protocol: grpc` instead.
+grpc_link_config() {
+  local in=$1 out=$2 node=$3 listen=$4 grpc_listen=$5 url=$6
+  {
+    echo "# Generated by bench/run.sh from $in: the same agent, its upstream link over gRPC."
+    sed -e "s|^node: .*|node: $node|" \
+      -e "s|^listen: .*|listen: $listen${grpc_listen:+\\ngrpcListen: $grpc_listen}|" \
+      -e "s|^    url: .*|    url: $url|" \
+      -e "s|^    binaryData: true$|    protocol: grpc|" "$in"
+  } >"$out"
+  if [[ $(grep -c -e '^    protocol: grpc$' -e "^    url: $url\$" "$out") != 2 ]]; then
+    echo "grpc_link_config: $in does not have the one upstream link with binaryData: true it expects" >&2
+    exit 1
+  fi
+}
+
+coop_link_on() { [[ " $COOP_LINKS " == *" $1 "* ]]; }
 
 if ((COOPERATION)); then
-  log "3/5 cost of cooperation: node-agents on 127.0.0.1:18100-18103 (bench/cooperation/)"
+  log "3/5 cost of cooperation: node-agents on 127.0.0.1:18100-18105 (bench/cooperation/, links: $COOP_LINKS)"
   COOP=http://127.0.0.1
-  start_server "$WORK/cooperation.log" \
-    "$COOP:18100/v2/health/ready $COOP:18101/v2/health/ready $COOP:18102/v2/health/ready $COOP:18103/v2/health/ready" \
-    bash -c 'for node in upstream relay entry edge; do
-               "$0" -c "bench/cooperation/$node.yaml" --log-level warn &
-             done
-             wait' "$AGENT"
+  coop_configs=(bench/cooperation/{upstream,relay,entry,edge}.yaml)
+  coop_ready="$COOP:18100/v2/health/ready $COOP:18101/v2/health/ready $COOP:18102/v2/health/ready"
+  coop_ready+=" $COOP:18103/v2/health/ready"
+  if coop_link_on grpc; then
+    grpc_link_config bench/cooperation/relay.yaml "$WORK/relay-grpc.yaml" relay-grpc \
+      127.0.0.1:18104 127.0.0.1:18114 "$COOP:18110"
+    grpc_link_config bench/cooperation/entry.yaml "$WORK/entry-grpc.yaml" entry-grpc \
+      127.0.0.1:18105 "" "$COOP:18114"
+    coop_configs+=("$WORK/relay-grpc.yaml" "$WORK/entry-grpc.yaml")
+    coop_ready+=" $COOP:18104/v2/health/ready $COOP:18105/v2/health/ready"
+  fi
+  start_server "$WORK/cooperation.log" "$coop_ready" \
+    bash -c 'agent=$1; shift
+             for config; do "$agent" -c "$config" --log-level warn & done
+             wait' bash "$AGENT" "${coop_configs[@]}"
   # endpoint: URL system model node fields... (model: what the wrk request asks for; the reference
   # probabilities are mnist-mlp's for every endpoint: every answer comes from an mnist-mlp)
-  COOP_ENDPOINTS=(
-    "$COOP:18100/v2/models/mnist/infer chain mnist upstream hops=0"
-    "$COOP:18101/v2/models/mnist/infer chain mnist relay hops=1"
-    "$COOP:18102/v2/models/mnist/infer chain mnist entry hops=2"
+  COOP_ENDPOINTS=("$COOP:18100/v2/models/mnist/infer chain mnist upstream hops=0")
+  # What each answer must say (one request with the bench body, before any load).
+  $TOOLS check "$COOP:18100/v2/models/mnist/infer" mnist-mlp "$BODY" record="$RECORDS" label=upstream \
+    idn_node=upstream idn_decision=served idn_hops=0
+  if coop_link_on rest; then
+    COOP_ENDPOINTS+=(
+      "$COOP:18101/v2/models/mnist/infer chain mnist relay hops=1 link=rest"
+      "$COOP:18102/v2/models/mnist/infer chain mnist entry hops=2 link=rest"
+    )
+    $TOOLS check "$COOP:18101/v2/models/mnist/infer" mnist-mlp "$BODY" record="$RECORDS" label=relay \
+      idn_node=upstream idn_decision=forwarded idn_hops=1 idn_path=relay,upstream
+    $TOOLS check "$COOP:18102/v2/models/mnist/infer" mnist-mlp "$BODY" record="$RECORDS" label=entry \
+      idn_node=upstream idn_decision=forwarded idn_hops=2 idn_path=entry,relay,upstream
+  fi
+  if coop_link_on grpc; then
+    COOP_ENDPOINTS+=(
+      "$COOP:18104/v2/models/mnist/infer chain mnist relay-grpc hops=1 link=grpc"
+      "$COOP:18105/v2/models/mnist/infer chain mnist entry-grpc hops=2 link=grpc"
+    )
+    $TOOLS check "$COOP:18104/v2/models/mnist/infer" mnist-mlp "$BODY" record="$RECORDS" label=relay-grpc \
+      idn_node=upstream idn_decision=forwarded idn_hops=1 idn_path=relay-grpc,upstream
+    $TOOLS check "$COOP:18105/v2/models/mnist/infer" mnist-mlp "$BODY" record="$RECORDS" label=entry-grpc \
+      idn_node=upstream idn_decision=forwarded idn_hops=2 idn_path=entry-grpc,relay-grpc,upstream
+  fi
+  COOP_ENDPOINTS+=(
     "$COOP:18103/v2/models/mnist-mlp/infer strategy mnist-mlp edge"
     "$COOP:18103/v2/models/threshold-local/infer strategy threshold-local edge"
     "$COOP:18103/v2/models/threshold-forward/infer strategy threshold-forward edge"
   )
-  # What each answer must say (one request with the bench body, before any load).
-  $TOOLS check "$COOP:18100/v2/models/mnist/infer" mnist-mlp "$BODY" record="$RECORDS" label=upstream \
-    idn_node=upstream idn_decision=served idn_hops=0
-  $TOOLS check "$COOP:18101/v2/models/mnist/infer" mnist-mlp "$BODY" record="$RECORDS" label=relay \
-    idn_node=upstream idn_decision=forwarded idn_hops=1 idn_path=relay,upstream
-  $TOOLS check "$COOP:18102/v2/models/mnist/infer" mnist-mlp "$BODY" record="$RECORDS" label=entry \
-    idn_node=upstream idn_decision=forwarded idn_hops=2 idn_path=entry,relay,upstream
   $TOOLS check "$COOP:18103/v2/models/mnist-mlp/infer" mnist-mlp "$BODY" record="$RECORDS" label=mnist-mlp
   $TOOLS check "$COOP:18103/v2/models/threshold-local/infer" mnist-mlp "$BODY" record="$RECORDS" \
     label=threshold-local idn_node=edge idn_decision=served idn_hops=0

@@ -26,6 +26,8 @@ python3, outside the MLServer venv).
                                              exit 3 (retry) when other processes took more than
                                              BENCH_MAX_OTHER cores, unless BENCH_FINAL_ATTEMPT=1
     tools.py quiet MAX_OTHER TIMEOUT         wait until the machine is idle (busy <= MAX_OTHER cores)
+    tools.py idle-poll                       until killed, hold a PM QoS CPU latency request of 0 µs
+                                             (/dev/cpu_dma_latency): idle CPUs poll, none halts
     tools.py report RECORDS OUT_JSON OUT_MD  machine info + records -> JSON, markdown table -> stdout
 """
 
@@ -376,6 +378,16 @@ def quiet(max_other, timeout):
         print(f"  waiting for other processes to finish ({busy:.2f} cores busy)", file=sys.stderr)
 
 
+def idle_poll():
+    """Holds /dev/cpu_dma_latency open with a request of 0 µs until killed: cpuidle may then use
+    only states with no exit latency (POLL), so an idle vCPU spins instead of halting and a
+    wake-up on it needs no interrupt through the hypervisor. The request ends with the process."""
+    fd = os.open("/dev/cpu_dma_latency", os.O_WRONLY)
+    os.write(fd, struct.pack("i", 0))
+    while True:
+        time.sleep(3600)
+
+
 def run(*cmd):
     try:
         return subprocess.run(cmd, capture_output=True, text=True, timeout=30).stdout.strip()
@@ -452,6 +464,10 @@ def signed(value):
     return "-" if value is None else f"{value:+,.0f}"
 
 
+# The link protocols of the cooperation chains (bench/run.sh, part 3), in report order.
+COOP_LINKS = {"rest": "REST, binary tensors (binaryData: true)", "grpc": "gRPC (protocol: grpc)"}
+
+
 def cooperation(records):
     """The "Cost of cooperation" tables: the forward chain (system "chain", by node) and the
     threshold services against the plain model (system "strategy", by model), each at
@@ -515,59 +531,58 @@ def cooperation(records):
         return ", ".join(f"{k} {v:.2f}" for k, v in sorted(active.items(), key=lambda kv: -kv[1])) or "-"
 
     summary, lines = {"chain": {}, "strategy": {}}, []
-    nodes = [("upstream", 0), ("relay", 1), ("entry", 2)]
-    chain = {n: (c1("chain", "node", n), saturation("chain", "node", n)) for n, _ in nodes}
-    if any(a or b for a, b in chain.values()):
+    # (node, hops, link protocol): the upstream answers both chains; each chain's relay and entry
+    # forward over one link protocol (bench/run.sh, part 3).
+    nodes = [("upstream", 0, None), ("relay", 1, "rest"), ("entry", 2, "rest"),
+             ("relay-grpc", 1, "grpc"), ("entry-grpc", 2, "grpc")]
+    chain = {n: (c1("chain", "node", n), saturation("chain", "node", n)) for n, _, _ in nodes}
+    nodes = [(n, hops, link) for n, hops, link in nodes if any(chain[n])]
+    links = [link for link in COOP_LINKS if any(link == l for _, _, l in nodes)]
+    if nodes:
         lines += [
-            "Cost of cooperation: a forward chain entry -> relay -> upstream on loopback (delayMs 0), "
-            "service `mnist`, answered by mnist-mlp at upstream. Concurrency 1: median of the rounds; "
+            "Cost of cooperation: forward chains entry -> relay -> upstream on loopback (delayMs 0), service "
+            "`mnist`, answered by mnist-mlp at upstream; the links between agents over "
+            + " and, in a second chain, over ".join(COOP_LINKS[link] for link in links)
+            + ". The client is the same for every agent (wrk, REST with OIP JSON, the bench body): the chains "
+            "differ only in the protocol of their links. Concurrency 1: median of the interleaved rounds; "
             "saturation: the best setting.",
             "",
-            "| POST /v2/models/mnist/infer at | hops | c=1 p50 / p99 µs | c=1 p50 per round µs | saturation req/s "
-            "| sat. p50 / p99 µs | load | agents' CPU µs per request | CPU by agent (cores) |",
-            "|---|--:|--:|--:|--:|--:|---|--:|---|",
+            "| POST /v2/models/mnist/infer at | links | hops | c=1 p50 / p99 µs | c=1 p50 per round µs "
+            "| saturation req/s | sat. p50 / p99 µs | load | agents' CPU µs per request | CPU by agent (cores) |",
+            "|---|---|--:|--:|--:|--:|--:|---|--:|---|",
         ]
-        for n, hops in nodes:
+        for n, hops, link in nodes:
             a, b = chain[n]
-            summary["chain"][n] = {"hops": hops, "c1": a, "saturation": b}
+            summary["chain"][n] = {"hops": hops, "link": link, "c1": a, "saturation": b}
             lines.append(
-                f"| {n} | {hops} | {lat(a)} | {rounds(a)} | {sat_cell(b)} | {lat(b)} | {'-' if b is None else b['load']}"
-                f" | {cpu_cell(b)} | {agents(b)} |"
+                f"| {n} | {'-' if link is None else COOP_LINKS[link]} | {hops} | {lat(a)} | {rounds(a)} | {sat_cell(b)} "
+                f"| {lat(b)} | {'-' if b is None else b['load']} | {cpu_cell(b)} | {agents(b)} |"
             )
-        (u1, us_), (r1, rs), (e1, es) = chain["upstream"], chain["relay"], chain["entry"]
 
         def diff(x, y, key, n=1):
             return None if x is None or y is None or x.get(key) is None or y.get(key) is None else (x[key] - y[key]) / n
 
-        per_round = []
-        if u1 and r1 and len(u1["rounds_p50_us"]) == len(r1["rounds_p50_us"]):
-            per_round = [r - u for r, u in zip(r1["rounds_p50_us"], u1["rounds_p50_us"])]
-        per_round2 = []
-        if u1 and e1 and len(u1["rounds_p50_us"]) == len(e1["rounds_p50_us"]):
-            per_round2 = [(e - u) / 2 for e, u in zip(e1["rounds_p50_us"], u1["rounds_p50_us"])]
+        def per_round(x, y, n):
+            if x and y and len(x["rounds_p50_us"]) == len(y["rounds_p50_us"]):
+                return [(a - b) / n for a, b in zip(x["rounds_p50_us"], y["rounds_p50_us"])]
+            return []
+
         def own_cpu(x, agents):
             """CPU µs per request of the forwarding agents themselves, per agent."""
             if x is None or not x["rps"] or not all(a in x["cpu_by_agent"] for a in agents):
                 return None
             return sum(x["cpu_by_agent"][a] for a in agents) / len(agents) / x["rps"] * 1e6
 
-        hop1 = {
-            "forwarder_cpu_us_per_request": own_cpu(rs, ["relay"]),
-            "c1_p50_us": diff(r1, u1, "p50_us"),
-            "c1_p99_us": diff(r1, u1, "p99_us"),
-            "c1_p50_us_per_round": per_round,
-            "cpu_us_per_request": diff(rs, us_, "cpu_us_per_request"),
-            "saturation_rps_ratio": rs["rps"] / us_["rps"] if rs and us_ else None,
-        }
-        hop2 = {
-            "forwarder_cpu_us_per_request": own_cpu(es, ["entry", "relay"]),
-            "c1_p50_us": diff(e1, u1, "p50_us", 2),
-            "c1_p99_us": diff(e1, u1, "p99_us", 2),
-            "c1_p50_us_per_round": per_round2,
-            "cpu_us_per_request": diff(es, us_, "cpu_us_per_request", 2),
-            "saturation_rps_ratio": es["rps"] / us_["rps"] if es and us_ else None,
-        }
-        summary["per_hop"] = {"relay_minus_upstream": hop1, "entry_minus_upstream_over_2": hop2}
+        def hop(x1, xs, n, agents):
+            """What a forward hop adds: node x (n hops) against the upstream, divided by n."""
+            return {
+                "forwarder_cpu_us_per_request": own_cpu(xs, agents),
+                "c1_p50_us": diff(x1, u1, "p50_us", n),
+                "c1_p99_us": diff(x1, u1, "p99_us", n),
+                "c1_p50_us_per_round": per_round(x1, u1, n),
+                "cpu_us_per_request": diff(xs, us_, "cpu_us_per_request", n),
+                "saturation_rps_ratio": xs["rps"] / us_["rps"] if xs and us_ else None,
+            }
 
         def verdict(v):
             return "" if v is None else (" (met)" if v <= 100 else " (missed)")
@@ -575,20 +590,37 @@ def cooperation(records):
         def ratio(v):
             return "-" if v is None else f"{v:.2f}×"
 
+        u1, us_ = chain["upstream"]
+        summary["per_hop"] = {}
         lines += [
             "",
-            "| added per forward hop | c=1 p50 µs (target ≤ 100) | per round | c=1 p99 µs "
-            "| agents' CPU µs per request at saturation | of which the forwarding agent's own | saturation req/s vs upstream |",
-            "|---|--:|--:|--:|--:|--:|--:|",
-            f"| 1 hop: relay − upstream | {signed(hop1['c1_p50_us'])}{verdict(hop1['c1_p50_us'])} | "
-            f"{', '.join(signed(v) for v in per_round) or '-'} | {signed(hop1['c1_p99_us'])} | "
-            f"{signed(hop1['cpu_us_per_request'])} | {signed(hop1['forwarder_cpu_us_per_request'])} (relay) | "
-            f"{ratio(hop1['saturation_rps_ratio'])} |",
-            f"| per hop of 2: (entry − upstream) / 2 | {signed(hop2['c1_p50_us'])}{verdict(hop2['c1_p50_us'])} | "
-            f"{', '.join(signed(v) for v in per_round2) or '-'} | {signed(hop2['c1_p99_us'])} | "
-            f"{signed(hop2['cpu_us_per_request'])} | {signed(hop2['forwarder_cpu_us_per_request'])} (entry, relay: mean) | "
-            f"{ratio(hop2['saturation_rps_ratio'])} (2 hops) |",
+            "| added per forward hop | links | c=1 p50 µs (target ≤ 100 over the emulated link delay, here 0) "
+            "| per round | c=1 p99 µs | agents' CPU µs per request at saturation | of which the forwarding agent's own "
+            "| saturation req/s vs upstream |",
+            "|---|---|--:|--:|--:|--:|--:|--:|",
         ]
+        for link in links:
+            suffix = "" if link == "rest" else f"-{link}"
+            relay, entry = f"relay{suffix}", f"entry{suffix}"
+            (r1, rs), (e1, es) = chain.get(relay, (None, None)), chain.get(entry, (None, None))
+            hop1, hop2 = hop(r1, rs, 1, [relay]), hop(e1, es, 2, [entry, relay])
+            summary["per_hop"][link] = {f"{relay}_minus_upstream": hop1, f"{entry}_minus_upstream_over_2": hop2}
+            for label, h, own, sat in (
+                (f"1 hop: {relay} − upstream", hop1, f"({relay})", ""),
+                (f"per hop of 2: ({entry} − upstream) / 2", hop2, f"({entry}, {relay}: mean)", " (2 hops)"),
+            ):
+                lines.append(
+                    f"| {label} | {COOP_LINKS[link]} | {signed(h['c1_p50_us'])}{verdict(h['c1_p50_us'])} | "
+                    f"{', '.join(signed(v) for v in h['c1_p50_us_per_round']) or '-'} | {signed(h['c1_p99_us'])} | "
+                    f"{signed(h['cpu_us_per_request'])} | {signed(h['forwarder_cpu_us_per_request'])} {own} | "
+                    f"{ratio(h['saturation_rps_ratio'])}{sat} |"
+                )
+        if len(links) > 1:
+            a = summary["per_hop"]["rest"]["relay_minus_upstream"]["c1_p50_us"]
+            b = summary["per_hop"]["grpc"]["relay-grpc_minus_upstream"]["c1_p50_us"]
+            if a is not None and b is not None:
+                lines += ["", f"One hop over a gRPC link against one over a REST binary link, c=1 p50: {signed(b - a)} µs "
+                          "(same upstream, same client; the relay's link is the only difference)."]
 
     services = [
         ("mnist-mlp", "the plain model (no strategy)"),
@@ -649,6 +681,65 @@ def summarize(r):
         "loadgen_cores": c.get("wrk"),
         "disturbed": bool(r.get("disturbed")),
     }
+
+
+# Triton with dynamic batching on against off at saturation, within which a difference is not
+# read as a win or a loss: saturation throughput of the same code varies by ±10–15 % between runs
+# on the 2-vCPU VM of docs/benchmarks.md.
+BATCHING_NOISE = 0.15
+
+
+def dynamic_batching(records, models, protocols):
+    """Does server-side dynamic batching win at saturation? Triton with it on and off, and idn
+    (which has none), per model and protocol; then one line per protocol for the CNN, the model
+    on which the decision to build it in idn is to be taken."""
+    lines = [
+        "Dynamic batching at saturation: Triton with it off and on (best load setting each), and idn, which "
+        f"does not batch ({TRITON_NOTE}). A ratio within ±{BATCHING_NOISE:.0%} is read as no difference "
+        "(run-to-run spread of saturation throughput on this machine).",
+        "",
+        "| model | protocol | Triton off req/s | Triton on req/s | on ÷ off | idn req/s | idn ÷ Triton on |",
+        "|---|---|--:|--:|--:|--:|--:|",
+    ]
+    summary = {}
+
+    def rate(r):
+        return "-" if r is None else f"{r['rps']:,.0f}{' ⚠' if r.get('disturbed') else ''}"
+
+    def times(x):
+        return "-" if x is None else f"{x:.2f}×"
+
+    for m in models:
+        summary[m] = {}
+        for p, plabel in protocols:
+            off = best(records, system="triton", model=m, mode="saturation", protocol=p, batching="off")
+            on = best(records, system="triton", model=m, mode="saturation", protocol=p, batching="on")
+            idn = best(records, system="idn", model=m, mode="saturation", protocol=p)
+            on_off = on["rps"] / off["rps"] if on and off else None
+            idn_on = idn["rps"] / on["rps"] if idn and on else None
+            summary[m][p] = {"triton_off_rps": off and off["rps"], "triton_on_rps": on and on["rps"],
+                             "triton_on_over_off": on_off, "idn_rps": idn and idn["rps"], "idn_over_triton_on": idn_on}
+            lines.append(f"| {m} | {plabel} | {rate(off)} | {rate(on)} | {times(on_off)} | {rate(idn)} | {times(idn_on)} |")
+
+    def verdict(x):
+        if x is None:
+            return "not measured"
+        if x > 1 + BATCHING_NOISE:
+            return f"batching wins for Triton ({x:.2f}×)"
+        if x < 1 - BATCHING_NOISE:
+            return f"batching loses for Triton ({x:.2f}×)"
+        return f"no difference beyond the noise ({x:.2f}×)"
+
+    cnn = summary.get("mnist-cnn")
+    if cnn:
+        lines += ["", "**mnist-cnn at saturation, dynamic batching on ÷ off** (the criterion for building optional "
+                  "server-side dynamic batching in idn: only if it wins on the CNN here):", ""]
+        for p, plabel in protocols:
+            x = cnn[p]
+            idn_on = x["idn_over_triton_on"]
+            lines.append(f"- {plabel}: {verdict(x['triton_on_over_off'])}; idn without batching: "
+                         + ("not measured" if idn_on is None else f"{idn_on:.2f}× Triton with it"))
+    return lines, summary
 
 
 def peers(records, mls_workers):
@@ -770,12 +861,128 @@ def peers(records, mls_workers):
                 f"| {m} | {plabel} | {rps(idn)} | {triton_cell} | {'-' if tri is None else 'dynamic batching ' + tri['batching']} "
                 f"| {times(entry['idn_over_triton_best'])} | {times(entry['idn_over_idn_http_floor'])} "
                 f"| {times(entry['idn_over_idn_grpc_floor']) if p == 'grpc' else '-'} |")
+    if "on" in batchings and "off" in batchings:
+        batching_lines, summary["batching"] = dynamic_batching(records, models, protocols)
+        lines += [""] + batching_lines
     checks = [r for r in records if r["system"] == "check" and r.get("images")]
     if checks:
         lines += ["", "Checked before measuring (probabilities within 1e-4 of the reference and the same class, per "
                   "image): " + ", ".join(f"{r['label']} {r['images']} images" for r in checks) + "."]
     if not any(r["system"] == "idn" and r.get("protocol") == "grpc" for r in records):
         lines += ["", "idn over gRPC: not measured (the node-agent measured does not serve gRPC, or ghz was not available)."]
+    return lines, summary
+
+
+def c1_where(records, models):
+    """Where idn's concurrency-1 time goes, from the interleaved rounds (mode c1-rounds): per model
+    and protocol the floor (a health call, no inference), the inference, their difference per
+    round (the server-side cost of inference at concurrency 1), and the difference to the
+    in-process run; for JSON, that server-side cost split with the in-process breakdown."""
+    rounds = [r for r in records if r.get("mode") == "c1-rounds" and r["system"] in ("idn", "idn-floor")]
+    if not rounds:
+        return [], {}
+
+    def runs(system, protocol, model=None, idle="halt"):
+        rows = [r for r in rounds if r["system"] == system and r.get("protocol") == protocol
+                and r.get("idle", "halt") == idle and (model is None or r["model"] == model)]
+        return {r["round"]: r for r in rows}
+
+    def inprocess(system, m):
+        r = best(records, system=system, model=m, mode="c1")
+        return None if r is None else r["p50_us"]
+
+    def cell(v):
+        return "-" if v is None else us(v)
+
+    def delta(v):
+        return "-" if v is None else f"{v:+.1f}" if abs(v) < 100 else f"{v:+,.0f}"
+
+    labels = {"json": ("REST, OIP JSON", "GET /v2/health/live"), "binary": ("REST, binary tensors", "GET /v2/health/live"),
+              "grpc": ("gRPC", "ServerLive")}
+    n = max(r["round"] for r in rounds)
+    lines = [
+        f"Concurrency 1, where the time goes (idn, p50 µs, median of {n} interleaved round(s): in each round the "
+        "floors and every model and protocol, one after the other). The floor is a health call without inference "
+        "(the round trip through the kernel, the load generator and the server's protocol stack, wake-ups included); "
+        "infer − floor is what inference adds on the server at concurrency 1, taken round by round.",
+        "",
+        "Idle vCPUs: `halt` is the machine as it is (cpuidle halts an idle vCPU; waking it is an interrupt "
+        "through the hypervisor); `poll` is the same round with a PM QoS request of 0 µs held "
+        "(/dev/cpu_dma_latency), so that idle vCPUs spin and a wake-up finds them running.",
+        "",
+        "| model | protocol | idle vCPUs | floor p50 | infer p50 | infer − floor (server-side) | per round | in-process run "
+        "| infer − in-process run (target ≤ 50 µs, mnist-mlp) | floor − in-process run |",
+        "|---|---|---|--:|--:|--:|--:|--:|--:|--:|",
+    ]
+    idles = list(dict.fromkeys(r.get("idle", "halt") for r in rounds))
+    summary, notes = {}, []
+    for m in models:
+        run = inprocess("inprocess", m)
+        summary[m] = {}
+        for p, idle in ((p, idle) for p in ("json", "binary", "grpc") for idle in idles):
+            infer = runs("idn", p, m, idle)
+            floor = runs("idn-floor", "grpc" if p == "grpc" else "json", None, idle)
+            if not infer:
+                continue
+            paired = [infer[k]["p50_us"] - floor[k]["p50_us"] for k in sorted(infer) if k in floor]
+            f50 = median([r["p50_us"] for r in floor.values()])
+            i50 = median([r["p50_us"] for r in infer.values()])
+            server = median(paired)
+            over = None if run is None else i50 - run
+            key = p if idle == "halt" else f"{p}-idle-poll"
+            summary[m][key] = {"floor_p50_us": f50, "infer_p50_us": i50, "infer_minus_floor_us": server,
+                             "infer_minus_floor_per_round_us": paired, "inprocess_run_p50_us": run,
+                             "infer_minus_inprocess_us": over,
+                             "disturbed": any(r.get("disturbed") for r in list(infer.values()) + list(floor.values()))}
+            verdict = "" if over is None or m != "mnist-mlp" else (" (met)" if over <= 50 else " (missed)")
+            lines.append(
+                f"| {m} | {labels[p][0]} | {idle} | {cell(f50)} ({labels[p][1]}) | {cell(i50)}{' ⚠' if summary[m][key]['disturbed'] else ''} "
+                f"| {delta(server)} | {', '.join(delta(v) for v in paired) or '-'} | {cell(run)} "
+                f"| {delta(over)}{verdict} | {delta(None if run is None or f50 is None else f50 - run)} |")
+        codec, pool, x = inprocess("inprocess-codec", m), inprocess("inprocess-pool", m), summary[m].get("json")
+        if x and x["infer_minus_floor_us"] is not None and None not in (run, codec, pool):
+            rest = x["infer_minus_floor_us"] - (codec - run) - (pool - run) - run
+            notes.append(
+                f"- {m}, OIP JSON: {us(x['infer_p50_us'])} µs = the floor {us(x['floor_p50_us'])} + "
+                f"{x['infer_minus_floor_us']:,.1f} µs server-side, of which in-process measures the model run "
+                f"{run:.1f}, JSON decode, check and encode {codec - run:.1f}, the hand-off to an inference thread and "
+                f"back {pool - run:.1f}, leaving {rest:+,.1f} µs that the in-process steps do not account for (a "
+                "4.9 KB body instead of none on the socket, hyper's body handling, the extra wake-up of the "
+                "inference thread over HTTP). Against in-process: "
+                f"{x['infer_minus_inprocess_us']:,.1f} µs, of which the floor is {x['floor_p50_us'] - run:,.1f}.")
+            x["server_side_split_us"] = {"run": run, "codec": codec - run, "handoff": pool - run, "unaccounted": rest}
+        y = summary[m].get("json-idle-poll")
+        if x and y and None not in (x["floor_p50_us"], y["floor_p50_us"], x["infer_p50_us"], y["infer_p50_us"]):
+            notes.append(
+                f"- {m}, OIP JSON, idle vCPUs polling instead of halting: floor {us(y['floor_p50_us'])} µs "
+                f"({y['floor_p50_us'] - x['floor_p50_us']:+,.1f}), infer {us(y['infer_p50_us'])} µs "
+                f"({y['infer_p50_us'] - x['infer_p50_us']:+,.1f}) against halting. On a quiet machine the difference is what "
+                "waking halted vCPUs costs a request at concurrency 1; with other load the vCPUs seldom halt and "
+                "it shrinks to noise.")
+    if notes:
+        lines += [""] + notes
+
+    # The same difference for every server, from the single concurrency-1 runs (not interleaved:
+    # read with the placement noise in mind).
+    servers = [("idn", {}, "idn", "json"), ("idn", {}, "idn", "binary"), ("idn", {}, "idn", "grpc")]
+    servers += [("triton", {"batching": b}, f"Triton, batching {b}", p)
+                for b in dict.fromkeys(r["batching"] for r in records if r["system"] == "triton" and "batching" in r)
+                for p in ("json", "binary", "grpc")]
+    servers += [("mlserver", {}, "MLServer 1.7.1", "json")]
+    rows = []
+    for m in models:
+        for system, match, label, p in servers:
+            infer = best(records, system=system, model=m, mode="c1", protocol=p, **match)
+            floor = best(records, system=f"{system}-floor", mode="c1", protocol="grpc" if p == "grpc" else "json")
+            if infer is None or floor is None:
+                continue
+            rows.append(f"| {m} | {label} | {labels[p][0]} | {us(floor['p50_us'])} ({floor.get('endpoint', '-')}) "
+                        f"| {us(infer['p50_us'])} | {delta(infer['p50_us'] - floor['p50_us'])} |")
+    if rows:
+        lines += ["", "Concurrency 1, infer − floor for every server (p50 µs, from the single concurrency-1 runs, "
+                  "not interleaved; Triton's floor is measured once, with the first batching setting; " + TRITON_NOTE + "):",
+                  "", "| model | server | protocol | floor p50 | infer p50 | infer − floor |", "|---|---|---|--:|--:|--:|"]
+        lines += rows
     return lines, summary
 
 
@@ -871,6 +1078,11 @@ def report(records_path, out_json, out_md):
             cells.append("-" if r is None else f"{us(r['p50_us'])} / {us(r['p99_us'])}")
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
 
+    c1_lines, summary_c1 = c1_where(records, models)
+    if c1_lines:
+        lines += [""] + c1_lines
+        summary["c1_where_the_time_goes"] = summary_c1
+
     cpu_rows = [r for r in records if r.get("cpu_cores") and r["mode"] == "saturation"]
     if cpu_rows:
         lines += ["", "CPU during the reported saturation runs (cores busy, of %d):" % os.cpu_count(), ""]
@@ -937,6 +1149,7 @@ if __name__ == "__main__":
         "cpu": lambda pid: cpu(int(pid)),
         "record": record,
         "quiet": quiet,
+        "idle-poll": idle_poll,
         "report": report,
     }
     if len(sys.argv) < 2 or sys.argv[1] not in commands:
