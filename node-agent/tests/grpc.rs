@@ -606,3 +606,61 @@ services:
     cloud.stop().await;
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[tokio::test]
+async fn https_grpc_upstreams_are_verified_against_the_configured_ca() {
+    let cloud = TestAgent::start(with_grpc(with_yaml(
+        tier_config("cloud", "mnist-cnn"),
+        "services: [{name: mnist, strategy: {local: {model: mnist-cnn}}}]",
+    )))
+    .await;
+    let (proxy, ca_pem) = tls_proxy(cloud.grpc_addr.unwrap()).await;
+    let dir = std::env::temp_dir().join(format!("idn-grpc-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ca = dir.join("ca.pem");
+    std::fs::write(&ca, ca_pem).unwrap();
+    let (images, _) = sample();
+    let edge = |ca_line: String| {
+        with_grpc(with_yaml(
+            tier_config("edge", "mnist-mlp"),
+            &format!(
+                "upstreams: [{{name: cloud, url: 'https://{proxy}', protocol: grpc{ca_line}}}]
+services:
+  - name: mnist
+    strategy: {{threshold: {{local: {{model: mnist-mlp}}, forward: {{upstream: cloud}}, tau: 1.0}}}}"
+            ),
+        ))
+    };
+    let trusted = TestAgent::start(edge(format!(", caFile: {}", ca.display()))).await;
+    let answer = client(&trusted)
+        .await
+        .model_infer(raw_request("mnist", &images[..2]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(parameter(&answer, "idn_decision"), "forwarded");
+    assert_eq!(parameter(&answer, "idn_node"), "cloud");
+    assert!(close(
+        &output(&answer),
+        &reference("mnist-cnn")[..2 * CLASSES]
+    ));
+    trusted.stop().await;
+
+    // Without the CA, the system roots do not trust the certificate: the local answer stands.
+    let untrusted = TestAgent::start(edge(String::new())).await;
+    let answer = client(&untrusted)
+        .await
+        .model_infer(raw_request("mnist", &images[..2]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(parameter(&answer, "idn_decision"), "fallback");
+    let metrics = String::from_utf8(untrusted.get("/metrics").await.body.to_vec()).unwrap();
+    assert!(
+        metrics.contains("idn_upstream_errors_total{upstream=\"cloud\",kind=\"unreachable\"} 1"),
+        "{metrics}"
+    );
+    untrusted.stop().await;
+    cloud.stop().await;
+    std::fs::remove_dir_all(dir).unwrap();
+}
