@@ -7,10 +7,10 @@ use std::path::{Path, PathBuf};
 use idn_contract::config::ModelConfig;
 use idn_contract::names::is_model_name;
 use idn_node_agent::error::RequestError;
-use idn_node_agent::model::Model;
-use idn_node_agent::wire::tensor::{Tensor, TensorData};
+use idn_node_agent::model::{Model, Signature};
+use idn_node_agent::wire::tensor::TensorData;
 
-use crate::dataset::Dataset;
+use crate::dataset::{Dataset, DatasetError};
 
 /// Why a model cannot be run over a sample; every variant names the model file.
 #[derive(Debug, thiserror::Error)]
@@ -23,6 +23,8 @@ pub enum InferenceError {
     Unavailable { path: PathBuf, reason: String },
     #[error("{path}: {message}")]
     Input { path: PathBuf, message: String },
+    #[error(transparent)]
+    Data(DatasetError),
     /// `reason` says what failed ("inference failed: ...").
     #[error("{path}: {reason}")]
     Run { path: PathBuf, reason: String },
@@ -53,8 +55,8 @@ pub struct Probabilities {
 }
 
 impl SampleModel {
-    /// Loads `path`, checking that `input` is its only input and `output` one of its outputs.
-    pub fn load(path: &Path, input: &str, output: &str) -> Result<Self, InferenceError> {
+    /// Loads `path`, checking that `inputs` are its inputs and `output` one of its outputs.
+    pub fn load(path: &Path, inputs: &[String], output: &str) -> Result<Self, InferenceError> {
         let stem = path
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())
@@ -70,7 +72,7 @@ impl SampleModel {
             version: "1".to_owned(),
             path: path.to_owned(),
             sha256: None,
-            inputs: vec![input.to_owned()],
+            inputs: inputs.to_vec(),
             outputs: vec![output.to_owned()],
             labels: Vec::new(),
         });
@@ -87,20 +89,25 @@ impl SampleModel {
         })
     }
 
+    /// The model's signature (it is loaded, or [`SampleModel::load`] would have failed).
+    pub fn signature(&self) -> &Signature {
+        self.model
+            .readiness()
+            .expect("a loaded model has a signature")
+    }
+
     /// Runs the whole sample as one batch and returns the output, checked to be one row per
-    /// item.
+    /// item. The sample's inputs are first checked against the signature, naming its file.
     pub fn probabilities(&self, dataset: &Dataset) -> Result<Probabilities, InferenceError> {
         let path = || self.path.clone();
+        dataset
+            .fit(&self.path, self.signature())
+            .map_err(InferenceError::Data)?;
         let config = self.model.config();
-        let input = Tensor {
-            name: config.inputs[0].clone(),
-            shape: vec![dataset.len(), dataset.features],
-            data: TensorData::Fp32(dataset.inputs.clone()),
-        };
         let output = &config.outputs[0];
         let tensor = self
             .model
-            .infer_once(vec![input], std::slice::from_ref(output))
+            .infer_once(dataset.inputs.clone(), std::slice::from_ref(output))
             .map_err(|e| match e {
                 RequestError::Invalid(message) => InferenceError::Input {
                     path: path(),

@@ -2,12 +2,13 @@
 //!
 //! [`dataset`] reads a labelled sample; [`inference`] runs a model over it through the
 //! node-agent's runtime; [`calibrate`] searches a cascade's thresholds (pure) and [`report`]
-//! and [`table`] present the result; [`local`] runs a whole network in-process (`idn up`);
+//! and [`table`] present the result, [`certificate`] a guaranteed one; [`local`] runs a whole network in-process (`idn up`);
 //! [`replay`] sends a sample to a service and [`compare`] sets strategies side by side (drawn by
 //! `plot`); [`cli`]
 //! wires them to the command line.
 
 pub mod calibrate;
+pub mod certificate;
 pub mod cli;
 pub mod compare;
 pub mod dataset;

@@ -13,7 +13,8 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use idn_contract::confidence::argmax;
 use idn_contract::provenance;
-use serde_json::{Value, json};
+use idn_node_agent::wire::{Parameters, encode_request};
+use serde_json::Value;
 
 use crate::dataset::Dataset;
 
@@ -24,14 +25,17 @@ pub struct Load {
     pub concurrency: usize,
     /// Requests per second (open loop); `None` sends as fast as the concurrency allows.
     pub rate: Option<f64>,
+    /// Class names of the service's output, in order; `None`: `"0"`, `"1"`, …
+    pub labels: Option<Vec<String>>,
 }
 
 /// The outcome of one item.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Outcome {
-    pub label: u8,
-    /// Predicted class, or the error that replaced the answer.
-    pub answer: Result<usize, String>,
+    /// The item's class name.
+    pub label: String,
+    /// Name of the class answered, or the error that replaced the answer.
+    pub answer: Result<String, String>,
     pub latency: Duration,
     /// Node that answered (`idn_node`), when the response says.
     pub node: Option<String>,
@@ -75,6 +79,7 @@ pub async fn replay(
         let shared = Arc::clone(&shared);
         let next = Arc::clone(&next);
         let rate = load.rate;
+        let labels = load.labels.clone();
         let sample = Arc::clone(&sample);
         tokio::spawn(async move {
             let (client, url, progress) = &*shared;
@@ -89,7 +94,7 @@ pub async fn replay(
                     let due = start + Duration::from_secs_f64(i as f64 / rate);
                     tokio::time::sleep_until(due.into()).await;
                 }
-                outcomes.push((i, send(client, url, &sample, i).await));
+                outcomes.push((i, send(client, url, &sample, labels.as_deref(), i).await));
                 progress();
             }
         })
@@ -102,20 +107,24 @@ pub async fn replay(
     outcomes.into_iter().map(|(_, o)| o).collect()
 }
 
+/// Sends item `i` and names the class answered after `labels` (default: its index).
 async fn send(
     client: &Client<HttpConnector, Full<Bytes>>,
     url: &str,
     sample: &Dataset,
+    labels: Option<&[String]>,
     i: usize,
 ) -> Outcome {
-    let features = sample.input(i);
-    let body = json!({
-        "id": i.to_string(),
-        "inputs": [{"name": "input", "shape": [1, features.len()], "datatype": "FP32", "data": features}],
-    });
+    let body = encode_request(
+        Some(&i.to_string()),
+        &Parameters::new(),
+        &sample.item(i),
+        &[],
+        false,
+    );
     let request = Request::post(url)
         .header(http::header::CONTENT_TYPE, "application/json")
-        .body(Full::new(Bytes::from(body.to_string())))
+        .body(Full::new(body.bytes))
         .expect("a valid request");
     let start = Instant::now();
     let result = async {
@@ -139,7 +148,7 @@ async fn send(
     }
     .await;
     let latency = start.elapsed();
-    let label = sample.labels[i];
+    let label = sample.classes[sample.labels[i]].clone();
     match result {
         Ok(value) => {
             let probs: Vec<f32> = value["outputs"][0]["data"]
@@ -157,7 +166,10 @@ async fn send(
                 answer: if probs.is_empty() {
                     Err("no probabilities in the response".to_owned())
                 } else {
-                    Ok(argmax(&probs))
+                    let class = argmax(&probs);
+                    Ok(labels
+                        .and_then(|l| l.get(class).cloned())
+                        .unwrap_or_else(|| class.to_string()))
                 },
                 latency,
                 node: text(provenance::NODE),
@@ -202,7 +214,7 @@ pub fn summarize(outcomes: &[Outcome]) -> Summary {
         errors: outcomes.iter().filter(|o| o.answer.is_err()).count(),
         accuracy: outcomes
             .iter()
-            .filter(|o| o.answer.as_ref().is_ok_and(|&c| c == usize::from(o.label)))
+            .filter(|o| o.answer.as_ref().is_ok_and(|c| *c == o.label))
             .count() as f64
             / n,
         mean_ms: latencies.iter().sum::<f64>() / n,
@@ -222,10 +234,10 @@ pub fn summarize(outcomes: &[Outcome]) -> Summary {
 mod tests {
     use super::*;
 
-    fn outcome(label: u8, answer: Result<usize, String>, ms: u64, node: &str) -> Outcome {
+    fn outcome(label: u8, answer: Result<u8, &str>, ms: u64, node: &str) -> Outcome {
         Outcome {
-            label,
-            answer,
+            label: label.to_string(),
+            answer: answer.map(|c| c.to_string()).map_err(str::to_owned),
             latency: Duration::from_millis(ms),
             node: Some(node.into()),
             decision: Some("served".into()),
@@ -238,7 +250,7 @@ mod tests {
             outcome(1, Ok(1), 1, "access"),
             outcome(2, Ok(3), 2, "access"),
             outcome(3, Ok(3), 3, "edge"),
-            outcome(4, Err("502".into()), 10, "-"),
+            outcome(4, Err("502"), 10, "-"),
         ];
         let summary = summarize(&outcomes);
         assert_eq!(summary.requests, 4);

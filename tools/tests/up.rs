@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use idn_contract::confidence::{Confidence, argmax};
 use idn_operator::manifests::Manifests;
-use idn_tools::dataset::Dataset;
+use idn_tools::dataset::{Dataset, Source};
 use idn_tools::local::{LocalNetwork, Options};
 use idn_tools::replay::{self, Load};
 use kube::ResourceExt;
@@ -57,14 +57,16 @@ async fn replay_figures_equal_the_offline_computation() {
     let network = LocalNetwork::start(&manifests, &manifests.networks[0], &options(0))
         .await
         .unwrap();
-    let sample = Arc::new(
-        Dataset::load(
-            &root().join("examples/data/mnist-test-1000.images.u8"),
-            &root().join("examples/data/mnist-test-1000.labels.u8"),
-            784,
-        )
-        .unwrap(),
-    );
+    let mut sample = Dataset::load(
+        Source::Raw {
+            images: &root().join("examples/data/mnist-test-1000.images.u8"),
+            labels: &root().join("examples/data/mnist-test-1000.labels.u8"),
+        },
+        None,
+    )
+    .unwrap();
+    sample.name_inputs(&["input".to_owned()]).unwrap();
+    let sample = Arc::new(sample);
     let url = format!(
         "http://{}/v2/models/mnist/infer",
         network.node("access").unwrap().addr
@@ -75,6 +77,7 @@ async fn replay_figures_equal_the_offline_computation() {
         &Load {
             concurrency: 4,
             rate: None,
+            labels: None,
         },
         || {},
     )
@@ -100,7 +103,7 @@ async fn replay_figures_equal_the_offline_computation() {
             .find(|&t| confidence.score(row(t)) >= taus[t])
             .unwrap_or(2);
         answered[tier] += 1;
-        correct += usize::from(argmax(row(tier)) == usize::from(sample.labels[i]));
+        correct += usize::from(argmax(row(tier)) == sample.labels[i]);
         assert_eq!(
             outcomes[i].node.as_deref(),
             Some(["access", "edge", "cloud"][tier]),

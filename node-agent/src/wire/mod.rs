@@ -16,6 +16,6 @@ pub mod tensor;
 pub(crate) use binary::HEADER_LENGTH;
 pub use decode::decode_request;
 pub(crate) use decode::decode_response;
-pub(crate) use encode::encode_request;
+pub use encode::encode_request;
 pub use encode::encode_response;
 pub use message::{EncodedBody, InferRequest, InferResponse, Parameters, RequestedOutput};

@@ -101,6 +101,17 @@ macro_rules! datatypes {
                 }
             }
 
+            /// Appends `other`'s elements; false, appending nothing, when the datatypes differ.
+            pub fn append(&mut self, other: &TensorData) -> bool {
+                match (self, other) {
+                    $((TensorData::$variant(v), TensorData::$variant(o)) => {
+                        v.extend_from_slice(o);
+                        true
+                    })+
+                    _ => false,
+                }
+            }
+
             /// An empty vector of the given datatype, with room for `capacity` elements.
             pub(crate) fn with_capacity(datatype: DataType, capacity: usize) -> Self {
                 match datatype {
@@ -176,7 +187,7 @@ impl Tensor {
     }
 
     /// The batch items at `rows` (indices into the first dimension), in that order.
-    pub(crate) fn select_rows(&self, rows: &[usize]) -> Tensor {
+    pub fn select_rows(&self, rows: &[usize]) -> Tensor {
         let batch = self.batch_size();
         let chunk = self.data.len().checked_div(batch).unwrap_or(0);
         let mut shape = self.shape.clone();

@@ -33,6 +33,8 @@
 use idn_contract::confidence::{Confidence, argmax};
 use serde::Serialize;
 
+pub mod guarantee;
+pub mod holdout;
 mod search;
 
 use search::calibrate_within;
@@ -116,6 +118,10 @@ pub struct TierProbs<'a> {
     pub name: &'a str,
     /// Class probabilities, `[items, classes]` row-major.
     pub probs: &'a [f32],
+    /// Per class of the model, the sample's class of the same name, if any: answers are
+    /// matched to labels by name, so models may order their classes differently or know only
+    /// some of them.
+    pub classes: &'a [Option<usize>],
 }
 
 /// What the search needs of one tier: per item, its confidence and whether its answer is right.
@@ -148,12 +154,6 @@ pub enum CalibrateError {
         name: String,
         item: usize,
         detail: String,
-    },
-    #[error("label {label} of item {item} is not one of the {classes} classes")]
-    Label {
-        item: usize,
-        label: u8,
-        classes: usize,
     },
     #[error("temperature {0} must be a finite number > 0")]
     Temperature(f64),
@@ -256,35 +256,24 @@ pub struct Calibration {
     pub outcome: Outcome,
 }
 
-/// Reduces each tier's probabilities to confidences and right/wrong, checking that every tier
-/// has one row of probabilities per label.
+/// Reduces each tier's probabilities to confidences and right/wrong (its most probable class
+/// has the label's name), checking that every tier has one row of probabilities per label.
 pub fn score(
     tiers: &[TierProbs<'_>],
-    classes: usize,
-    labels: &[u8],
+    labels: &[usize],
     confidence: &Confidence,
 ) -> Result<Vec<TierScores>, CalibrateError> {
     if !(confidence.temperature.is_finite() && confidence.temperature > 0.0) {
         return Err(CalibrateError::Temperature(confidence.temperature));
     }
-    if classes == 0 {
-        return Err(CalibrateError::NoClass);
-    }
     let items = labels.len();
-    if let Some((item, &label)) = labels
-        .iter()
-        .enumerate()
-        .find(|&(_, &l)| usize::from(l) >= classes)
-    {
-        return Err(CalibrateError::Label {
-            item,
-            label,
-            classes,
-        });
-    }
     tiers
         .iter()
         .map(|tier| {
+            let classes = tier.classes.len();
+            if classes == 0 {
+                return Err(CalibrateError::NoClass);
+            }
             if tier.probs.len() != items * classes {
                 return Err(CalibrateError::Shape {
                     name: tier.name.to_owned(),
@@ -300,7 +289,7 @@ pub fn score(
                     .probs
                     .chunks_exact(classes)
                     .zip(labels)
-                    .map(|(row, &label)| argmax(row) == usize::from(label))
+                    .map(|(row, &label)| tier.classes[argmax(row)] == Some(label))
                     .collect(),
             })
         })
@@ -825,21 +814,47 @@ mod tests {
     fn score_reduces_probabilities() {
         let linear = [0.7f32, 0.2, 0.1, 0.1, 0.1, 0.8];
         let cnn = [0.0f32, 1.0, 0.0, 0.0, 0.0, 1.0];
+        let same = [Some(0), Some(1), Some(2)];
         let tiers = [
             TierProbs {
                 name: "linear",
                 probs: &linear,
+                classes: &same,
             },
             TierProbs {
                 name: "cnn",
                 probs: &cnn,
+                classes: &same,
             },
         ];
-        let scores = score(&tiers, 3, &[0, 2], &Confidence::default()).unwrap();
+        let scores = score(&tiers, &[0, 2], &Confidence::default()).unwrap();
         assert_eq!(scores[0].correct, [true, true]);
         assert_eq!(scores[1].correct, [false, true]);
         assert!((scores[0].confidence[0] - 0.7).abs() < 1e-6);
         assert_eq!(scores[1].confidence, [1.0, 1.0]);
+    }
+
+    #[test]
+    fn answers_are_matched_to_labels_by_class_name() {
+        // A model ordering the sample's classes 2, 0 and one that knows only class 1 and a
+        // class the sample does not have.
+        let reordered = [0.9f32, 0.1, 0.2, 0.8];
+        let partial = [0.6f32, 0.4, 0.3, 0.7];
+        let tiers = [
+            TierProbs {
+                name: "reordered",
+                probs: &reordered,
+                classes: &[Some(2), Some(0)],
+            },
+            TierProbs {
+                name: "partial",
+                probs: &partial,
+                classes: &[Some(1), None],
+            },
+        ];
+        let scores = score(&tiers, &[2, 1], &Confidence::default()).unwrap();
+        assert_eq!(scores[0].correct, [true, false]);
+        assert_eq!(scores[1].correct, [false, false]);
     }
 
     #[test]
@@ -848,15 +863,21 @@ mod tests {
         let short = [1.0f32];
         let logits = [3.0f32, -1.0];
         let unnormalised = [0.5f32, 0.4];
-        let run = |probs: &[f32], labels: &[u8]| {
+        let two = [Some(0), Some(1)];
+        let run = |probs: &[f32], labels: &[usize]| {
             let tiers = [
                 TierProbs {
                     name: "m",
                     probs: &ok,
+                    classes: &two,
                 },
-                TierProbs { name: "big", probs },
+                TierProbs {
+                    name: "big",
+                    probs,
+                    classes: &two,
+                },
             ];
-            score(&tiers, 2, labels, &Confidence::default())
+            score(&tiers, labels, &Confidence::default())
                 .unwrap_err()
                 .to_string()
         };
@@ -868,10 +889,6 @@ mod tests {
             "big: item 0 is not a probability distribution (value 3 is outside [0, 1])"
         ));
         assert!(run(&unnormalised, &[0]).contains("the row sums to 0.9"));
-        assert_eq!(
-            run(&ok, &[2]),
-            "label 2 of item 0 is not one of the 2 classes"
-        );
         let hot = Confidence {
             temperature: 0.0,
             ..Confidence::default()
@@ -879,9 +896,10 @@ mod tests {
         let tiers = [TierProbs {
             name: "m",
             probs: &ok,
+            classes: &two,
         }];
         assert_eq!(
-            score(&tiers, 2, &[0], &hot).unwrap_err(),
+            score(&tiers, &[0], &hot).unwrap_err(),
             CalibrateError::Temperature(0.0)
         );
     }

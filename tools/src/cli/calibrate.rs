@@ -1,7 +1,7 @@
 //! `idn calibrate`: run every model of a cascade over a labelled sample once, then search the
 //! thresholds that meet a target and print them.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -11,8 +11,10 @@ use idn_contract::confidence::{Confidence, ConfidenceMetric};
 use idn_contract::names::is_model_name;
 
 use super::{OutputFormat, SampleArgs};
-use crate::calibrate::{self, Goal, TierProbs};
-use crate::dataset::Dataset;
+use crate::calibrate::guarantee::{self, Promise};
+use crate::calibrate::{self, Goal, TierProbs, TierScores, holdout};
+use crate::certificate;
+use crate::dataset::{Dataset, numbered_classes};
 use crate::inference::{Probabilities, SampleModel};
 use crate::report::Report;
 
@@ -44,6 +46,8 @@ pub struct Args {
     pub temperature: f64,
     #[command(flatten)]
     pub target: TargetArgs,
+    #[command(flatten)]
+    pub promise: PromiseArgs,
     /// Latency of each link between consecutive tiers in milliseconds, comma-separated in
     /// cascade order (e.g. 5,40: 5 ms from the first tier to the second, 40 ms from the second
     /// to the third). With --min-accuracy-ratio the thresholds then minimise the expected link
@@ -59,9 +63,14 @@ pub struct Args {
     /// tier's model name.
     #[arg(long = "upstream", value_name = "NAME")]
     pub upstreams: Vec<String>,
-    /// Name of the models' input tensor ([items, 784] FP32).
+    /// Name of the models' input, for samples that do not name it (raw, .npy, .npz).
     #[arg(long, value_name = "NAME", default_value = "input")]
     pub input: String,
+    /// The class names of a model's outputs, in output order, when they are not 0, 1, …:
+    /// MODEL=NAME,NAME,... with MODEL the file stem (e.g. mnist-cnn=0,1,2,3,4,5,6,7,8,9);
+    /// repeat per model. Answers are matched to the sample's labels by these names.
+    #[arg(long = "model-labels", value_name = "MODEL=NAME,...")]
+    pub model_labels: Vec<String>,
     /// Name of the models' probability output ([items, classes]).
     #[arg(long, value_name = "NAME", default_value = "probs")]
     pub output_name: String,
@@ -79,6 +88,29 @@ pub struct TargetArgs {
     /// accuracy.
     #[arg(long, value_name = "FRACTION")]
     pub max_last_tier: Option<f64>,
+    /// Reach at least this accuracy on unseen traffic (e.g. 0.97) with probability
+    /// --confidence: the cheapest thresholds of a fixed τ grid whose exact lower bound on
+    /// accuracy meets it (see docs/calibrate.md, "Calibration with a guarantee").
+    #[arg(long, value_name = "ACCURACY", requires = "confidence")]
+    pub min_accuracy: Option<f64>,
+}
+
+/// Options of guaranteed calibration (--min-accuracy).
+#[derive(Debug, Clone, clap::Args)]
+pub struct PromiseArgs {
+    /// Probability that --min-accuracy holds on unseen traffic from the sample's distribution.
+    #[arg(long, value_name = "PROBABILITY", requires = "min_accuracy")]
+    pub confidence: Option<f64>,
+    /// Hold out this fraction of the sample at random, choose thresholds on the rest and report
+    /// whether the target held on the held-out part (guaranteed and plain).
+    #[arg(long, value_name = "FRACTION", requires = "min_accuracy")]
+    pub holdout: Option<f64>,
+    /// Number of random hold-out splits [default: 1; with --splits alone, --holdout 0.5].
+    #[arg(long, value_name = "K", requires = "min_accuracy")]
+    pub splits: Option<usize>,
+    /// Seed of the random splits.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
 }
 
 impl TargetArgs {
@@ -87,7 +119,7 @@ impl TargetArgs {
         match (self.min_accuracy_ratio, self.max_last_tier) {
             (Some(ratio), _) => Ok(Goal::MinAccuracyRatio(ratio)),
             (None, Some(fraction)) => Ok(Goal::MaxLastTier(fraction)),
-            (None, None) => bail!("give --min-accuracy-ratio or --max-last-tier"),
+            (None, None) => bail!("give --min-accuracy-ratio, --max-last-tier or --min-accuracy"),
         }
     }
 }
@@ -101,27 +133,31 @@ fn parse_metric(name: &str) -> Result<ConfidenceMetric, serde_json::Error> {
 /// closest found.
 pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     check(args)?;
-    let goal = args.target.goal()?;
     let link_latency_ms = (!args.link_latency_ms.is_empty()).then_some(&args.link_latency_ms[..]);
     let confidence = Confidence {
         metric: args.metric,
         temperature: args.temperature,
     };
-    let dataset = args.sample.load()?;
-    let (models, outputs) = model_outputs(args, &dataset)?;
-    let classes = outputs[0].classes;
+    let mut dataset = args.sample.load()?;
+    let (models, outputs, classes) = model_outputs(args, &mut dataset)?;
     let tiers: Vec<TierProbs<'_>> = models
         .iter()
         .zip(&outputs)
-        .map(|(model, output)| TierProbs {
+        .zip(&classes)
+        .map(|((model, output), classes)| TierProbs {
             name: &model.name,
             probs: &output.values,
+            classes,
         })
         .collect();
-    let scores = calibrate::score(&tiers, classes, &dataset.labels, &confidence)?;
+    let scores = calibrate::score(&tiers, &dataset.labels, &confidence)?;
+    let names: Vec<String> = models.iter().map(|m| m.name.clone()).collect();
+    if let Some(promise) = promise(args) {
+        return guaranteed(args, &scores, promise, &names);
+    }
+    let goal = args.target.goal()?;
     let calibration =
         calibrate::calibrate(&scores, goal, link_latency_ms).context("calibrating")?;
-    let names: Vec<String> = models.iter().map(|m| m.name.clone()).collect();
     let upstreams = if args.upstreams.is_empty() {
         names[1..].to_vec()
     } else {
@@ -138,6 +174,54 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     );
     if !report.feasible {
         eprintln!("error: no thresholds meet the target; the output shows the closest found");
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The promise of guaranteed calibration, when --min-accuracy asks for one.
+fn promise(args: &Args) -> Option<Promise> {
+    Some(Promise {
+        target: args.target.min_accuracy?,
+        confidence: args.promise.confidence?,
+    })
+}
+
+/// Guaranteed calibration on the whole sample, or on random hold-out splits of it; fails (exit
+/// 1) when nothing can be certified on the whole sample.
+fn guaranteed(
+    args: &Args,
+    scores: &[TierScores],
+    promise: Promise,
+    names: &[String],
+) -> anyhow::Result<ExitCode> {
+    let link_latency_ms = (!args.link_latency_ms.is_empty()).then_some(&args.link_latency_ms[..]);
+    let p = &args.promise;
+    if p.holdout.is_some() || p.splits.is_some() {
+        let holdout = p.holdout.unwrap_or(0.5);
+        let count = p.splits.unwrap_or(1);
+        let splits = holdout::splits(scores, promise, link_latency_ms, holdout, count, p.seed)?;
+        let items = scores[0].correct.len();
+        let test = holdout::test_items(items, holdout);
+        print!(
+            "{}",
+            certificate::splits(
+                &splits,
+                promise.target,
+                test,
+                items - test,
+                link_latency_ms.is_some()
+            )
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let result = guarantee::certify(scores, promise, link_latency_ms)?;
+    print!(
+        "{}",
+        certificate::guaranteed(&result, names, link_latency_ms)
+    );
+    if result.choice.is_err() {
+        eprintln!("error: the sample is too small to promise the target at this confidence");
         return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)
@@ -162,7 +246,21 @@ fn check(args: &Args) -> anyhow::Result<()> {
     if let Some(bad) = args.upstreams.iter().find(|u| !is_model_name(u)) {
         bail!("--upstream {bad:?}: use only letters, digits, '-', '_' and '.'");
     }
-    args.target.goal()?.validate()?;
+    match promise(args) {
+        Some(promise) => promise.validate()?,
+        None => args.target.goal()?.validate()?,
+    }
+    if args.target.min_accuracy.is_some() && args.output != OutputFormat::Table {
+        bail!("--min-accuracy prints a table only; drop --output");
+    }
+    if let Some(holdout) = args.promise.holdout
+        && !(holdout > 0.0 && holdout < 1.0)
+    {
+        bail!("--holdout {holdout} must be in (0, 1)");
+    }
+    if args.promise.splits == Some(0) {
+        bail!("--splits must be at least 1");
+    }
     if !args.link_latency_ms.is_empty() {
         calibrate::validate_link_latency(&args.link_latency_ms, args.models.len())
             .context("--link-latency-ms")?;
@@ -176,16 +274,21 @@ fn check(args: &Args) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Per class of a model, the sample's class of the same name.
+type ClassMap = Vec<Option<usize>>;
+
 /// Every model's outputs on the sample, computed once (the search only re-reads them), checked
-/// to have distinct names and the same classes.
+/// to have distinct names, with each model's classes matched to the sample's by name.
 fn model_outputs(
     args: &Args,
-    dataset: &Dataset,
-) -> anyhow::Result<(Vec<SampleModel>, Vec<Probabilities>)> {
+    dataset: &mut Dataset,
+) -> anyhow::Result<(Vec<SampleModel>, Vec<Probabilities>, Vec<ClassMap>)> {
+    dataset.name_inputs(std::slice::from_ref(&args.input))?;
+    let inputs: Vec<String> = dataset.inputs.iter().map(|t| t.name.clone()).collect();
     let models = args
         .models
         .iter()
-        .map(|path| SampleModel::load(path, &args.input, &args.output_name))
+        .map(|path| SampleModel::load(path, &inputs, &args.output_name))
         .collect::<Result<Vec<_>, _>>()?;
     let mut names = HashSet::new();
     if let Some(twice) = models.iter().find(|m| !names.insert(m.name.as_str())) {
@@ -195,24 +298,58 @@ fn model_outputs(
             twice.name
         );
     }
+    let mut labels = model_labels(&args.model_labels)?;
+    if let Some(unknown) = labels.keys().find(|name| !names.contains(name.as_str())) {
+        bail!("--model-labels {unknown}: no --model has that file stem");
+    }
     let outputs = models
         .iter()
         .map(|model| model.probabilities(dataset))
         .collect::<Result<Vec<_>, _>>()?;
-    let classes = outputs[0].classes;
-    if let Some((model, other)) = models
+    let classes = models
         .iter()
         .zip(&outputs)
-        .find(|(_, o)| o.classes != classes)
-    {
-        bail!(
-            "{} has {} classes but {} has {classes}; a cascade's models must share their classes",
-            model.path.display(),
-            other.classes,
-            models[0].path.display()
-        );
+        .map(|(model, output)| {
+            let labels = labels
+                .remove(&model.name)
+                .unwrap_or_else(|| numbered_classes(output.classes));
+            if labels.len() != output.classes {
+                bail!(
+                    "--model-labels {}: {} names for {} classes",
+                    model.name,
+                    labels.len(),
+                    output.classes
+                );
+            }
+            let map = dataset.class_map(&labels);
+            if map.iter().all(Option::is_none) {
+                bail!(
+                    "{} knows none of the sample's classes (its classes: {}; the sample's: {}); \
+                     name them with --model-labels or --classes",
+                    model.path.display(),
+                    labels.join(","),
+                    dataset.classes.join(",")
+                );
+            }
+            Ok(map)
+        })
+        .collect::<anyhow::Result<_>>()?;
+    Ok((models, outputs, classes))
+}
+
+/// `--model-labels` by model name.
+fn model_labels(values: &[String]) -> anyhow::Result<HashMap<String, Vec<String>>> {
+    let mut labels = HashMap::new();
+    for value in values {
+        let Some((model, names)) = value.split_once('=') else {
+            bail!("--model-labels {value:?}: expected MODEL=NAME,NAME,...");
+        };
+        let names: Vec<String> = names.split(',').map(str::to_owned).collect();
+        if labels.insert(model.to_owned(), names).is_some() {
+            bail!("--model-labels names {model} twice");
+        }
     }
-    Ok((models, outputs))
+    Ok(labels)
 }
 
 #[cfg(test)]

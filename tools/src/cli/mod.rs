@@ -14,7 +14,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::dataset::{DEFAULT_IMAGES, DEFAULT_LABELS, Dataset, DatasetError, MNIST_FEATURES};
+use anyhow::bail;
+
+use crate::dataset::{DEFAULT_IMAGES, DEFAULT_LABELS, Dataset, DatasetError, Source};
 
 /// idn: tools for an inference delivery network.
 #[derive(Debug, Parser)]
@@ -51,23 +53,52 @@ impl Cli {
     }
 }
 
-/// A labelled sample in the raw `examples/data` format.
+/// A labelled sample: the raw `examples/data` pair by default, or `--data` (see
+/// `docs/calibrate.md`, "Data formats").
 #[derive(Debug, Clone, clap::Args)]
 pub struct SampleArgs {
-    /// Features of the sample, raw u8, 784 per item [default: examples/data/mnist-test-1000.images.u8]
-    #[arg(long, value_name = "FILE")]
+    /// Features of the sample, raw u8, 784 per item, scaled to FP32 byte/255 [default: examples/data/mnist-test-1000.images.u8]
+    #[arg(long, value_name = "FILE", conflicts_with = "data")]
     pub images: Option<PathBuf>,
-    /// Labels of the sample, one u8 per item [default: examples/data/mnist-test-1000.labels.u8]
+    /// Labels of the sample: one u8 per item with --images, a .npy array of integers with a .npy --data [default: examples/data/mnist-test-1000.labels.u8]
     #[arg(long, value_name = "FILE")]
     pub labels: Option<PathBuf>,
+    /// The sample in another format, by extension: .npy (features [items, ...], any OIP dtype; labels from --labels), .npz (arrays x and y, or features and labels, and optionally classes) or .jsonl (one {"inputs": [OIP tensors], "label": N} per line)
+    #[arg(long, value_name = "FILE")]
+    pub data: Option<PathBuf>,
+    /// Names of the classes the labels 0, 1, … stand for, comma-separated; answers are matched to labels by these names [default: the .npz's classes, else 0 to the largest label]
+    #[arg(long, value_name = "NAME,...", value_delimiter = ',')]
+    pub classes: Vec<String>,
 }
 
 impl SampleArgs {
     /// Reads the sample; the defaults are relative to the current directory.
     pub fn load(&self) -> anyhow::Result<Dataset> {
+        let classes = (!self.classes.is_empty()).then(|| self.classes.clone());
+        if let Some(data) = &self.data {
+            let extension = data.extension().and_then(|e| e.to_str()).unwrap_or("");
+            let source = match (extension, &self.labels) {
+                ("npy", Some(labels)) => Source::Npy {
+                    features: data,
+                    labels,
+                },
+                ("npy", None) => bail!("--data {}: a .npy sample needs --labels", data.display()),
+                ("npz" | "jsonl", Some(_)) => bail!(
+                    "--data {}: a .{extension} sample holds its labels; drop --labels",
+                    data.display()
+                ),
+                ("npz", None) => Source::Npz(data),
+                ("jsonl", None) => Source::JsonLines(data),
+                _ => bail!(
+                    "--data {}: the extension must be .npy, .npz or .jsonl",
+                    data.display()
+                ),
+            };
+            return Ok(Dataset::load(source, classes)?);
+        }
         let images = self.images.as_deref().unwrap_or(Path::new(DEFAULT_IMAGES));
         let labels = self.labels.as_deref().unwrap_or(Path::new(DEFAULT_LABELS));
-        Dataset::load(images, labels, MNIST_FEATURES).map_err(|error| {
+        Dataset::load(Source::Raw { images, labels }, classes).map_err(|error| {
             // The usual cause of a missing default file is running outside the repository root.
             let defaulted = match &error {
                 DatasetError::Read { path, .. } => {

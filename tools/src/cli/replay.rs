@@ -57,19 +57,27 @@ pub struct Args {
     /// Directory for the comparison's table (markdown, CSV) and plot (SVG).
     #[arg(long, default_value = "idn-compare")]
     pub out: PathBuf,
+    /// Name of the service's input, for samples that do not name it (raw, .npy, .npz).
+    #[arg(long, value_name = "NAME", default_value = "input")]
+    pub input: String,
+    /// Class names of the service's output, in order, comma-separated; answers are matched to
+    /// the sample's labels by these names [default: 0, 1, …]
+    #[arg(long, value_name = "NAME,...", value_delimiter = ',')]
+    pub output_labels: Vec<String>,
 }
 
 pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     let _telemetry = telemetry::init(LogFormat::Text, "warn", "idn");
     let mut sample = args.sample.load()?;
     if let Some(limit) = args.limit {
-        sample.labels.truncate(limit);
-        sample.inputs.truncate(limit * sample.features);
+        sample.truncate(limit);
     }
+    sample.name_inputs(std::slice::from_ref(&args.input))?;
     let sample = Arc::new(sample);
     let load = Load {
         concurrency: args.concurrency,
         rate: args.rate,
+        labels: (!args.output_labels.is_empty()).then(|| args.output_labels.clone()),
     };
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     if args.compare {
