@@ -173,3 +173,69 @@ pub(super) async fn serve(
     })
     .await;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::StatusCode;
+
+    #[test]
+    fn each_kind_has_its_grpc_code() {
+        let upstream = |status| {
+            RequestError::Upstream(UpstreamError::Status {
+                upstream: "cloud".into(),
+                status,
+                message: "no".into(),
+            })
+        };
+        let grpc_upstream = |code| {
+            RequestError::Upstream(UpstreamError::GrpcStatus {
+                upstream: "cloud".into(),
+                code,
+                message: "no".into(),
+            })
+        };
+        let cases = [
+            (RequestError::Invalid("x".into()), Code::InvalidArgument),
+            (RequestError::NotFound("x".into()), Code::NotFound),
+            (RequestError::Unauthorized("x"), Code::Unauthenticated),
+            (
+                RequestError::BodyTooLarge { limit_bytes: 1 },
+                Code::ResourceExhausted,
+            ),
+            (
+                RequestError::Overloaded { queue_depth: 1 },
+                Code::ResourceExhausted,
+            ),
+            (RequestError::Unavailable("x".into()), Code::Unavailable),
+            (RequestError::Internal("x".into()), Code::Internal),
+            (RequestError::Mismatch("x".into()), Code::Internal),
+            (RequestError::Routing("x".into()), Code::FailedPrecondition),
+            (
+                RequestError::DeadlineExceeded("x".into()),
+                Code::DeadlineExceeded,
+            ),
+            (
+                RequestError::Upstream(UpstreamError::Timeout {
+                    upstream: "cloud".into(),
+                    timeout_ms: 1,
+                }),
+                Code::DeadlineExceeded,
+            ),
+            (
+                upstream(StatusCode::LOOP_DETECTED),
+                Code::FailedPrecondition,
+            ),
+            (upstream(StatusCode::SERVICE_UNAVAILABLE), Code::Unavailable),
+            (upstream(StatusCode::BAD_REQUEST), Code::Unavailable),
+            (
+                grpc_upstream(Code::FailedPrecondition),
+                Code::FailedPrecondition,
+            ),
+            (grpc_upstream(Code::NotFound), Code::Unavailable),
+        ];
+        for (error, code) in cases {
+            assert_eq!(grpc_code(&error), code, "{error:?}");
+        }
+    }
+}

@@ -65,6 +65,14 @@ mod tests {
         })
     }
 
+    fn grpc_upstream(code: tonic::Code) -> RequestError {
+        RequestError::Upstream(UpstreamError::GrpcStatus {
+            upstream: "cloud".into(),
+            code,
+            message: "no".into(),
+        })
+    }
+
     #[test]
     fn each_kind_has_the_status_clients_have_always_seen() {
         let cases = [
@@ -117,6 +125,10 @@ mod tests {
             (upstream(StatusCode::SERVICE_UNAVAILABLE), 503),
             (upstream(StatusCode::TOO_MANY_REQUESTS), 503),
             (upstream(StatusCode::UNAUTHORIZED), 502),
+            (grpc_upstream(tonic::Code::FailedPrecondition), 508),
+            (grpc_upstream(tonic::Code::Unavailable), 503),
+            (grpc_upstream(tonic::Code::ResourceExhausted), 503),
+            (grpc_upstream(tonic::Code::NotFound), 502),
         ];
         for (error, status) in cases {
             assert_eq!(http_status(&error).as_u16(), status, "{error:?}");
