@@ -26,6 +26,22 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_ready(client, agent, what, timeout=30):
+    """Waits until `client` (tritonclient, HTTP or gRPC) finds `agent` ready; fails with the
+    agent's log if it exits or takes longer than `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if client.is_server_ready():
+                return
+        except Exception:
+            pass
+        if agent.poll() is not None or time.monotonic() > deadline:
+            agent.kill()
+            pytest.fail(f"{what} did not become ready: {agent.stderr.read().decode()}")
+        time.sleep(0.05)
+
+
 @pytest.fixture(scope="module")
 def client():
     port = free_port()
@@ -34,17 +50,7 @@ def client():
         stderr=subprocess.PIPE,
     )
     client = httpclient.InferenceServerClient(f"127.0.0.1:{port}")
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if client.is_server_ready():
-                break
-        except Exception:
-            pass
-        if agent.poll() is not None or time.monotonic() > deadline:
-            agent.kill()
-            pytest.fail(f"agent did not become ready: {agent.stderr.read().decode()}")
-        time.sleep(0.05)
+    wait_ready(client, agent, "agent")
     yield client
     agent.terminate()
     assert agent.wait(timeout=30) == 0, "agent did not stop cleanly on SIGTERM"

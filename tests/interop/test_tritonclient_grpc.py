@@ -6,7 +6,6 @@ tritonclient's gRPC client against a model and against the cascade service of th
 """
 
 import subprocess
-import time
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +14,7 @@ import tritonclient.grpc as grpcclient
 import yaml
 from tritonclient.utils import InferenceServerException
 
-from test_tritonclient import AGENT, DATA, ROOT, free_port
+from test_tritonclient import AGENT, DATA, ROOT, free_port, wait_ready
 
 CASCADE = ROOT / "examples/node-agent/cascade"
 TIERS = ["cloud", "edge", "access"]
@@ -48,16 +47,7 @@ def cascade(tmp_path_factory):
             agent = subprocess.Popen([AGENT, "--config", path], stderr=subprocess.PIPE)
             agents.append(agent)
             client = grpcclient.InferenceServerClient(f"127.0.0.1:{grpc_ports[tier]}")
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    if client.is_server_ready():
-                        break
-                except InferenceServerException:
-                    pass
-                if agent.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"{tier} did not become ready: {agent.stderr.read().decode()}")
-                time.sleep(0.05)
+            wait_ready(client, agent, tier)
         yield client  # the access node's
     finally:
         for agent in reversed(agents):
