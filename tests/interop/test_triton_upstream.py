@@ -30,12 +30,11 @@ import tritonclient.http as httpclient
 import yaml
 from tritonclient.utils import InferenceServerException
 
-from test_tritonclient import AGENT, DATA, ROOT, free_port
+from test_tritonclient import AGENT, ROOT, SAMPLE as N, free_port, reference, sample  # noqa: F401 (sample: a fixture)
 
 TRITON_VENV = Path(os.environ.get("IDN_TRITON_VENV", ROOT / ".venv-triton"))
 NODE = "edge-0"
-N = 64
-TAU = 0.99  # mnist-linear is at least this confident on some of the first 64 images, not all
+TAU = 0.99  # mnist-linear is at least this confident on some of the sample images, not all
 
 # Service -> the upstream link it forwards over (to mnist-cnn at Triton) and its failure policy.
 SERVICES = {
@@ -45,10 +44,6 @@ SERVICES = {
     "mnist-strict": ("triton-grpc", "fail"),
     "mnist-rest-strict": ("triton-rest", "fail"),
 }
-
-
-def reference(model):
-    return np.fromfile(DATA / f"reference/{model}.probs.f32", dtype="<f4").reshape(-1, 10)[:N]
 
 
 def wait_ready(url, process, timeout):
@@ -161,9 +156,8 @@ def agent(triton, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def images():
-    data = np.fromfile(DATA / "mnist-test-1000.images.u8", dtype=np.uint8).reshape(-1, 784)
-    return data[:N].astype(np.float32) / np.float32(255)
+def images(sample):
+    return sample[0]
 
 
 def infer(address, service, images, binary=True):

@@ -56,11 +56,22 @@ def client():
     assert agent.wait(timeout=30) == 0, "agent did not stop cleanly on SIGTERM"
 
 
+# Images of the sample the interop tests send.
+SAMPLE = 64
+
+
+def reference(model):
+    """Python onnxruntime's probabilities for the first SAMPLE images (examples/data)."""
+    probs = np.fromfile(DATA / f"reference/{model}.probs.f32", dtype="<f4").reshape(-1, 10)
+    return probs[:SAMPLE]
+
+
 @pytest.fixture(scope="module")
 def sample():
+    """The first SAMPLE test images, as pixel/255, and their labels."""
     images = np.fromfile(DATA / "mnist-test-1000.images.u8", dtype=np.uint8).reshape(-1, 784)
     labels = np.fromfile(DATA / "mnist-test-1000.labels.u8", dtype=np.uint8)
-    return images[:64].astype(np.float32) / np.float32(255), labels[:64]
+    return images[:SAMPLE].astype(np.float32) / np.float32(255), labels[:SAMPLE]
 
 
 def infer(client, model, images, binary):

@@ -34,11 +34,7 @@ impl GrpcLink {
         if config.url.starts_with("https://") {
             let tls = match config.ca_file.as_deref() {
                 Some(path) => {
-                    read_ca_file(path)?;
-                    let pem = std::fs::read(path).map_err(|e| Error::CaFile {
-                        path: path.to_owned(),
-                        message: e.to_string(),
-                    })?;
+                    let pem = read_ca_file(path)?.pem;
                     ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem))
                 }
                 None => ClientTlsConfig::new().with_native_roots(),

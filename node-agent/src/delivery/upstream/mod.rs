@@ -121,20 +121,26 @@ impl Upstreams {
     }
 }
 
-/// The CA certificates of `path` (PEM), for an upstream reached over TLS.
-fn read_ca_file(path: &Path) -> Result<Vec<CertificateDer<'static>>> {
+/// The CA bundle of an upstream reached over TLS: the PEM text (what tonic takes) and its
+/// certificates (what rustls takes), read and checked once.
+struct CaBundle {
+    pem: Vec<u8>,
+    certs: Vec<CertificateDer<'static>>,
+}
+
+fn read_ca_file(path: &Path) -> Result<CaBundle> {
     let invalid = |e: &dyn std::fmt::Display| Error::CaFile {
         path: path.to_owned(),
         message: e.to_string(),
     };
-    let certs = CertificateDer::pem_file_iter(path)
-        .map_err(|e| invalid(&e))?
+    let pem = std::fs::read(path).map_err(|e| invalid(&e))?;
+    let certs = CertificateDer::pem_slice_iter(&pem)
         .collect::<std::result::Result<Vec<_>, _>>()
         .map_err(|e| invalid(&e))?;
     if certs.is_empty() {
         return Err(invalid(&"no certificate in the file"));
     }
-    Ok(certs)
+    Ok(CaBundle { pem, certs })
 }
 
 /// Reads a bearer token file, trimming the trailing newline editors and `kubectl create secret`

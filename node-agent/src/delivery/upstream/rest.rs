@@ -118,7 +118,7 @@ fn client(
     let mut roots = rustls::RootCertStore::empty();
     match ca_file {
         Some(path) => {
-            for cert in read_ca_file(path)? {
+            for cert in read_ca_file(path)?.certs {
                 roots.add(cert).map_err(|e| crate::error::Error::CaFile {
                     path: path.to_owned(),
                     message: e.to_string(),
