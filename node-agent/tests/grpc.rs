@@ -664,3 +664,33 @@ services:
     cloud.stop().await;
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn an_unusable_ca_file_stops_the_agent_at_start_for_either_link() {
+    let dir = std::env::temp_dir().join(format!("idn-bad-ca-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let empty = dir.join("empty.pem");
+    std::fs::write(&empty, "not a certificate\n").unwrap();
+    let missing = dir.join("missing.pem");
+    for protocol in ["rest", "grpc"] {
+        for (file, message) in [
+            (&empty, "no certificate in the file"),
+            (&missing, "No such file"),
+        ] {
+            let config = with_yaml(
+                tier_config("edge", "mnist-mlp"),
+                &format!(
+                    "upstreams: [{{name: cloud, url: 'https://127.0.0.1:1', protocol: {protocol}, caFile: {}}}]",
+                    file.display()
+                ),
+            );
+            let error = idn_node_agent::node::Node::start(config)
+                .err()
+                .unwrap()
+                .to_string();
+            assert!(error.contains("cannot use CA file"), "{protocol}: {error}");
+            assert!(error.contains(message), "{protocol}: {error}");
+        }
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+}
