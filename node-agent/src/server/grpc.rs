@@ -121,10 +121,9 @@ impl GrpcInferenceService for Grpc {
         let span = trace::request_span(&node.config().node, &name, "grpc", &headers);
         let answered = observed(node, &name, span, async {
             let served = admit(node, &headers, &name, version.as_deref())?;
-            let request = grpc::decode_request(message)?;
-            let raw = request.binary_output;
-            let (response, _) = answer(node, served, request, &headers).await?;
-            Ok(grpc::encode_response(response, raw))
+            let mut request = grpc::decode_request(message)?;
+            let response = answer(node, served, &mut request, &headers).await?;
+            Ok(grpc::encode_response(response, request.binary_output))
         });
         answered.await.map(Response::new).map_err(|e| status(&e))
     }

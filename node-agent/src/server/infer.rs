@@ -102,21 +102,20 @@ pub(super) fn admit<'n>(
 }
 
 /// Answers a decoded request from a model or by a service's strategy; `headers` carry the
-/// request context (path, deadline, request id, trace).
+/// request context (path, deadline, request id, trace). A model takes the request's inputs.
 pub(super) async fn answer(
     node: &Node,
     served: Served<'_>,
-    mut request: InferRequest,
+    request: &mut InferRequest,
     headers: &HeaderMap,
-) -> Result<(InferResponse, InferRequest), RequestError> {
-    let response = match served {
-        Served::Service(service) => infer_service(node, service, headers, &request).await?,
+) -> Result<InferResponse, RequestError> {
+    match served {
+        Served::Service(service) => infer_service(node, service, headers, request).await,
         Served::Model(index, model) => {
             let inputs = std::mem::take(&mut request.inputs);
-            infer_model(node, index, model, inputs, &request).await?
+            infer_model(node, index, model, inputs, request).await
         }
-    };
-    Ok((response, request))
+    }
 }
 
 /// The REST inference endpoint.
@@ -150,8 +149,8 @@ async fn run_infer(
         .headers
         .get(wire::HEADER_LENGTH)
         .map(|v| v.to_str().unwrap_or("(not text)"));
-    let request = wire::decode_request(&body, header_length)?;
-    let (response, request) = answer(node, served, request, &parts.headers).await?;
+    let mut request = wire::decode_request(&body, header_length)?;
+    let response = answer(node, served, &mut request, &parts.headers).await?;
     let encoded = wire::encode_response(&response, |output| {
         request
             .outputs

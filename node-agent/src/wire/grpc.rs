@@ -26,7 +26,7 @@ use proto::infer_parameter::ParameterChoice;
 use proto::{InferParameter, InferTensorContents, ModelInferRequest, ModelInferResponse};
 
 /// Decodes a ModelInfer request; every failure names the field.
-pub fn decode_request(request: ModelInferRequest) -> Result<InferRequest, RequestError> {
+pub(crate) fn decode_request(request: ModelInferRequest) -> Result<InferRequest, RequestError> {
     let raw = !request.raw_input_contents.is_empty();
     let wire = request.inputs.into_iter().map(|t| WireTensor {
         name: t.name,
@@ -104,7 +104,7 @@ pub(crate) fn encode_request(
 
 /// Encodes a response: raw contents when `raw` (the request sent raw contents), typed
 /// otherwise.
-pub fn encode_response(response: InferResponse, raw: bool) -> ModelInferResponse {
+pub(crate) fn encode_response(response: InferResponse, raw: bool) -> ModelInferResponse {
     let mut raw_output_contents = Vec::new();
     let outputs = response
         .outputs
