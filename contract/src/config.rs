@@ -5,6 +5,7 @@
 //! wire, and strict: an unknown field is an error, because a typo there would silently change
 //! behaviour. [`NodeAgentConfig::validate`] returns every problem with its field path.
 
+mod learning;
 mod validate;
 
 use std::net::SocketAddr;
@@ -13,6 +14,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::confidence::Confidence;
+pub use learning::{AdaptConfig, AdaptMethod, FeedbackSource, HardExamplesConfig, WeightLearning};
 
 /// Why a config file cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -71,6 +73,11 @@ pub struct NodeAgentConfig {
     /// Bearer token required on inference calls to this node.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth: Option<AuthConfig>,
+    /// File where the node keeps what its services learned (`threshold.adapt`,
+    /// `ensemble.learn`): read at start, written while serving and on shutdown, so learned
+    /// state survives a restart with a changed config. Relative to the config file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub learned_state_file: Option<PathBuf>,
 }
 
 /// Authentication of calls to this node's inference endpoints (health, metadata and metrics
@@ -148,6 +155,10 @@ pub struct ServiceConfig {
     /// What to answer when an upstream fails, times out or is overloaded.
     #[serde(default)]
     pub on_upstream_failure: FailurePolicy,
+    /// Keep a sample of the items forwarded, with the forward target's answer, readable at
+    /// `/v2/models/{service}/hard-examples`; off by default (it stores clients' inputs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hard_examples: Option<HardExamplesConfig>,
 }
 
 /// What a service does when an upstream cannot answer.
@@ -273,11 +284,14 @@ pub struct ThresholdStrategy {
     pub local: Target,
     /// Where low-confidence items go (usually an upstream).
     pub forward: Target,
-    /// Confidence threshold τ in [0, 1].
+    /// Confidence threshold τ in [0, 1]; with `adapt`, the τ used until something is learned.
     pub tau: f64,
     /// How confidence is computed.
     #[serde(default)]
     pub confidence: Confidence,
+    /// Learn τ online instead of keeping it fixed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adapt: Option<AdaptConfig>,
 }
 
 /// `ensemble`: combine members' class probabilities.
@@ -302,6 +316,9 @@ pub struct EnsembleStrategy {
     /// How confidence is computed.
     #[serde(default)]
     pub confidence: Confidence,
+    /// Learn the members' weights online from labels, starting from `weight`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub learn: Option<WeightLearning>,
 }
 
 /// One ensemble member.
@@ -461,6 +478,11 @@ impl NodeAgentConfig {
             if model.path.is_relative() {
                 model.path = base.join(&model.path);
             }
+        }
+        if let Some(file) = &mut config.learned_state_file
+            && file.is_relative()
+        {
+            *file = base.join(&*file);
         }
         Ok(config)
     }

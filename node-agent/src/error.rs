@@ -33,6 +33,9 @@ pub enum Error {
     },
     #[error("upstream {upstream}: invalid url: {message}")]
     UpstreamUrl { upstream: String, message: String },
+    /// The learned-state file cannot be read.
+    #[error("{0}")]
+    LearnedState(String),
     /// A strategy names a model, service or upstream the node does not have.
     #[error("node {node}: {}", problems.join("; "))]
     Unresolved { node: String, problems: Vec<String> },

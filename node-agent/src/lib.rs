@@ -13,6 +13,7 @@
 
 mod delivery;
 pub mod error;
+mod learn;
 pub mod metrics;
 pub mod model;
 pub mod node;

@@ -57,6 +57,22 @@ struct UpstreamErrorLabels {
     kind: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VerdictLabels {
+    node: String,
+    service: String,
+    source: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct MemberLabels {
+    node: String,
+    service: String,
+    member: String,
+}
+
+type FloatGauge = Gauge<f64, AtomicU64>;
+
 type HistogramFamily<L = ModelLabels> = Family<L, Histogram, fn() -> Histogram>;
 
 /// Every metric the agent exports.
@@ -79,7 +95,7 @@ pub struct Metrics {
     /// that tells which (harder) items a node passes upstream.
     confidence: HistogramFamily<ServiceLabels>,
     /// Share of a service's items forwarded upstream since start.
-    forward_ratio: Family<ServiceLabels, Gauge<f64, AtomicU64>>,
+    forward_ratio: Family<ServiceLabels, FloatGauge>,
     /// Duration of calls to each upstream (emulated link delay included).
     upstream_duration: HistogramFamily<UpstreamLabels>,
     /// Failed upstream calls, by upstream and kind (timeout, unreachable, overloaded, status,
@@ -87,6 +103,97 @@ pub struct Metrics {
     upstream_errors: Family<UpstreamErrorLabels, Counter>,
     /// Ensemble members queried per request.
     ensemble_members: HistogramFamily<ServiceLabels>,
+    /// What learning services learned (set when scraped, from the learners).
+    learning: Learning,
+}
+
+/// Series of services that learn (`threshold.adapt`, `ensemble.learn`, `hardExamples`).
+struct Learning {
+    tau: Family<ServiceLabels, FloatGauge>,
+    regret: Family<ServiceLabels, FloatGauge>,
+    cost: Family<ServiceLabels, FloatGauge>,
+    forward_cost: Family<ServiceLabels, FloatGauge>,
+    verdicts: Family<VerdictLabels, Counter>,
+    explored: Family<ServiceLabels, Counter>,
+    waiting: Family<ServiceLabels, Gauge>,
+    weights: Family<MemberLabels, FloatGauge>,
+    hard_examples: Family<ServiceLabels, Gauge>,
+}
+
+/// What a learning service reports when scraped.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct LearnedFigures {
+    pub tau: f64,
+    pub regret: f64,
+    pub cost: f64,
+    pub forward_cost: f64,
+}
+
+impl Learning {
+    fn register(registry: &mut Registry) -> Self {
+        let mut gauge = |name: &str, help: &str| {
+            let family = Family::<ServiceLabels, FloatGauge>::default();
+            registry.register(name, help, family.clone());
+            family
+        };
+        let tau = gauge(
+            "learned_tau",
+            "Threshold a learning service applies now (hedge: its weighted median; lcb: where it starts serving locally)",
+        );
+        let regret = gauge(
+            "learned_regret",
+            "Estimated cumulative cost of a learning threshold beyond the best fixed threshold in hindsight",
+        );
+        let cost = gauge(
+            "learned_cost",
+            "Estimated cumulative cost of a learning threshold's decisions",
+        );
+        let forward_cost = gauge(
+            "learned_forward_cost",
+            "Cost a learning threshold charges per forwarded item now",
+        );
+        let verdicts = Family::<VerdictLabels, Counter>::default();
+        registry.register(
+            "learning_verdicts",
+            "Verdicts on local answers a service learned from, by source (upstream, label)",
+            verdicts.clone(),
+        );
+        let explored = Family::<ServiceLabels, Counter>::default();
+        registry.register(
+            "explored",
+            "Confident items a learning threshold forwarded to keep learning",
+            explored.clone(),
+        );
+        let waiting = Family::<ServiceLabels, Gauge>::default();
+        registry.register(
+            "labels_waiting",
+            "Answered requests waiting for labels",
+            waiting.clone(),
+        );
+        let weights = Family::<MemberLabels, FloatGauge>::default();
+        registry.register(
+            "ensemble_weight",
+            "Learned weight of an ensemble member (1 is an average member)",
+            weights.clone(),
+        );
+        let hard_examples = Family::<ServiceLabels, Gauge>::default();
+        registry.register(
+            "hard_examples",
+            "Forwarded items a service keeps in its hard-example store",
+            hard_examples.clone(),
+        );
+        Learning {
+            tau,
+            regret,
+            cost,
+            forward_cost,
+            verdicts,
+            explored,
+            waiting,
+            weights,
+            hard_examples,
+        }
+    }
 }
 
 /// 10 µs to ~5 s: single-sample inference on small models is in the microseconds.
@@ -153,7 +260,7 @@ impl Default for Metrics {
             "Confidence of the local answer of each item a service decided on",
             confidence.clone(),
         );
-        let forward_ratio = Family::<ServiceLabels, Gauge<f64, AtomicU64>>::default();
+        let forward_ratio = Family::<ServiceLabels, FloatGauge>::default();
         registry.register(
             "forward_ratio",
             "Share of a service's items forwarded upstream since start",
@@ -180,7 +287,9 @@ impl Default for Metrics {
             "Ensemble members queried per request",
             ensemble_members.clone(),
         );
+        let learning = Learning::register(&mut registry);
         Metrics {
+            learning,
             registry,
             requests,
             request_duration,
@@ -292,6 +401,80 @@ impl Metrics {
                 .get_or_create(&service_labels(node, service))
                 .set(count(Decision::Forwarded) as f64 / total as f64);
         }
+    }
+}
+
+/// Learning, as it happens and as scraped.
+impl Metrics {
+    /// Verdicts a service learned from (`source`: upstream or label) and items it explored.
+    pub(crate) fn count_learning(
+        &self,
+        node: &str,
+        service: &str,
+        source: &'static str,
+        verdicts: usize,
+        explored: usize,
+    ) {
+        if verdicts > 0 {
+            self.learning
+                .verdicts
+                .get_or_create(&VerdictLabels {
+                    node: node.to_owned(),
+                    service: service.to_owned(),
+                    source,
+                })
+                .inc_by(verdicts as u64);
+        }
+        if explored > 0 {
+            self.learning
+                .explored
+                .get_or_create(&service_labels(node, service))
+                .inc_by(explored as u64);
+        }
+    }
+
+    pub(crate) fn set_learned(&self, node: &str, service: &str, figures: LearnedFigures) {
+        let labels = service_labels(node, service);
+        let l = &self.learning;
+        l.tau.get_or_create(&labels).set(figures.tau);
+        l.regret.get_or_create(&labels).set(figures.regret);
+        l.cost.get_or_create(&labels).set(figures.cost);
+        l.forward_cost
+            .get_or_create(&labels)
+            .set(figures.forward_cost);
+    }
+
+    pub(crate) fn set_waiting(&self, node: &str, service: &str, waiting: usize) {
+        self.learning
+            .waiting
+            .get_or_create(&service_labels(node, service))
+            .set(waiting as i64);
+    }
+
+    pub(crate) fn set_weights(
+        &self,
+        node: &str,
+        service: &str,
+        members: &[String],
+        weights: &[f64],
+    ) {
+        for (member, &weight) in members.iter().zip(weights) {
+            self.learning
+                .weights
+                .get_or_create(&MemberLabels {
+                    node: node.to_owned(),
+                    service: service.to_owned(),
+                    member: member.clone(),
+                })
+                .set(weight);
+        }
+    }
+
+    pub(crate) fn set_hard_examples(&self, node: &str, service: &str, kept: usize) {
+        self.learning
+            .hard_examples
+            .get_or_create(&service_labels(node, service))
+            .set(kept as i64);
     }
 }
 

@@ -2,6 +2,8 @@
 //! against them, its upstreams and its metrics. Everything a request handler needs, built once
 //! at start-up.
 
+mod learning;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -73,6 +75,7 @@ impl Node {
             .enumerate()
             .map(|(i, m)| (m.name().to_owned(), i))
             .collect();
+        learning::seed(&services, config.learned_state_file.as_deref())?;
         Ok(Arc::new(Node {
             config,
             models,

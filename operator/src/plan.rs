@@ -187,6 +187,7 @@ fn plan_node<'a>(
         upstreams,
         services,
         auth: None,
+        learned_state_file: None,
     };
     // The agent's own checks catch anything the bindings above let through.
     if problems.is_empty() {
@@ -298,6 +299,7 @@ fn bind_service(
         deadline_ms: spec.deadline_ms.unwrap_or(1000),
         max_hops: spec.max_hops.unwrap_or(8),
         on_upstream_failure: spec.on_upstream_failure.unwrap_or_default(),
+        hard_examples: spec.hard_examples.clone(),
     })
 }
 
@@ -339,6 +341,7 @@ impl Binder<'_, '_> {
                     forward: link_target(l),
                     tau: threshold.tau,
                     confidence: threshold.confidence,
+                    adapt: threshold.adapt.clone(),
                 })
             })
         } else if let Some(ensemble) = &spec.ensemble {
@@ -426,6 +429,7 @@ impl Binder<'_, '_> {
             tau: ensemble.tau,
             max_members: ensemble.max_members,
             confidence: ensemble.confidence,
+            learn: ensemble.learn.clone(),
         }
     }
 

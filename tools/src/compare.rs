@@ -127,6 +127,7 @@ pub fn variants(manifests: &Manifests, entry: &str, service: &str, taus: &[f64])
             threshold: Some(idn_operator::resources::ThresholdStrategy {
                 tau,
                 confidence: Default::default(),
+                adapt: None,
             }),
             ..Default::default()
         };
@@ -165,6 +166,7 @@ fn local_and_upstream(model: String, link: String) -> EnsembleStrategy {
         tau: Some(0.9),
         max_members: None,
         confidence: Default::default(),
+        learn: None,
     }
 }
 

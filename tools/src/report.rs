@@ -138,6 +138,7 @@ impl Report {
                             forward: next(),
                             tau,
                             confidence,
+                            adapt: None,
                         })),
                     ),
                     Rule::ForwardAll => (

@@ -2,7 +2,9 @@
 
 use std::collections::HashSet;
 
-use super::{API_VERSION, KIND, Limits, ModelConfig, NodeAgentConfig, StrategyConfig, Target};
+use super::{
+    API_VERSION, Combine, KIND, Limits, ModelConfig, NodeAgentConfig, StrategyConfig, Target,
+};
 use crate::confidence::Confidence;
 use crate::graph::find_cycle;
 use crate::names::{is_dns_label, is_model_name};
@@ -85,6 +87,17 @@ impl NodeAgentConfig {
                 problems.push(format!("{field}.maxHops: must be at least 1"));
             }
             self.validate_strategy(&service.strategy, &format!("{field}.strategy"), problems);
+            if let Some(store) = &service.hard_examples {
+                store.validate(&format!("{field}.hardExamples"), problems);
+                if !matches!(
+                    service.strategy,
+                    StrategyConfig::Threshold(_) | StrategyConfig::Forward(_)
+                ) {
+                    problems.push(format!(
+                        "{field}.hardExamples: only threshold and forward strategies forward items"
+                    ));
+                }
+            }
         }
         if let Some(cycle) = self.service_cycle() {
             problems.push(format!("services: forwarding cycle {}", cycle.join(" -> ")));
@@ -117,6 +130,9 @@ impl NodeAgentConfig {
                 self.validate_target(&threshold.forward, &format!("{field}.forward"), problems);
                 validate_unit(threshold.tau, &format!("{field}.tau"), problems);
                 validate_confidence(&threshold.confidence, &field, problems);
+                if let Some(adapt) = &threshold.adapt {
+                    adapt.validate(&format!("{field}.adapt"), problems);
+                }
             }
             StrategyConfig::Ensemble(ensemble) => {
                 let field = format!("{field}.ensemble");
@@ -145,6 +161,14 @@ impl NodeAgentConfig {
                     problems.push(format!("{field}.maxMembers: must be at least 1"));
                 }
                 validate_confidence(&ensemble.confidence, &field, problems);
+                if let Some(learn) = &ensemble.learn {
+                    learn.validate(&format!("{field}.learn"), problems);
+                    if !matches!(ensemble.combine, Combine::WeightedMean | Combine::Vote) {
+                        problems.push(format!(
+                            "{field}.learn: learned weights need combine: weightedMean or vote"
+                        ));
+                    }
+                }
             }
         }
     }

@@ -9,9 +9,12 @@ use super::combine::Accumulator;
 use super::service::{Ensemble, Service};
 use super::{Answer, Backend, Delivery};
 use crate::error::RequestError;
+use crate::learn::lock;
+use crate::learn::weights::Votes;
 use crate::wire::context::RequestContext;
 use crate::wire::provenance::Provenance;
 use crate::wire::tensor::Tensor;
+use idn_contract::confidence::argmax;
 use idn_contract::config::EnsembleMode;
 use idn_contract::provenance::Decision;
 
@@ -24,6 +27,8 @@ impl<B: Backend> Delivery<'_, B> {
         context: &RequestContext,
     ) -> Result<Answer, RequestError> {
         let mut gathered = Gathered::new(ensemble, batch_size(inputs));
+        // Labels can only be matched to a request the client can name.
+        let learning = ensemble.learner.as_ref().zip(context.request_id.as_deref());
         match ensemble.mode {
             EnsembleMode::Sequential => {
                 self.sequential(service, ensemble, inputs, context, &mut gathered)
@@ -36,6 +41,16 @@ impl<B: Backend> Delivery<'_, B> {
         }
         self.metrics
             .observe_ensemble(self.node, service.name(), gathered.queried);
+        if let Some((learner, id)) = learning {
+            let votes = Votes {
+                classes: gathered
+                    .accumulator
+                    .as_ref()
+                    .map_or(0, Accumulator::classes),
+                items: std::mem::take(&mut gathered.votes),
+            };
+            lock(learner).settle(id, votes);
+        }
         gathered.into_answer(self.node, self.path_here(context))
     }
 
@@ -124,6 +139,10 @@ struct Gathered<'e> {
     /// The failure to report when no member answers at all.
     last_failure: Option<RequestError>,
     queried: usize,
+    /// Member weights for this request: learned ones when the ensemble learns them.
+    weights: Vec<f64>,
+    /// Per item, the class each member answered, for the weight learner.
+    votes: Vec<Vec<(usize, usize)>>,
 }
 
 impl<'e> Gathered<'e> {
@@ -134,6 +153,11 @@ impl<'e> Gathered<'e> {
             accumulator: None,
             last_failure: None,
             queried: 0,
+            weights: match &ensemble.learner {
+                Some(learner) => lock(learner).weights().to_vec(),
+                None => ensemble.members.iter().map(|m| m.weight).collect(),
+            },
+            votes: vec![Vec::new(); items],
         }
     }
 
@@ -152,8 +176,18 @@ impl<'e> Gathered<'e> {
                 accumulator.classes()
             )));
         }
-        let weight = ensemble.members[member].weight;
-        accumulator.add(member, weight, rows, &answer.probs, &ensemble.confidence);
+        accumulator.add(
+            member,
+            self.weights[member],
+            rows,
+            &answer.probs,
+            &ensemble.confidence,
+        );
+        if ensemble.learner.is_some() {
+            for (&row, probs) in rows.iter().zip(answer.probs.chunks_exact(answer.classes)) {
+                self.votes[row].push((member, argmax(probs)));
+            }
+        }
         Ok(())
     }
 

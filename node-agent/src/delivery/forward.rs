@@ -4,6 +4,7 @@
 use super::service::{Service, Target};
 use super::{Answer, Backend, Delivery};
 use crate::error::RequestError;
+use crate::learn::lock;
 use crate::wire::context::RequestContext;
 use crate::wire::tensor::Tensor;
 use idn_contract::confidence::Confidence;
@@ -19,7 +20,12 @@ impl<B: Backend> Delivery<'_, B> {
     ) -> Result<Answer, RequestError> {
         let confidence = Confidence::default();
         let failure = match self.ask(service, to, inputs, context, &confidence).await {
-            Ok(answer) => return Ok(answer),
+            Ok(answer) => {
+                if let Some(store) = &service.hard_examples {
+                    lock(store).offer(context.request_id.as_deref(), inputs, &answer, None);
+                }
+                return Ok(answer);
+            }
             Err(failure) => failure,
         };
         let Some(fallback) = fallback else {

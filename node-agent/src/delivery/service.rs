@@ -2,14 +2,23 @@
 //! index into the node's models, services or upstreams, so request-time code never looks a name
 //! up and cannot fail on one.
 
+use std::sync::Mutex;
+use std::time::Duration;
+
 use idn_contract::confidence::Confidence;
 use idn_contract::config::{self, Combine, EnsembleMode, NodeAgentConfig, ServiceConfig};
+
+use crate::error::RequestError;
+use crate::learn::state::ServiceState;
+use crate::learn::{HardExamples, ThresholdLearner, WeightLearner, lock};
 
 /// A service of this node and the strategy that answers it.
 #[derive(Debug)]
 pub(crate) struct Service {
     pub config: ServiceConfig,
     pub strategy: Strategy,
+    /// The items it forwarded, when it keeps them (`hardExamples`).
+    pub hard_examples: Option<Mutex<HardExamples>>,
 }
 
 /// A strategy whose targets are resolved.
@@ -31,6 +40,8 @@ pub(crate) struct Threshold {
     pub forward: Target,
     pub tau: f64,
     pub confidence: Confidence,
+    /// What learns τ online, when the strategy adapts (boxed: most thresholds do not).
+    pub learner: Option<Box<Mutex<ThresholdLearner>>>,
 }
 
 #[derive(Debug)]
@@ -43,6 +54,8 @@ pub(crate) struct Ensemble {
     /// Most members a sequential ensemble queries.
     pub max_members: usize,
     pub confidence: Confidence,
+    /// What learns the member weights from labels, when the strategy learns them.
+    pub learner: Option<Mutex<WeightLearner>>,
 }
 
 #[derive(Debug)]
@@ -93,6 +106,10 @@ pub(crate) fn resolve(config: &NodeAgentConfig) -> Result<Vec<Service>, Vec<Stri
             Some(Service {
                 config: service.clone(),
                 strategy,
+                hard_examples: service
+                    .hard_examples
+                    .as_ref()
+                    .map(|c| Mutex::new(HardExamples::new(c))),
             })
         })
         .collect();
@@ -129,11 +146,19 @@ impl Resolver<'_> {
             config::StrategyConfig::Threshold(threshold) => {
                 let local = self.target(&threshold.local);
                 let forward = self.target(&threshold.forward);
+                let deadline = Duration::from_millis(self.service.deadline_ms);
                 Strategy::Threshold(Threshold {
                     local: local?,
                     forward: forward?,
                     tau: threshold.tau,
                     confidence: threshold.confidence,
+                    learner: threshold.adapt.as_ref().map(|adapt| {
+                        Box::new(Mutex::new(ThresholdLearner::new(
+                            adapt,
+                            threshold.tau,
+                            deadline,
+                        )))
+                    }),
                 })
             }
             config::StrategyConfig::Ensemble(ensemble) => {
@@ -156,7 +181,15 @@ impl Resolver<'_> {
             })
             .collect();
         let members: Vec<Member> = members.into_iter().collect::<Option<_>>()?;
+        let learner = ensemble.learn.as_ref().map(|learn| {
+            let start: Vec<(String, f64)> = members
+                .iter()
+                .map(|m| (m.target.name.clone(), m.weight))
+                .collect();
+            Mutex::new(WeightLearner::new(learn, &start))
+        });
         Some(Ensemble {
+            learner,
             max_members: ensemble.max_members.unwrap_or(members.len()),
             members,
             combine: ensemble.combine,
@@ -228,6 +261,58 @@ impl Resolver<'_> {
 impl Service {
     pub(crate) fn name(&self) -> &str {
         &self.config.name
+    }
+
+    pub(crate) fn threshold_learner(&self) -> Option<&Mutex<ThresholdLearner>> {
+        match &self.strategy {
+            Strategy::Threshold(threshold) => threshold.learner.as_deref(),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn weight_learner(&self) -> Option<&Mutex<WeightLearner>> {
+        match &self.strategy {
+            Strategy::Ensemble(ensemble) => ensemble.learner.as_ref(),
+            _ => None,
+        }
+    }
+
+    /// What the service learned so far; none when it does not learn.
+    pub(crate) fn learned(&self) -> Option<ServiceState> {
+        if let Some(learner) = self.threshold_learner() {
+            return Some(ServiceState::Threshold(lock(learner).export()));
+        }
+        let learner = self.weight_learner()?;
+        Some(ServiceState::Ensemble(lock(learner).export()))
+    }
+
+    /// Starts the service's learner from `state`; refused when the service does not learn,
+    /// or learns something `state` does not fit.
+    pub(crate) fn seed(&self, state: ServiceState) -> Result<(), String> {
+        match (self.threshold_learner(), self.weight_learner(), state) {
+            (Some(learner), _, ServiceState::Threshold(learned)) => lock(learner).seed(learned),
+            (_, Some(learner), ServiceState::Ensemble(learned)) => lock(learner).seed(learned),
+            (None, None, _) => Err(format!(
+                "service {:?} does not learn (no threshold.adapt or ensemble.learn)",
+                self.name()
+            )),
+            _ => Err(format!(
+                "the state is for another kind of strategy than service {:?}'s",
+                self.name()
+            )),
+        }
+    }
+
+    /// Learns from labels a client posts for request `id`; returns the items learned from.
+    pub(crate) fn label(&self, id: &str, labels: &[Option<usize>]) -> Result<usize, RequestError> {
+        match (self.threshold_learner(), self.weight_learner()) {
+            (Some(learner), _) => lock(learner).label(id, labels),
+            (_, Some(learner)) => lock(learner).label(id, labels),
+            (None, None) => Err(RequestError::Invalid(format!(
+                "service {:?} does not learn from labels (give it threshold.adapt with feedback: labels, or ensemble.learn)",
+                self.name()
+            ))),
+        }
     }
 }
 

@@ -1,11 +1,19 @@
 //! `threshold`: the local answer stands for items whose confidence reaches τ; the others are
 //! forwarded as one sub-batch and spliced back in order. When the forward target fails, the
-//! unsure items keep their local answer, marked as a fallback.
+//! unsure items keep their local answer, marked as a fallback. With `adapt`, a learner decides
+//! each item instead of the fixed τ and learns from what came back.
+
+use idn_contract::confidence::argmax;
+use idn_contract::provenance::Decision;
+use tokio::time::Instant;
 
 use super::answer::select_rows;
 use super::service::{Service, Threshold};
 use super::{Answer, Backend, Delivery};
 use crate::error::RequestError;
+use crate::learn::examples::LocalAnswer;
+use crate::learn::lock;
+use crate::learn::threshold::Settled;
 use crate::wire::context::RequestContext;
 use crate::wire::tensor::Tensor;
 
@@ -23,29 +31,86 @@ impl<B: Backend> Delivery<'_, B> {
             .await?;
         self.metrics
             .observe_confidence(self.node, service.name(), &answer.items);
-        let unsure = answer.rows_below(threshold.tau);
-        if unsure.is_empty() {
-            return Ok(answer);
+        let scores: Vec<f64> = answer.items.iter().map(|i| i.confidence).collect();
+        let choices = threshold.learner.as_ref().map(|l| lock(l).choose(&scores));
+        let unsure: Vec<usize> = match &choices {
+            Some(choices) => (0..choices.len()).filter(|&r| choices[r].forward).collect(),
+            None => answer.rows_below(threshold.tau),
+        };
+        let local: Vec<usize> = answer
+            .probs
+            .chunks_exact(answer.classes)
+            .map(argmax)
+            .collect();
+        let mut verdicts = vec![None; scores.len()];
+        let mut latency = None;
+        if !unsure.is_empty() {
+            let sub_batch = select_rows(inputs, &unsure);
+            let started = Instant::now();
+            match self
+                .ask(service, &threshold.forward, &sub_batch, context, confidence)
+                .await
+            {
+                Ok(forwarded) if forwarded.classes != answer.classes => {
+                    return Err(RequestError::Mismatch(format!(
+                        "{} answered {} classes, {} answered {}",
+                        threshold.forward.name,
+                        forwarded.classes,
+                        threshold.local.name,
+                        answer.classes
+                    )));
+                }
+                Ok(forwarded) => {
+                    latency = Some(started.elapsed());
+                    for (j, &row) in unsure.iter().enumerate() {
+                        verdicts[row] = upstream_verdict(&forwarded, j);
+                    }
+                    if let Some(store) = &service.hard_examples {
+                        let replaced: Vec<LocalAnswer> = unsure
+                            .iter()
+                            .map(|&r| LocalAnswer {
+                                class: local[r],
+                                confidence: scores[r],
+                            })
+                            .collect();
+                        lock(store).offer(
+                            context.request_id.as_deref(),
+                            &sub_batch,
+                            &forwarded,
+                            Some(&replaced),
+                        );
+                    }
+                    answer.splice(&unsure, forwarded);
+                }
+                Err(failure) => {
+                    self.tolerate(service, failure)?;
+                    answer.fall_back(unsure);
+                }
+            }
         }
-        let sub_batch = select_rows(inputs, &unsure);
-        match self
-            .ask(service, &threshold.forward, &sub_batch, context, confidence)
-            .await
-        {
-            Ok(forwarded) if forwarded.classes != answer.classes => {
-                return Err(RequestError::Mismatch(format!(
-                    "{} answered {} classes, {} answered {}",
-                    threshold.forward.name, forwarded.classes, threshold.local.name, answer.classes
-                )));
-            }
-            Ok(forwarded) => answer.splice(&unsure, forwarded),
-            Err(failure) => {
-                self.tolerate(service, failure)?;
-                answer.fall_back(unsure);
-            }
+        if let (Some(learner), Some(choices)) = (&threshold.learner, &choices) {
+            let (verdicts, explored) = lock(learner).settle(&Settled {
+                scores: &scores,
+                choices,
+                local: &local,
+                verdicts: &verdicts,
+                classes: answer.classes,
+                latency,
+                request_id: context.request_id.as_deref(),
+            });
+            self.metrics
+                .count_learning(self.node, service.name(), "upstream", verdicts, explored);
         }
         Ok(answer)
     }
+}
+
+/// The class the forward target answered for item `j` of its sub-batch, unless that answer
+/// is itself a fallback (a degraded answer says nothing about the local one).
+fn upstream_verdict(forwarded: &Answer, j: usize) -> Option<usize> {
+    let c = forwarded.classes;
+    (forwarded.items[j].decision != Decision::Fallback)
+        .then(|| argmax(&forwarded.probs[j * c..(j + 1) * c]))
 }
 
 #[cfg(test)]

@@ -26,7 +26,7 @@ use crate::wire::{self, InferRequest, InferResponse};
 
 /// Reads the whole body, refusing one over `limit` bytes or one that does not arrive in time,
 /// so a slow or oversized client cannot hold memory or a connection.
-async fn read_body(
+pub(super) async fn read_body(
     request: Request<Incoming>,
     limit: usize,
     timeout: Duration,

@@ -5,6 +5,7 @@
 
 mod grpc;
 mod infer;
+mod learning;
 mod metadata;
 mod response;
 mod route;
@@ -48,6 +49,7 @@ async fn handle(node: Arc<Node>, request: Request<Incoming>) -> Response<Body> {
         Ok(Route::Ready) => Ok(metadata::server_ready(&node)),
         Ok(Route::ServerMetadata) => Ok(metadata::server_metadata(&node)),
         Ok(Route::Metrics) => {
+            node.report_learning();
             let accept = request.headers().get(http::header::ACCEPT);
             let (content_type, body) = exposition::negotiate(
                 node.metrics().encode(),
@@ -65,6 +67,15 @@ async fn handle(node: Arc<Node>, request: Request<Incoming>) -> Response<Body> {
             let version = version.map(str::to_owned);
             return infer::infer(&node, &name, version.as_deref(), request).await;
         }
+        Ok(Route::Feedback(name)) => {
+            let name = name.to_owned();
+            learning::feedback(&node, &name, request).await
+        }
+        Ok(Route::Learned(name)) => {
+            let name = name.to_owned();
+            learning::learned(&node, &name, request).await
+        }
+        Ok(Route::HardExamples(name)) => learning::hard_examples(&node, name, &request),
         Err(e) => Err(e),
     };
     result.unwrap_or_else(|e| error_response(&e))
@@ -113,15 +124,37 @@ pub async fn bind(config: &NodeAgentConfig) -> Result<Listeners> {
 }
 
 /// Serves REST, and gRPC when bound, until `shutdown` resolves; then stops accepting and lets
-/// in-flight requests finish (up to the configured drain timeout).
+/// in-flight requests finish (up to the configured drain timeout). Learned state is saved
+/// while serving and once more after the drain.
 pub async fn serve(node: Arc<Node>, listeners: Listeners, shutdown: impl Future<Output = ()>) {
     let shutdown = shutdown.shared();
+    let saver = node
+        .keeps_learned_state()
+        .then(|| tokio::spawn(keep_saving(Arc::clone(&node))));
     let rest = serve_rest(Arc::clone(&node), listeners.rest, shutdown.clone());
     match listeners.grpc {
         Some(listener) => {
-            tokio::join!(rest, grpc::serve(node, listener, shutdown));
+            tokio::join!(rest, grpc::serve(Arc::clone(&node), listener, shutdown));
         }
         None => rest.await,
+    }
+    if let Some(saver) = saver {
+        saver.abort();
+        node.save_learned();
+    }
+}
+
+/// How often learned state is written while serving.
+const SAVE_INTERVAL: Duration = Duration::from_secs(10);
+
+async fn keep_saving(node: Arc<Node>) {
+    let mut interval = tokio::time::interval(SAVE_INTERVAL);
+    interval.tick().await;
+    loop {
+        interval.tick().await;
+        let node = Arc::clone(&node);
+        // Writing a file blocks; keep it off the request threads.
+        let _ = tokio::task::spawn_blocking(move || node.save_learned()).await;
     }
 }
 

@@ -14,35 +14,49 @@ pub(super) enum Route<'a> {
     ModelMetadata(&'a str, Option<&'a str>),
     ModelReady(&'a str, Option<&'a str>),
     Infer(&'a str, Option<&'a str>),
+    /// Labels for a service's answers (idn extension).
+    Feedback(&'a str),
+    /// What a service learned: read (GET) or seeded (PUT) (idn extension).
+    Learned(&'a str),
+    /// A service's hard-example store: read (GET) or drained (DELETE) (idn extension).
+    HardExamples(&'a str),
 }
 
 /// Matches method and path segments to a route.
 pub(super) fn route<'a>(method: &Method, path: &'a str) -> Result<Route<'a>, RequestError> {
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
-    let (route, allowed) = match segments.as_slice() {
-        ["v2", "health", "live"] => (Route::Live, Method::GET),
-        ["v2", "health", "ready"] => (Route::Ready, Method::GET),
-        ["v2"] => (Route::ServerMetadata, Method::GET),
-        ["metrics"] => (Route::Metrics, Method::GET),
+    const GET: &[Method] = &[Method::GET];
+    const POST: &[Method] = &[Method::POST];
+    const GET_PUT: &[Method] = &[Method::GET, Method::PUT];
+    const GET_DELETE: &[Method] = &[Method::GET, Method::DELETE];
+    let (route, allowed): (Route, &[Method]) = match segments.as_slice() {
+        ["v2", "health", "live"] => (Route::Live, GET),
+        ["v2", "health", "ready"] => (Route::Ready, GET),
+        ["v2"] => (Route::ServerMetadata, GET),
+        ["metrics"] => (Route::Metrics, GET),
+        ["v2", "models", name, "feedback"] => (Route::Feedback(name), POST),
+        ["v2", "models", name, "learned"] => (Route::Learned(name), GET_PUT),
+        ["v2", "models", name, "hard-examples"] => (Route::HardExamples(name), GET_DELETE),
         ["v2", "models", name, rest @ ..] => {
             let (version, rest) = match rest {
                 ["versions", v, rest @ ..] => (Some(*v), rest),
                 _ => (None, rest),
             };
             match rest {
-                [] => (Route::ModelMetadata(name, version), Method::GET),
-                ["ready"] => (Route::ModelReady(name, version), Method::GET),
-                ["infer"] => (Route::Infer(name, version), Method::POST),
+                [] => (Route::ModelMetadata(name, version), GET),
+                ["ready"] => (Route::ModelReady(name, version), GET),
+                ["infer"] => (Route::Infer(name, version), POST),
                 _ => return Err(RequestError::NotFound(format!("no route for {path}"))),
             }
         }
         _ => return Err(RequestError::NotFound(format!("no route for {path}"))),
     };
-    if *method != allowed {
+    if !allowed.contains(method) {
+        let allowed: Vec<&str> = allowed.iter().map(Method::as_str).collect();
         return Err(RequestError::MethodNotAllowed {
             method: method.to_string(),
             path: path.to_owned(),
-            allowed: allowed.to_string(),
+            allowed: allowed.join(" or "),
         });
     }
     Ok(route)
@@ -78,6 +92,20 @@ mod tests {
             route(&post, "/v2/models/m/versions/1/infer"),
             Ok(Route::Infer("m", Some("1")))
         );
+        assert_eq!(
+            route(&post, "/v2/models/s/feedback"),
+            Ok(Route::Feedback("s"))
+        );
+        assert_eq!(
+            route(&Method::PUT, "/v2/models/s/learned"),
+            Ok(Route::Learned("s"))
+        );
+        assert_eq!(
+            route(&Method::DELETE, "/v2/models/s/hard-examples"),
+            Ok(Route::HardExamples("s"))
+        );
+        let wrong = route(&post, "/v2/models/s/learned").unwrap_err();
+        assert!(wrong.to_string().contains("use GET or PUT"), "{wrong}");
     }
 
     #[test]

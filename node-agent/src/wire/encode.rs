@@ -87,6 +87,13 @@ fn wire_tensors<'t>(
         .collect()
 }
 
+/// One tensor as an OIP v2 JSON object (name, datatype, shape, data).
+pub(crate) fn tensor_json(tensor: &Tensor) -> Value {
+    let mut no_tail = Vec::new();
+    let wire = wire_tensors(std::slice::from_ref(tensor), |_| false, &mut no_tail);
+    serde_json::to_value(&wire[0]).expect("tensors serialize")
+}
+
 /// The JSON header followed by the binary tail, if any.
 fn body(wire: &impl Serialize, tail: Vec<u8>) -> EncodedBody {
     let mut bytes = serde_json::to_vec(wire).expect("OIP messages serialize");

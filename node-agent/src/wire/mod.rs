@@ -18,4 +18,5 @@ pub use decode::decode_request;
 pub(crate) use decode::decode_response;
 pub use encode::encode_request;
 pub use encode::encode_response;
+pub(crate) use encode::tensor_json;
 pub use message::{EncodedBody, InferRequest, InferResponse, Parameters, RequestedOutput};

@@ -5,7 +5,9 @@
 //! every tier of a cascade.
 
 use idn_contract::confidence::Confidence;
-use idn_contract::config::{Combine, EnsembleMode, FailurePolicy};
+use idn_contract::config::{
+    AdaptConfig, Combine, EnsembleMode, FailurePolicy, HardExamplesConfig, WeightLearning,
+};
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
@@ -49,6 +51,10 @@ pub struct DeliveryStrategySpec {
     /// the default) or return the error (`fail`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub on_upstream_failure: Option<FailurePolicy>,
+    /// Keep a bounded sample of the items forwarded, with the upstream's answer, readable at
+    /// the node's `/v2/models/{service}/hard-examples`; off by default (it stores inputs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hard_examples: Option<HardExamplesConfig>,
 }
 
 /// `local` takes no parameters.
@@ -74,6 +80,10 @@ pub struct ThresholdStrategy {
     /// How confidence is computed (maxProbability, margin or entropy; temperature).
     #[serde(default)]
     pub confidence: Confidence,
+    /// Learn τ online (hedge or lcb) from the upstream's verdicts and clients' labels;
+    /// `tau` is then where it starts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adapt: Option<AdaptConfig>,
 }
 
 /// Parameters of `ensemble`.
@@ -100,6 +110,9 @@ pub struct EnsembleStrategy {
     /// How confidence is computed.
     #[serde(default)]
     pub confidence: Confidence,
+    /// Learn the members' weights online from clients' labels (needs weightedMean or vote).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub learn: Option<WeightLearning>,
 }
 
 /// An ensemble member: an InferenceModel placed on the node, or one of the node's links.
