@@ -10,7 +10,7 @@ use idn_contract::confidence::{Confidence, argmax};
 use idn_operator::manifests::Manifests;
 use idn_tools::dataset::{Dataset, Source};
 use idn_tools::local::{LocalNetwork, Options};
-use idn_tools::replay::{self, Load};
+use idn_tools::replay::{self, Load, Stream, Target};
 use kube::ResourceExt;
 
 fn root() -> PathBuf {
@@ -67,13 +67,10 @@ async fn replay_figures_equal_the_offline_computation() {
     .unwrap();
     sample.name_inputs(&["input".to_owned()]).unwrap();
     let sample = Arc::new(sample);
-    let url = format!(
-        "http://{}/v2/models/mnist/infer",
-        network.node("access").unwrap().addr
-    );
+    let base = format!("http://{}", network.node("access").unwrap().addr);
     let outcomes = replay::replay(
-        &url,
-        Arc::clone(&sample),
+        &[Target::new(&base, "mnist", false)],
+        Arc::new(Stream::plain(Arc::clone(&sample))),
         &Load {
             concurrency: 4,
             rate: None,
@@ -81,7 +78,8 @@ async fn replay_figures_equal_the_offline_computation() {
         },
         || {},
     )
-    .await;
+    .await
+    .remove(0);
     network.stop().await;
     let summary = replay::summarize(&outcomes);
 

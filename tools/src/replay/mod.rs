@@ -1,5 +1,17 @@
-//! Replaying a labelled sample against a service over OIP v2: one request per item, at a given
-//! concurrency or rate, recording each answer's class, latency and provenance.
+//! Replaying a labelled stream against services over OIP v2: one request per item and service,
+//! at a given concurrency or rate, recording each answer's class, latency and provenance, and,
+//! if asked, telling the node each item's true label.
+//!
+//! [`stream`] makes the requests (repeated, shuffled, shifting at some point), [`window`]
+//! computes figures per window of requests, [`inputs`] checks a sample against what a node
+//! says of a service before anything is sent, and [`feedback`] posts true labels.
+
+#[cfg(test)]
+mod fake;
+pub mod feedback;
+pub mod inputs;
+pub mod stream;
+pub mod window;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -16,17 +28,43 @@ use idn_contract::provenance;
 use idn_node_agent::wire::{Parameters, encode_request};
 use serde_json::Value;
 
-use crate::dataset::Dataset;
+pub use stream::Stream;
 
-/// How the sample is sent.
+/// How the stream is sent.
 #[derive(Debug, Clone)]
 pub struct Load {
     /// Requests in flight at once (closed loop).
     pub concurrency: usize,
-    /// Requests per second (open loop); `None` sends as fast as the concurrency allows.
+    /// Stream items per second (open loop), each sent to every target at once; `None` sends
+    /// as fast as the concurrency allows.
     pub rate: Option<f64>,
     /// Class names of the service's output, in order; `None`: `"0"`, `"1"`, …
     pub labels: Option<Vec<String>>,
+}
+
+/// A service requests are sent to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    infer: String,
+    /// Where true labels are posted, when they are.
+    feedback: Option<String>,
+}
+
+impl Target {
+    /// Service `service` of the node whose OIP v2 API is at `base` (`http://host:port`),
+    /// posting true labels to its feedback endpoint if `feedback`.
+    pub fn new(base: &str, service: &str, feedback: bool) -> Self {
+        let model = format!("{}/v2/models/{service}", base.trim_end_matches('/'));
+        Target {
+            infer: format!("{model}/infer"),
+            feedback: feedback.then(|| format!("{model}/feedback")),
+        }
+    }
+
+    /// The inference URL.
+    pub fn url(&self) -> &str {
+        &self.infer
+    }
 }
 
 /// The outcome of one item.
@@ -41,6 +79,8 @@ pub struct Outcome {
     pub node: Option<String>,
     /// How it was answered (`idn_decision`).
     pub decision: Option<String>,
+    /// Whether the node took the true label, when it was posted (only after an answer).
+    pub feedback: Option<Result<(), String>>,
 }
 
 /// Figures over all outcomes.
@@ -60,19 +100,26 @@ pub struct Summary {
     pub fallback: f64,
 }
 
-/// Sends every item of `sample` to `url` (`.../v2/models/<service>/infer`); `progress` is
-/// called after each answer.
-pub async fn replay(
-    url: &str,
-    sample: Arc<Dataset>,
-    load: &Load,
-    progress: impl Fn() + Send + Sync + 'static,
-) -> Vec<Outcome> {
+type HttpClient = Client<HttpConnector, Full<Bytes>>;
+
+fn client() -> HttpClient {
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
-    let client: Client<HttpConnector, Full<Bytes>> =
-        Client::builder(TokioExecutor::new()).build(connector);
-    let shared = Arc::new((client, url.to_owned(), progress));
+    Client::builder(TokioExecutor::new()).build(connector)
+}
+
+/// Sends every request of `stream` to every target, interleaved item by item (request `n` goes
+/// to each target before request `n + 1` goes to any), so that the targets see the same
+/// conditions; `progress` is called after each answer. The outcomes are per target, in stream
+/// order.
+pub async fn replay(
+    targets: &[Target],
+    stream: Arc<Stream>,
+    load: &Load,
+    progress: impl Fn() + Send + Sync + 'static,
+) -> Vec<Vec<Outcome>> {
+    let jobs = stream.len() * targets.len();
+    let shared = Arc::new((client(), targets.to_vec(), progress));
     let next = Arc::new(AtomicUsize::new(0));
     let start = Instant::now();
     let workers = (0..load.concurrency.max(1)).map(|_| {
@@ -80,110 +127,137 @@ pub async fn replay(
         let next = Arc::clone(&next);
         let rate = load.rate;
         let labels = load.labels.clone();
-        let sample = Arc::clone(&sample);
+        let stream = Arc::clone(&stream);
         tokio::spawn(async move {
-            let (client, url, progress) = &*shared;
+            let (client, targets, progress) = &*shared;
             let mut outcomes = Vec::new();
             loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= sample.len() {
+                let job = next.fetch_add(1, Ordering::Relaxed);
+                if job >= jobs {
                     return outcomes;
                 }
+                let (n, target) = (job / targets.len(), &targets[job % targets.len()]);
                 if let Some(rate) = rate {
-                    // Open loop: item i leaves at i / rate, whatever the answers before it.
-                    let due = start + Duration::from_secs_f64(i as f64 / rate);
+                    // Open loop: item n leaves at n / rate, whatever the answers before it.
+                    let due = start + Duration::from_secs_f64(n as f64 / rate);
                     tokio::time::sleep_until(due.into()).await;
                 }
-                outcomes.push((i, send(client, url, &sample, labels.as_deref(), i).await));
+                let outcome = send(client, target, &stream, labels.as_deref(), n).await;
+                outcomes.push((job, outcome));
                 progress();
             }
         })
     });
-    let mut outcomes: Vec<(usize, Outcome)> = Vec::with_capacity(sample.len());
+    let mut outcomes: Vec<(usize, Outcome)> = Vec::with_capacity(jobs);
     for worker in futures_util::future::join_all(workers).await {
         outcomes.extend(worker.expect("replay workers do not panic"));
     }
-    outcomes.sort_by_key(|(i, _)| *i);
-    outcomes.into_iter().map(|(_, o)| o).collect()
+    outcomes.sort_by_key(|(job, _)| *job);
+    let mut per_target = vec![Vec::with_capacity(stream.len()); targets.len()];
+    for (job, outcome) in outcomes {
+        per_target[job % targets.len()].push(outcome);
+    }
+    per_target
 }
 
-/// Sends item `i` and names the class answered after `labels` (default: its index).
+/// Sends request `n` to `target`, names the class answered after `labels` (default: its
+/// index), and posts the true label if the target takes feedback.
 async fn send(
-    client: &Client<HttpConnector, Full<Bytes>>,
-    url: &str,
-    sample: &Dataset,
+    client: &HttpClient,
+    target: &Target,
+    stream: &Stream,
     labels: Option<&[String]>,
-    i: usize,
+    n: usize,
 ) -> Outcome {
-    let body = encode_request(
-        Some(&i.to_string()),
-        &Parameters::new(),
-        &sample.item(i),
-        &[],
-        false,
-    );
+    // Feedback refers to the request by its id, unique in the stream.
+    let id = match target.feedback {
+        Some(_) => format!("replay-{n}"),
+        None => n.to_string(),
+    };
+    let body = encode_request(Some(&id), &Parameters::new(), &stream.inputs(n), &[], false);
+    let start = Instant::now();
+    let result = post(client, &target.infer, body.bytes).await;
+    let latency = start.elapsed();
+    let label = stream.label(n).to_owned();
+    let value = match result {
+        Ok(value) => value,
+        Err(error) => {
+            return Outcome {
+                label,
+                answer: Err(error),
+                latency,
+                node: None,
+                decision: None,
+                feedback: None,
+            };
+        }
+    };
+    let probs: Vec<f32> = value["outputs"][0]["data"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_f64)
+                .map(|p| p as f32)
+                .collect()
+        })
+        .unwrap_or_default();
+    let text = |key: &str| value["parameters"][key].as_str().map(str::to_owned);
+    let feedback = match &target.feedback {
+        Some(url) => Some(feedback::post(client, url, &id, &label, labels).await),
+        None => None,
+    };
+    Outcome {
+        answer: if probs.is_empty() {
+            Err("no probabilities in the response".to_owned())
+        } else {
+            let class = argmax(&probs);
+            Ok(labels
+                .and_then(|l| l.get(class).cloned())
+                .unwrap_or_else(|| class.to_string()))
+        },
+        label,
+        latency,
+        node: text(provenance::NODE),
+        decision: text(provenance::DECISION),
+        feedback,
+    }
+}
+
+/// POSTs a JSON body; the answer's JSON, or the status and the OIP error message.
+async fn post(client: &HttpClient, url: &str, body: Bytes) -> Result<Value, String> {
     let request = Request::post(url)
         .header(http::header::CONTENT_TYPE, "application/json")
-        .body(Full::new(body.bytes))
+        .body(Full::new(body))
         .expect("a valid request");
-    let start = Instant::now();
-    let result = async {
-        let response = client.request(request).await.map_err(|e| e.to_string())?;
-        let status = response.status();
-        let bytes = response
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| e.to_string())?
-            .to_bytes();
-        let value: Value =
-            serde_json::from_slice(&bytes).map_err(|e| format!("invalid response: {e}"))?;
-        if !status.is_success() {
-            return Err(format!(
-                "{status}: {}",
-                value["error"].as_str().unwrap_or("")
-            ));
-        }
-        Ok(value)
+    exchange(client, request).await
+}
+
+/// GETs a JSON document, as [`post`] does.
+async fn get(client: &HttpClient, url: &str) -> Result<Value, String> {
+    let request = Request::get(url)
+        .body(Full::new(Bytes::new()))
+        .expect("a valid request");
+    exchange(client, request).await
+}
+
+async fn exchange(client: &HttpClient, request: Request<Full<Bytes>>) -> Result<Value, String> {
+    let response = client.request(request).await.map_err(|e| e.to_string())?;
+    let status = response.status();
+    let bytes = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
+    let value: Value =
+        serde_json::from_slice(&bytes).map_err(|e| format!("invalid response: {e}"))?;
+    if !status.is_success() {
+        return Err(format!(
+            "{status}: {}",
+            value["error"].as_str().unwrap_or("")
+        ));
     }
-    .await;
-    let latency = start.elapsed();
-    let label = sample.classes[sample.labels[i]].clone();
-    match result {
-        Ok(value) => {
-            let probs: Vec<f32> = value["outputs"][0]["data"]
-                .as_array()
-                .map(|a| {
-                    a.iter()
-                        .filter_map(Value::as_f64)
-                        .map(|p| p as f32)
-                        .collect()
-                })
-                .unwrap_or_default();
-            let text = |key: &str| value["parameters"][key].as_str().map(str::to_owned);
-            Outcome {
-                label,
-                answer: if probs.is_empty() {
-                    Err("no probabilities in the response".to_owned())
-                } else {
-                    let class = argmax(&probs);
-                    Ok(labels
-                        .and_then(|l| l.get(class).cloned())
-                        .unwrap_or_else(|| class.to_string()))
-                },
-                latency,
-                node: text(provenance::NODE),
-                decision: text(provenance::DECISION),
-            }
-        }
-        Err(error) => Outcome {
-            label,
-            answer: Err(error),
-            latency,
-            node: None,
-            decision: None,
-        },
-    }
+    Ok(value)
 }
 
 /// Accuracy, latency percentiles and where requests were answered.
@@ -241,6 +315,7 @@ mod tests {
             latency: Duration::from_millis(ms),
             node: Some(node.into()),
             decision: Some("served".into()),
+            feedback: None,
         }
     }
 

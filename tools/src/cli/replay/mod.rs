@@ -1,7 +1,10 @@
-//! `idn replay`: send a labelled sample to a service and report accuracy, latency and where
-//! requests were answered; with `--compare`, do so for several strategies of a network.
+//! `idn replay`: send a labelled sample (or a stream that shifts) to one or several services
+//! and report accuracy, latency and where requests were answered, overall and per window; with
+//! `--compare`, do so for several strategies of a network.
 
-use std::path::PathBuf;
+mod stream;
+
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -14,13 +17,18 @@ use super::up::NetworkArgs;
 use crate::compare::{self, Variant};
 use crate::dataset::Dataset;
 use crate::local::LocalNetwork;
-use crate::replay::{self, Load, Summary};
+use crate::raster;
+use crate::replay::inputs::{self, Checked};
+use crate::replay::window::{self, Window};
+use crate::replay::{self, Load, Outcome, Stream, Summary, Target, feedback};
+use stream::StreamArgs;
 
 /// Arguments of `idn replay`.
 #[derive(Debug, Clone, clap::Args)]
 #[command(after_help = "Examples:
   idn replay --url http://127.0.0.1:8101                     # against `idn up -f examples/mnist/`
-  idn replay --compare -f examples/mnist/ --out results/     # strategies side by side")]
+  idn replay --compare -f examples/mnist/ --out results/     # strategies side by side
+  idn replay --repeat 3 --shuffle --shift-at 1500 --shift rotate:30 --window 100 --out shift/")]
 pub struct Args {
     /// Base URL of the entry node's OIP v2 API.
     #[arg(
@@ -32,15 +40,30 @@ pub struct Args {
     /// Service (or model) the sample is sent to.
     #[arg(long, default_value = "mnist")]
     pub service: String,
+    /// Several services (or models) of the node at --url, comma-separated: each gets the same
+    /// stream, interleaved item by item so that they see the same conditions.
+    #[arg(long, value_name = "NAME,...", value_delimiter = ',', conflicts_with_all = ["service", "compare"])]
+    pub services: Vec<String>,
     #[command(flatten)]
     pub sample: SampleArgs,
+    #[command(flatten)]
+    pub stream: StreamArgs,
+    /// Report per window of W consecutive requests (accuracy, share forwarded upstream, share of
+    /// fallbacks, mean latency): a table on the terminal, and windows.{md,csv,svg,png} in --out.
+    #[arg(long, value_name = "W", conflicts_with = "compare", value_parser = clap::value_parser!(u64).range(1..))]
+    pub window: Option<u64>,
+    /// After each answer, post the item's true label to the service
+    /// (POST /v2/models/{service}/feedback); each request then has the id replay-<n>.
+    #[arg(long, conflicts_with = "compare")]
+    pub feedback: bool,
     /// Send only the first N items.
     #[arg(long)]
     pub limit: Option<usize>,
     /// Requests in flight at once.
     #[arg(long, default_value_t = 1)]
     pub concurrency: usize,
-    /// Requests per second (open loop) instead of as fast as the concurrency allows.
+    /// Items per second (open loop, each sent to every service at once) instead of as fast as the
+    /// concurrency allows.
     #[arg(long)]
     pub rate: Option<f64>,
     /// Compare strategies: run each variant of the network from `-f` on loopback in turn.
@@ -54,9 +77,10 @@ pub struct Args {
     /// Thresholds of the cascades compared.
     #[arg(long, value_delimiter = ',', default_values_t = [0.5, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99])]
     pub taus: Vec<f64>,
-    /// Directory for the comparison's table (markdown, CSV) and plot (SVG).
-    #[arg(long, default_value = "idn-compare")]
-    pub out: PathBuf,
+    /// Directory for the tables (markdown, CSV) and plot (SVG, PNG) of --compare [default:
+    /// idn-compare] or --window [default: idn-replay].
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
     /// Name of the service's input, for samples that do not name it (raw, .npy, .npz).
     #[arg(long, value_name = "NAME", default_value = "input")]
     pub input: String,
@@ -73,7 +97,6 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         sample.truncate(limit);
     }
     sample.name_inputs(std::slice::from_ref(&args.input))?;
-    let sample = Arc::new(sample);
     let load = Load {
         concurrency: args.concurrency,
         rate: args.rate,
@@ -81,42 +104,89 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     };
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     if args.compare {
-        return runtime.block_on(compare(args, &args.network, sample, &load));
+        return runtime.block_on(compare(args, &args.network, Arc::new(sample), &load));
     }
-    let url = format!(
-        "{}/v2/models/{}/infer",
-        args.url.trim_end_matches('/'),
-        args.service
-    );
-    let summary = runtime.block_on(send(&url, sample, &load, &args.service))?;
-    print_summary(&summary);
+    let stream = Arc::new(args.stream.stream(sample, &args.sample, &args.input)?);
+    if args.feedback {
+        let classes = stream
+            .samples()
+            .flat_map(|s| s.classes.iter().map(String::as_str));
+        feedback::check_classes(classes, load.labels.as_deref()).map_err(anyhow::Error::msg)?;
+    }
+    runtime.block_on(replay_services(args, stream, &load))
+}
+
+/// Checks the sample against each service, sends the stream and reports.
+async fn replay_services(
+    args: &Args,
+    stream: Arc<Stream>,
+    load: &Load,
+) -> anyhow::Result<ExitCode> {
+    let services = if args.services.is_empty() {
+        std::slice::from_ref(&args.service)
+    } else {
+        args.services.as_slice()
+    };
+    let samples: Vec<_> = stream.samples().collect();
+    for service in services {
+        if let Checked::Unknown(why) = inputs::check(&args.url, service, &samples).await? {
+            eprintln!("note: the sample's inputs are not checked before sending: {why}");
+        }
+    }
+    let targets: Vec<Target> = services
+        .iter()
+        .map(|s| Target::new(&args.url, s, args.feedback))
+        .collect();
+    let label = services.join(",");
+    let outcomes = send(&targets, stream.clone(), load, &label).await?;
+    for (service, outcomes) in services.iter().zip(&outcomes) {
+        if services.len() > 1 {
+            println!("service    {service}");
+        }
+        print_summary(&replay::summarize(outcomes));
+        if args.feedback {
+            print_feedback(&feedback::tally(outcomes));
+        }
+    }
+    if let Some(size) = args.window {
+        let series: Vec<(String, Vec<Window>)> = services
+            .iter()
+            .zip(&outcomes)
+            .map(|(s, o)| (s.clone(), window::windows(o, size as usize)))
+            .collect();
+        let out = args.out.clone().unwrap_or_else(|| "idn-replay".into());
+        write_windows(&out, &series, &stream, args.stream.describe())?;
+    }
     Ok(ExitCode::SUCCESS)
 }
 
+/// Replays `stream` to every target behind a progress bar; fails if every request to a target
+/// failed.
 async fn send(
-    url: &str,
-    sample: Arc<Dataset>,
+    targets: &[Target],
+    stream: Arc<Stream>,
     load: &Load,
     label: &str,
-) -> anyhow::Result<Summary> {
-    let bar = ProgressBar::new(sample.len() as u64).with_style(
+) -> anyhow::Result<Vec<Vec<Outcome>>> {
+    let bar = ProgressBar::new((stream.len() * targets.len()) as u64).with_style(
         ProgressStyle::with_template("{prefix:>16} [{bar:30}] {pos}/{len} {per_sec} eta {eta}")
             .expect("a valid template")
             .progress_chars("=> "),
     );
     bar.set_prefix(label.to_owned());
     let tick = bar.clone();
-    let outcomes = replay::replay(url, sample, load, move || tick.inc(1)).await;
+    let outcomes = replay::replay(targets, stream, load, move || tick.inc(1)).await;
     bar.finish_and_clear();
-    let summary = replay::summarize(&outcomes);
-    if summary.errors == summary.requests {
-        let first = outcomes
-            .iter()
-            .find_map(|o| o.answer.clone().err())
-            .unwrap_or_default();
-        bail!("every request to {url} failed, e.g.: {first}");
+    for (target, outcomes) in targets.iter().zip(&outcomes) {
+        if outcomes.iter().all(|o| o.answer.is_err()) {
+            let first = outcomes
+                .iter()
+                .find_map(|o| o.answer.clone().err())
+                .unwrap_or_default();
+            bail!("every request to {} failed, e.g.: {first}", target.url());
+        }
     }
-    Ok(summary)
+    Ok(outcomes)
 }
 
 fn print_summary(s: &Summary) {
@@ -135,6 +205,50 @@ fn print_summary(s: &Summary) {
             s.fallback * 100.0
         );
     }
+}
+
+fn print_feedback(t: &feedback::Tally) {
+    println!("feedback   {} labels posted, {} refused", t.sent, t.failed);
+    if let Some(error) = &t.first_error {
+        println!("           first refusal: {error}");
+    }
+}
+
+/// The windows as a table on the terminal and as files in `out`.
+fn write_windows(
+    out: &Path,
+    series: &[(String, Vec<Window>)],
+    stream: &Stream,
+    shift: Option<String>,
+) -> anyhow::Result<()> {
+    let shift_at = stream.shift_at();
+    let table = window::markdown(series, shift_at);
+    println!("\n{table}");
+    let title = format!(
+        "accuracy (solid) and share forwarded (dashed) over {} requests",
+        stream.len()
+    );
+    let marker = shift_at.zip(shift.as_deref());
+    let svg = window::svg(series, stream.len(), marker, &title);
+    let png = raster::png(&svg)?;
+    if !png.has_text {
+        eprintln!(
+            "note: no font is installed, so windows.png has no text (windows.svg has it); \
+             install one, e.g. fonts-dejavu-core"
+        );
+    }
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    for (file, bytes) in [
+        ("windows.md", table.into_bytes()),
+        ("windows.csv", window::csv(series, shift_at).into_bytes()),
+        ("windows.svg", svg.into_bytes()),
+        ("windows.png", png.bytes),
+    ] {
+        let path = out.join(file);
+        std::fs::write(&path, bytes).with_context(|| format!("writing {}", path.display()))?;
+    }
+    println!("wrote {}/windows.{{md,csv,svg,png}}", out.display());
+    Ok(())
 }
 
 async fn compare(
@@ -164,10 +278,11 @@ async fn compare(
             .await
             .with_context(|| format!("variant {name}"))?;
         let addr = running.node(&entry).context("the entry node runs")?.addr;
-        let url = format!("http://{addr}/v2/models/{}/infer", args.service);
-        let summary = send(&url, Arc::clone(&sample), load, &name).await;
+        let target = Target::new(&format!("http://{addr}"), &args.service, false);
+        let stream = Arc::new(Stream::plain(Arc::clone(&sample)));
+        let outcomes = send(&[target], stream, load, &name).await;
         running.stop().await;
-        results.push((name, summary?));
+        results.push((name, replay::summarize(&outcomes?[0])));
     }
     let table = compare::markdown(&results, &chain);
     println!("{table}");
@@ -178,8 +293,8 @@ async fn compare(
     if let Some(line) = &verdict {
         println!("{line}");
     }
-    std::fs::create_dir_all(&args.out)
-        .with_context(|| format!("creating {}", args.out.display()))?;
+    let out = args.out.clone().unwrap_or_else(|| "idn-compare".into());
+    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     let title = format!(
         "{}: accuracy vs mean latency ({} requests each)",
         network.spec.nodes.len().to_string()
@@ -195,9 +310,9 @@ async fn compare(
         ("compare.csv", compare::csv(&results, &chain)),
         ("compare.svg", compare::svg(&results, &title)),
     ] {
-        let path = args.out.join(file);
+        let path = out.join(file);
         std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
     }
-    println!("wrote {}/compare.{{md,csv,svg}}", args.out.display());
+    println!("wrote {}/compare.{{md,csv,svg}}", out.display());
     Ok(ExitCode::SUCCESS)
 }
