@@ -236,7 +236,7 @@ pub fn shares_over_requests(
         let _ = writeln!(
             out,
             "<line x1=\"{}\" y1=\"{ly}\" x2=\"{}\" y2=\"{ly}\" stroke=\"{color}\" stroke-width=\"2\"{dash}/>\n\
-             <text x=\"{}\" y=\"{}\">{}</text>",
+             <text x=\"{}\" y=\"{}\" font-size=\"11\">{}</text>",
             x1 + 12.0,
             x1 + 36.0,
             x1 + 42.0,

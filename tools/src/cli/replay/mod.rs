@@ -91,7 +91,8 @@ pub struct Args {
 }
 
 pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
-    let _telemetry = telemetry::init(LogFormat::Text, "warn", "idn");
+    // usvg warns of every text it cannot draw without fonts; the PNG step says it once.
+    let _telemetry = telemetry::init(LogFormat::Text, "warn,usvg=error", "idn");
     let mut sample = args.sample.load()?;
     if let Some(limit) = args.limit {
         sample.truncate(limit);
