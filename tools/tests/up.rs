@@ -8,9 +8,10 @@ use std::time::Duration;
 
 use idn_contract::confidence::{Confidence, argmax};
 use idn_operator::manifests::Manifests;
+use idn_operator::resources::NodeServiceSpec;
 use idn_tools::dataset::{Dataset, Source};
 use idn_tools::local::{LocalNetwork, Options};
-use idn_tools::replay::{self, Load};
+use idn_tools::replay::{self, Load, Stream, Target};
 use kube::ResourceExt;
 
 fn root() -> PathBuf {
@@ -67,13 +68,10 @@ async fn replay_figures_equal_the_offline_computation() {
     .unwrap();
     sample.name_inputs(&["input".to_owned()]).unwrap();
     let sample = Arc::new(sample);
-    let url = format!(
-        "http://{}/v2/models/mnist/infer",
-        network.node("access").unwrap().addr
-    );
+    let base = format!("http://{}", network.node("access").unwrap().addr);
     let outcomes = replay::replay(
-        &url,
-        Arc::clone(&sample),
+        &[Target::new(&base, "mnist", false)],
+        Arc::new(Stream::plain(Arc::clone(&sample))),
         &Load {
             concurrency: 4,
             rate: None,
@@ -81,7 +79,8 @@ async fn replay_figures_equal_the_offline_computation() {
         },
         || {},
     )
-    .await;
+    .await
+    .remove(0);
     network.stop().await;
     let summary = replay::summarize(&outcomes);
 
@@ -120,6 +119,107 @@ async fn replay_figures_equal_the_offline_computation() {
     let mut got = summary.answered_by.clone();
     got.sort_by_key(|(n, _)| ["access", "edge", "cloud"].iter().position(|x| x == n));
     assert_eq!(got, shares);
+}
+
+/// `idn replay` against a network whose entry node serves the cascade and, as a second
+/// service, its own model alone: both get the same stream, which turns upside down halfway.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shifted_stream_side_by_side_reports_windows() {
+    let mut manifests = example();
+    manifests.networks[0].spec.nodes[0]
+        .services
+        .push(NodeServiceSpec {
+            name: "linear".into(),
+            strategy: "serve-local".into(),
+            model: Some("mnist-linear".into()),
+            link: None,
+        });
+    let network = LocalNetwork::start(&manifests, &manifests.networks[0], &options(0))
+        .await
+        .unwrap();
+    let url = format!("http://{}", network.node("access").unwrap().addr);
+    let out = std::env::temp_dir().join(format!("idn-replay-shift-{}", std::process::id()));
+    let args: Vec<String> = [
+        "replay",
+        "--url",
+        &url,
+        "--services",
+        "mnist,linear",
+        "--limit",
+        "200",
+        "--shift-at",
+        "100",
+        "--shift",
+        "rotate:180",
+        "--window",
+        "50",
+        "--concurrency",
+        "2",
+        "--out",
+        out.to_str().unwrap(),
+    ]
+    .map(String::from)
+    .into();
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_idn"))
+            .args(args)
+            .current_dir(root())
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    network.stop().await;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains("service    linear\nrequests   200 (0 errors)"),
+        "{stdout}"
+    );
+
+    let csv = std::fs::read_to_string(out.join("windows.csv")).unwrap();
+    // start,end,shifted,service,accuracy,forwarded,fallback,errors,mean_ms
+    let rows: Vec<Vec<&str>> = csv
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').collect())
+        .collect();
+    assert_eq!(rows.len(), 8, "4 windows of 2 services: {csv}");
+    let figure = |row: &[&str], column: usize| row[column].parse::<f64>().unwrap();
+    for service in ["mnist", "linear"] {
+        let own: Vec<&Vec<&str>> = rows.iter().filter(|r| r[3] == service).collect();
+        let shifted: Vec<&str> = own.iter().map(|r| r[2]).collect();
+        assert_eq!(shifted, ["false", "false", "true", "true"]);
+        let before = figure(own[1], 4);
+        let after = figure(own[2], 4);
+        assert!(
+            before > 0.8 && after < before - 0.3,
+            "{service}: {before} -> {after}"
+        );
+    }
+    let forwarded = |service: &str| -> Vec<f64> {
+        rows.iter()
+            .filter(|r| r[3] == service)
+            .map(|r| figure(r, 5))
+            .collect()
+    };
+    assert!(
+        forwarded("linear").iter().all(|&f| f == 0.0),
+        "a local service forwards nothing"
+    );
+    assert!(
+        forwarded("mnist").iter().all(|&f| f > 0.0),
+        "the cascade forwards some"
+    );
+    let png = std::fs::read(out.join("windows.png")).unwrap();
+    assert_eq!(&png[1..4], b"PNG");
+    let svg = std::fs::read_to_string(out.join("windows.svg")).unwrap();
+    assert!(svg.contains(">shift: rotate:180</text>"));
+    std::fs::remove_dir_all(out).unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,6 +7,8 @@
 //! `[items, ...]` and every label as an index into its class names, so a model's answer is
 //! matched to a label by class name ([`Dataset::class_map`]), not by position.
 //!
+//! [`shift`] transforms image-like items, for streams whose traffic changes.
+//!
 //! Everything that can be checked without a model is checked on loading (counts, labels in
 //! range); [`Dataset::fit`] checks the inputs against a model's signature, so that bad data
 //! fails naming its file before any request is sent.
@@ -14,6 +16,7 @@
 mod jsonl;
 mod numpy;
 mod raw;
+pub mod shift;
 
 use std::path::{Path, PathBuf};
 
