@@ -51,6 +51,8 @@ pub trait Addressing {
     fn grpc_listen(&self, node: &str) -> std::net::SocketAddr;
     /// Emulated latency of `node`'s `link` (0: none; a real network provides it).
     fn delay_ms(&self, node: &str, link: &LinkSpec) -> u64;
+    /// Where a node whose services learn keeps what they learned; none: nowhere.
+    fn learned_state_file(&self, node: &str) -> Option<PathBuf>;
 }
 
 /// What one node runs.
@@ -155,7 +157,7 @@ fn plan_node<'a>(
     problems: &mut Vec<String>,
 ) -> NodePlan<'a> {
     let upstreams = upstreams(declared, node, field, addressing, problems);
-    let services = node
+    let services: Vec<ServiceConfig> = node
         .services
         .iter()
         .enumerate()
@@ -185,9 +187,13 @@ fn plan_node<'a>(
             })
             .collect(),
         upstreams,
+        learned_state_file: services
+            .iter()
+            .any(learns)
+            .then(|| addressing.learned_state_file(&node.name))
+            .flatten(),
         services,
         auth: None,
-        learned_state_file: None,
     };
     // The agent's own checks catch anything the bindings above let through.
     if problems.is_empty() {
@@ -301,6 +307,15 @@ fn bind_service(
         on_upstream_failure: spec.on_upstream_failure.unwrap_or_default(),
         hard_examples: spec.hard_examples.clone(),
     })
+}
+
+/// Whether a service learns while serving (its state is then worth keeping).
+fn learns(service: &ServiceConfig) -> bool {
+    match &service.strategy {
+        StrategyConfig::Threshold(threshold) => threshold.adapt.is_some(),
+        StrategyConfig::Ensemble(ensemble) => ensemble.learn.is_some(),
+        _ => false,
+    }
 }
 
 /// What binding one service's strategy needs, and where its problems go.

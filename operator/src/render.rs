@@ -38,6 +38,9 @@ pub const CONFIG_KEY: &str = "agent.yaml";
 const CONFIG_DIR: &str = "/etc/idn";
 const MODELS_DIR: &str = "/models";
 const LINKS_DIR: &str = "/var/run/idn/links";
+/// Where learned state is kept: an emptyDir, so it survives a container restart (not the
+/// pod's replacement: a new pod starts afresh, or is seeded over HTTP).
+const LEARNED_DIR: &str = "/var/lib/idn";
 /// Non-root user of the node-agent image.
 const AGENT_UID: i64 = 65532;
 
@@ -144,6 +147,9 @@ impl Addressing for ClusterAddressing<'_> {
     }
     fn delay_ms(&self, _node: &str, _link: &LinkSpec) -> u64 {
         0
+    }
+    fn learned_state_file(&self, _node: &str) -> Option<PathBuf> {
+        Some(PathBuf::from(format!("{LEARNED_DIR}/learned.json")))
     }
 }
 
@@ -491,6 +497,16 @@ fn volumes(
         fetch_container(&downloads, settings)
     });
     pod.add_link_secrets(node);
+    if node.config.learned_state_file.is_some() {
+        pod.add_writable(
+            Volume {
+                name: "learned".to_owned(),
+                empty_dir: Some(EmptyDirVolumeSource::default()),
+                ..Volume::default()
+            },
+            LEARNED_DIR,
+        );
+    }
     (pod.volumes, pod.mounts, init)
 }
 
@@ -504,6 +520,15 @@ struct PodVolumes {
 impl PodVolumes {
     fn add(&mut self, volume: Volume, path: &str) {
         self.mounts.push(read_only_mount(&volume.name, path));
+        self.volumes.push(volume);
+    }
+
+    /// Mounts `volume` where the agent writes.
+    fn add_writable(&mut self, volume: Volume, path: &str) {
+        self.mounts.push(VolumeMount {
+            read_only: Some(false),
+            ..read_only_mount(&volume.name, path)
+        });
         self.volumes.push(volume);
     }
 

@@ -444,3 +444,63 @@ fn a_grpc_link_reaches_the_nodes_grpc_port() {
             .any(|p| p.port == 8001 && p.name.as_deref() == Some("grpc"))
     );
 }
+
+#[test]
+fn a_learning_strategy_gets_its_settings_and_a_place_to_keep_what_it_learned() {
+    let mut manifests = example();
+    let access = manifests
+        .strategies
+        .iter_mut()
+        .find(|s| s.metadata.name.as_deref() == Some("cascade-access"))
+        .unwrap();
+    access.spec.threshold.as_mut().unwrap().adapt =
+        Some(serde_norway::from_str("{method: lcb, forwardCost: 0.02}").unwrap());
+    access.spec.hard_examples = Some(serde_norway::from_str("{capacity: 100}").unwrap());
+    let rendered = render(&manifests).unwrap();
+    let config = |i: usize| -> idn_contract::config::NodeAgentConfig {
+        serde_norway::from_str(&rendered.config_maps[i].data.as_ref().unwrap()["agent.yaml"])
+            .unwrap()
+    };
+    let access = config(0);
+    let idn_contract::config::StrategyConfig::Threshold(threshold) = &access.services[0].strategy
+    else {
+        panic!("{:?}", access.services[0].strategy)
+    };
+    assert_eq!(threshold.adapt.as_ref().unwrap().forward_cost, Some(0.02));
+    assert_eq!(
+        access.services[0].hard_examples.as_ref().unwrap().capacity,
+        100
+    );
+    assert_eq!(
+        access.learned_state_file.as_deref(),
+        Some(Path::new("/var/lib/idn/learned.json"))
+    );
+    assert_eq!(
+        config(1).learned_state_file,
+        None,
+        "the edge does not learn"
+    );
+    let pod = |i: usize| {
+        rendered.deployments[i]
+            .spec
+            .clone()
+            .unwrap()
+            .template
+            .spec
+            .unwrap()
+    };
+    let mounts = pod(0).containers[0].volume_mounts.clone().unwrap();
+    let learned = mounts.iter().find(|m| m.name == "learned").unwrap();
+    assert_eq!(
+        (learned.mount_path.as_str(), learned.read_only),
+        ("/var/lib/idn", Some(false))
+    );
+    assert!(
+        pod(0)
+            .volumes
+            .unwrap()
+            .iter()
+            .any(|v| v.name == "learned" && v.empty_dir.is_some())
+    );
+    assert!(!pod(1).volumes.unwrap().iter().any(|v| v.name == "learned"));
+}

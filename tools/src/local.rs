@@ -30,6 +30,8 @@ pub struct Options {
     pub base_port: u16,
     /// Link latencies overriding the manifests: `(node, link) -> ms`.
     pub latency_ms: HashMap<(String, String), u64>,
+    /// Directory of the nodes' learned-state files; none: learning starts afresh each run.
+    pub learned_state: Option<PathBuf>,
 }
 
 /// A node running in this process.
@@ -56,6 +58,7 @@ struct LocalAddressing<'a> {
     ports: HashMap<String, (u16, u16)>,
     models: HashMap<String, PathBuf>,
     latency_ms: &'a HashMap<(String, String), u64>,
+    learned_state: Option<&'a Path>,
 }
 
 impl Addressing for LocalAddressing<'_> {
@@ -88,6 +91,9 @@ impl Addressing for LocalAddressing<'_> {
             .copied()
             .or(link.latency_ms)
             .unwrap_or(0)
+    }
+    fn learned_state_file(&self, node: &str) -> Option<PathBuf> {
+        Some(self.learned_state?.join(format!("{node}.json")))
     }
 }
 
@@ -157,6 +163,10 @@ impl LocalNetwork {
     ) -> anyhow::Result<Self> {
         let name = network.name_any();
         let scope = manifests.in_namespace(&network.namespace().unwrap_or_default());
+        if let Some(dir) = &options.learned_state {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+        }
         let mut listeners = Vec::new();
         let mut ports = HashMap::new();
         for (i, node) in network.spec.nodes.iter().enumerate() {
@@ -189,6 +199,7 @@ impl LocalNetwork {
             ports,
             models,
             latency_ms: &options.latency_ms,
+            learned_state: options.learned_state.as_deref(),
         };
         let declared = Declared {
             network,

@@ -33,10 +33,11 @@ pub struct AdaptConfig {
     /// mistake moves a threshold's log-weight by at most 1.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub learning_rate: Option<f64>,
-    /// How fast old evidence fades, per item: `hedge` shares this fraction of the weight
-    /// among all thresholds (fixed share); `lcb` discounts its counts by it.
-    #[serde(default = "default_forgetting")]
-    pub forgetting: f64,
+    /// How fast old evidence fades: `hedge` shares this fraction of the weight among all
+    /// thresholds per item (fixed share; default 0.00001); `lcb` discounts a confidence
+    /// bin's counts by it per verdict in that bin (default 0.001).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forgetting: Option<f64>,
     /// Number of candidate thresholds (and confidence bins), evenly spaced in [0, 1].
     #[serde(default = "default_grid")]
     pub grid: usize,
@@ -132,6 +133,14 @@ fn default_sample_rate() -> f64 {
 }
 
 impl AdaptConfig {
+    /// How fast old evidence fades, for the configured method.
+    pub fn forgetting(&self) -> f64 {
+        self.forgetting.unwrap_or(match self.method {
+            AdaptMethod::Hedge => 1e-5,
+            AdaptMethod::Lcb => 1e-3,
+        })
+    }
+
     /// The step size of `hedge`.
     pub fn hedge_rate(&self) -> f64 {
         self.learning_rate
@@ -156,7 +165,9 @@ impl AdaptConfig {
         if let Some(rate) = self.learning_rate {
             positive(rate, &format!("{field}.learningRate"), problems);
         }
-        fraction(self.forgetting, &format!("{field}.forgetting"), problems);
+        if let Some(forgetting) = self.forgetting {
+            fraction(forgetting, &format!("{field}.forgetting"), problems);
+        }
         if !(2..=10_000).contains(&self.grid) {
             problems.push(format!(
                 "{field}.grid: {} must be between 2 and 10000",

@@ -3,7 +3,8 @@
 //! with its confidence, so the items seen in the confidence bins at and below an item's bin
 //! bound its bin's accuracy from below. An item is served locally when even that lower
 //! bound makes a local answer cheaper than forwarding: alpha · (1 − LCB) ≤ forward cost.
-//! Counts are discounted so the rule follows traffic that changes.
+//! Each bin discounts its own counts as its verdicts arrive, so the rule follows traffic that
+//! changes while a bin that rarely hears a verdict (one served locally) keeps its evidence.
 
 use serde::{Deserialize, Serialize};
 
@@ -57,14 +58,12 @@ impl Lcb {
         }
     }
 
-    /// Counts one verdict at `score`, discounting what came before by `forgetting`.
+    /// Counts one verdict at `score`, discounting what its bin saw before by `forgetting`.
     pub(crate) fn observe(&mut self, score: f64, right: bool, forgetting: f64) {
-        if forgetting > 0.0 {
-            let keep = 1.0 - forgetting;
-            self.seen.iter_mut().for_each(|n| *n *= keep);
-            self.right.iter_mut().for_each(|n| *n *= keep);
-        }
         let b = self.bin(score);
+        let keep = 1.0 - forgetting;
+        self.seen[b] *= keep;
+        self.right[b] *= keep;
         self.seen[b] += 1.0;
         self.right[b] += f64::from(u8::from(right));
         self.verdicts += 1;
@@ -135,11 +134,13 @@ mod tests {
     }
 
     #[test]
-    fn discounting_forgets_old_verdicts() {
+    fn discounting_forgets_a_bins_old_verdicts_as_new_ones_arrive() {
         let mut lcb = Lcb::new(10);
+        lcb.observe(0.55, true, 0.01);
         for _ in 0..1000 {
             lcb.observe(0.95, true, 0.01);
         }
         assert!(lcb.seen[9] < 101.0, "{}", lcb.seen[9]);
+        assert_eq!(lcb.seen[5], 1.0, "a bin without new verdicts keeps its evidence");
     }
 }

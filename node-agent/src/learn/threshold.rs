@@ -197,7 +197,7 @@ impl ThresholdLearner {
             }
             waiting.push((labels && !choice.forward).then_some((score, local, choice.probability)));
             if let Policy::Hedge(hedge) = &mut self.learned.policy {
-                hedge.share(self.config.forgetting);
+                hedge.share(self.config.forgetting());
             }
         }
         if let Some(id) = batch.request_id
@@ -270,7 +270,7 @@ impl ThresholdLearner {
         self.learned.ledger.charge(split, loss, 0.0, own);
         match &mut self.learned.policy {
             Policy::Hedge(hedge) => hedge.update(split, loss, 0.0, self.config.hedge_rate()),
-            Policy::Lcb(lcb) => lcb.observe(score, !wrong, self.config.forgetting),
+            Policy::Lcb(lcb) => lcb.observe(score, !wrong, self.config.forgetting()),
         }
     }
 

@@ -27,6 +27,10 @@ pub struct Args {
     /// Log level of the nodes (RUST_LOG overrides).
     #[arg(long, default_value = "warn")]
     pub log_level: String,
+    /// Directory where nodes whose services learn keep what they learned (`<node>.json`), so
+    /// the next `idn up` resumes from it [default: each run starts afresh]
+    #[arg(long, value_name = "DIR")]
+    pub learned_state: Option<PathBuf>,
 }
 
 /// Which network to run, and how.
@@ -102,6 +106,7 @@ impl NetworkArgs {
             model_dirs,
             base_port,
             latency_ms: self.latencies.iter().cloned().collect::<HashMap<_, _>>(),
+            learned_state: None,
         }
     }
 }
@@ -109,7 +114,10 @@ impl NetworkArgs {
 pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     let _telemetry = telemetry::init(LogFormat::Text, &args.log_level, "idn");
     let (manifests, network) = args.network.load()?;
-    let options = args.network.options(args.base_port);
+    let options = Options {
+        learned_state: args.learned_state.clone(),
+        ..args.network.options(args.base_port)
+    };
     tokio::runtime::Runtime::new()
         .context("starting the async runtime")?
         .block_on(async {
