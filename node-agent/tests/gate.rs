@@ -6,7 +6,6 @@ mod common;
 use common::*;
 use http::StatusCode;
 use idn_contract::confidence::{Confidence, ConfidenceMetric, Gate};
-use serde_json::Value;
 
 /// Coefficients of the kind `idn calibrate --gate logistic` fits for the linear model.
 const GATE: Gate = Gate {
@@ -17,13 +16,6 @@ const GATE: Gate = Gate {
 };
 const TAU: f64 = 0.95;
 const TEMPERATURE: f64 = 1.5;
-
-fn item_values(body: &Value, key: &str, n: usize) -> Vec<Value> {
-    match &body["parameters"][key] {
-        Value::Array(items) if items.len() == n => items.clone(),
-        single => vec![single.clone(); n],
-    }
-}
 
 /// `name{node="access",service="mnist"} value` from the access node's metrics.
 fn metric(metrics: &str, name: &str) -> f64 {
@@ -38,13 +30,15 @@ fn metric(metrics: &str, name: &str) -> f64 {
 
 #[tokio::test]
 async fn a_threshold_on_a_logistic_gate_decides_each_item_as_offline() {
-    let edge = TestAgent::start(with_yaml(
-        tier_config("edge", "mnist-mlp"),
-        "services:\n  - name: mnist\n    strategy: {local: {model: mnist-mlp}}\n",
-    ))
+    let edge = start_tier(
+        "edge",
+        "mnist-mlp",
+        "services: [{name: mnist, strategy: {local: {model: mnist-mlp}}}]",
+    )
     .await;
-    let access = TestAgent::start(with_yaml(
-        tier_config("access", "mnist-linear"),
+    let access = start_tier(
+        "access",
+        "mnist-linear",
         &format!(
             "upstreams: [{{name: edge, url: 'http://{}'}}]
 services:
@@ -60,7 +54,7 @@ services:
           gate: {{bias: {}, top1: {}, margin: {}, entropy: {}}}",
             edge.addr, GATE.bias, GATE.top1, GATE.margin, GATE.entropy
         ),
-    ))
+    )
     .await;
     let confidence = Confidence {
         metric: ConfidenceMetric::Logistic,
@@ -83,7 +77,7 @@ services:
             .await;
         assert_eq!(reply.status, StatusCode::OK, "{}", reply.error());
         let body = reply.json();
-        let nodes = item_values(&body, "idn_node", batch.len());
+        let nodes = per_item(&body, "idn_node", batch.len());
         for (j, node) in nodes.iter().enumerate() {
             let row = rows[start + j];
             let score = confidence.score(row);
