@@ -642,6 +642,33 @@ services:
                 "services[0].strategy.threshold.confidence.temperature: 0 must be",
             ),
             (
+                "metric: margin",
+                "metric: logistic",
+                "services[0].strategy.threshold.confidence.gate: the logistic metric needs its \
+                 coefficients",
+            ),
+            (
+                "temperature: 1.5}",
+                "gate: {bias: 0, top1: 1, margin: 1, entropy: 1}}",
+                "services[0].strategy.threshold.confidence.gate: only the logistic metric reads a \
+                 gate",
+            ),
+            (
+                "metric: margin, temperature: 1.5",
+                "metric: logistic, gate: {bias: .inf, top1: 1, margin: .nan, entropy: 1}",
+                "services[0].strategy.threshold.confidence.gate.bias: inf must be finite",
+            ),
+            (
+                "metric: margin, temperature: 1.5",
+                "metric: logistic, gate: {bias: .inf, top1: 1, margin: .nan, entropy: 1}",
+                "services[0].strategy.threshold.confidence.gate.margin: NaN must be finite",
+            ),
+            (
+                "tau: 0.8",
+                "tau: 0.8\n        confidence: {metric: logistic}",
+                "services[1].strategy.ensemble.confidence.gate: the logistic metric needs",
+            ),
+            (
                 "members: [{model: mnist-mlp, cost: 1}, {upstream: cloud, service: mnist, weight: 2, cost: 10}]",
                 "members: []",
                 "services[1].strategy.ensemble.members: an ensemble needs at least one member",
@@ -670,6 +697,22 @@ services:
                 "{expected}: {problems:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_threshold_on_a_logistic_gate_validates() {
+        let gated = STRATEGIES.replace(
+            "confidence: {metric: margin, temperature: 1.5}",
+            "confidence: {metric: logistic, gate: {bias: -8, top1: 4, margin: 6, entropy: 2}}",
+        );
+        let config = with_strategies(&gated);
+        assert!(config.validate().is_empty(), "{:?}", config.validate());
+        let StrategyConfig::Threshold(t) = &config.services[0].strategy else {
+            panic!("not a threshold")
+        };
+        let gate = t.confidence.gate.expect("a gate");
+        assert_eq!(gate.coefficients(), [-8.0, 4.0, 6.0, 2.0]);
+        assert_eq!(t.confidence.temperature, 1.0);
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use common::*;
 use http::{Method, StatusCode};
-use serde_json::{Value, json};
+use serde_json::json;
 
 const TAU_ACCESS: f64 = 0.9;
 const TAU_EDGE: f64 = 0.8;
@@ -45,18 +45,6 @@ services:
     ))
     .await;
     (access, edge, cloud)
-}
-
-/// A per-item parameter of a response: the array, or the single value repeated.
-fn per_item(body: &Value, key: &str, n: usize) -> Vec<Value> {
-    match &body["parameters"][key] {
-        Value::Array(items)
-            if items.len() == n && (key != "idn_path" || items.iter().all(Value::is_array)) =>
-        {
-            items.clone()
-        }
-        single => vec![single.clone(); n],
-    }
 }
 
 fn max_probability(row: &[f32]) -> f64 {

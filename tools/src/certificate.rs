@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 
 use crate::calibrate::Outcome;
 use crate::calibrate::guarantee::Guaranteed;
-use crate::calibrate::holdout::Split;
+use crate::calibrate::holdout::{Split, Tested};
 use crate::table::{Align, render};
 
 fn percent(x: f64) -> String {
@@ -212,4 +212,71 @@ pub fn splits(
 
 fn yes(held: bool) -> String {
     if held { "yes" } else { "NO" }.to_owned()
+}
+
+/// Two confidences chosen and tested on the same splits, guaranteed and plain each: how often
+/// the target held, and mean test accuracy, share reaching each later tier and cost over the
+/// splits where a choice was made.
+pub fn comparison(
+    scorings: [(&str, &[Split]); 2],
+    names: &[String],
+    target: f64,
+    latency: bool,
+) -> String {
+    let mut rows = Vec::new();
+    for (label, splits) in scorings {
+        let guaranteed: Vec<&Tested> = splits
+            .iter()
+            .filter_map(|s| s.guaranteed.as_ref().map(|(t, _)| t))
+            .collect();
+        let plain: Vec<&Tested> = splits.iter().filter_map(|s| s.plain.as_ref()).collect();
+        for (choice, tested) in [("guaranteed", guaranteed), ("plain", plain)] {
+            let mean = |f: &dyn Fn(&Tested) -> f64| {
+                tested.iter().map(|t| f(t)).sum::<f64>() / tested.len() as f64
+            };
+            let mut row = vec![
+                label.to_owned(),
+                choice.to_owned(),
+                format!(
+                    "{} / {}",
+                    tested.iter().filter(|t| t.held).count(),
+                    splits.len()
+                ),
+                (splits.len() - tested.len()).to_string(),
+            ];
+            if tested.is_empty() {
+                row.extend(std::iter::repeat_n(
+                    String::new(),
+                    names.len() + usize::from(latency),
+                ));
+            } else {
+                row.push(percent(mean(&|t| t.accuracy)));
+                row.extend((0..names.len() - 1).map(|i| percent(mean(&|t| t.reached[i]))));
+                if latency {
+                    row.push(format!("{:.2} ms", mean(&|t| t.cost)));
+                }
+            }
+            rows.push(row);
+        }
+    }
+    let r = Align::Right;
+    let reach: Vec<String> = names[1..].iter().map(|n| format!("reach {n}")).collect();
+    let mut columns = vec![
+        ("confidence", Align::Left),
+        ("choice", Align::Left),
+        ("held", r),
+        ("no choice", r),
+        ("test acc", r),
+    ];
+    columns.extend(reach.iter().map(|n| (n.as_str(), r)));
+    if latency {
+        columns.push(("link ms", r));
+    }
+    let mut out = format!(
+        "on the same {} splits, target {} (means over the splits with a choice):\n",
+        scorings[0].1.len(),
+        percent(target)
+    );
+    out += &render(&columns, &rows);
+    out
 }

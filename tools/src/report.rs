@@ -4,7 +4,7 @@
 //! applies its threshold, built from the agent's own config types so that field names cannot
 //! drift from what the agent reads.
 
-use idn_contract::confidence::Confidence;
+use idn_contract::confidence::{Confidence, ConfidenceMetric, Gate};
 use idn_contract::config::{ForwardStrategy, StrategyConfig, Target, ThresholdStrategy};
 use serde::Serialize;
 
@@ -15,7 +15,8 @@ use crate::table::{self, Align};
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Report {
-    /// The confidence the thresholds apply to (`metric`, `temperature`).
+    /// The confidence the thresholds apply to (`metric`, `temperature`); with a learned gate,
+    /// each tier's strategy carries its own coefficients.
     #[serde(flatten)]
     pub confidence: Confidence,
     /// What the thresholds achieve; with `linkLatency`, a `minAccuracyRatio` target minimises
@@ -92,6 +93,9 @@ pub struct TierReport {
     pub accuracy_answered: Option<f64>,
     /// Accuracy of this model answering the whole sample alone.
     pub accuracy_alone: f64,
+    /// The gate fitted for this tier, when the confidence is learned (not for the last tier).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gate: Option<Gate>,
     /// The node-agent strategy for this tier's service (not for the last tier).
     #[serde(
         with = "serde_norway::with::singleton_map",
@@ -102,7 +106,8 @@ pub struct TierReport {
 
 impl Report {
     /// Describes `calibration` of the cascade of `models` (names, in cascade order) where tier
-    /// i forwards to the upstream named `upstreams[i]`.
+    /// i forwards to the upstream named `upstreams[i]` and, with a learned confidence, scores
+    /// with `gates[i]` (empty otherwise).
     ///
     /// # Panics
     /// When `models` does not name every tier, or `upstreams` every tier but the last.
@@ -111,6 +116,7 @@ impl Report {
         models: &[String],
         upstreams: &[String],
         confidence: Confidence,
+        gates: &[Gate],
     ) -> Self {
         let outcome = &calibration.outcome;
         assert_eq!(models.len(), outcome.tiers.len(), "one name per tier");
@@ -130,6 +136,7 @@ impl Report {
                     upstream: upstreams[i].clone(),
                     service: None,
                 };
+                let gate = gates.get(i).copied();
                 let (tau, strategy) = match tier.rule {
                     Rule::Threshold(tau) => (
                         Some(tau),
@@ -137,7 +144,10 @@ impl Report {
                             local: Target::Model(models[i].clone()),
                             forward: next(),
                             tau,
-                            confidence,
+                            confidence: Confidence {
+                                gate: gate.or(confidence.gate),
+                                ..confidence
+                            },
                             adapt: None,
                         })),
                     ),
@@ -158,6 +168,7 @@ impl Report {
                     accuracy_answered: (tier.answered > 0)
                         .then(|| tier.correct as f64 / tier.answered as f64),
                     accuracy_alone: fraction(tier.correct_alone),
+                    gate,
                     strategy,
                 }
             })
@@ -195,6 +206,12 @@ impl Report {
         let mut out = self.summary_lines();
         out.push('\n');
         out += &self.tier_table();
+        let gates: Vec<(String, Gate)> = self
+            .tiers
+            .iter()
+            .filter_map(|t| Some((t.model.clone(), t.gate?)))
+            .collect();
+        out += &gate_lines(&gates);
         out += "\nA tier answers a request when its confidence ≥ tau and forwards it to the next \
                 tier otherwise;\nthe last tier answers all it gets. `--output yaml` gives the \
                 node-agent strategies.\n";
@@ -208,10 +225,7 @@ impl Report {
             "{}-tier cascade on {} samples, confidence {} at temperature {}\n",
             self.tiers.len(),
             self.samples,
-            serde_json::to_value(self.confidence.metric)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_owned))
-                .unwrap_or_default(),
+            metric_name(self.confidence.metric),
             self.confidence.temperature,
         );
         out += &match self.target {
@@ -303,6 +317,27 @@ impl Report {
     }
 }
 
+/// The metric as the node-agent config spells it.
+pub fn metric_name(metric: ConfidenceMetric) -> String {
+    serde_json::to_value(metric)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+/// One line per fitted gate: the model and its coefficients.
+pub fn gate_lines(gates: &[(String, Gate)]) -> String {
+    gates
+        .iter()
+        .map(|(model, g)| {
+            format!(
+                "gate of {model}: sigmoid({:.3} + {:.3} top1 + {:.3} margin + {:.3} entropy)\n",
+                g.bias, g.top1, g.margin, g.entropy
+            )
+        })
+        .collect()
+}
+
 fn percent(x: f64) -> String {
     format!("{:.2}%", x * 100.0)
 }
@@ -317,14 +352,13 @@ fn ms(value: f64) -> String {
 mod tests {
     use super::*;
     use crate::calibrate::{Outcome, TierOutcome};
-    use idn_contract::confidence::ConfidenceMetric;
 
     fn report(rule: Rule) -> Report {
         report_with_links(rule, None)
     }
 
-    fn report_with_links(rule: Rule, link_latency_ms: Option<Vec<f64>>) -> Report {
-        let calibration = Calibration {
+    fn calibration(rule: Rule, link_latency_ms: Option<Vec<f64>>) -> Calibration {
+        Calibration {
             goal: Goal::MinAccuracyRatio(0.99),
             link_latency_ms,
             feasible: true,
@@ -348,16 +382,21 @@ mod tests {
                     },
                 ],
             },
-        };
+        }
+    }
+
+    fn report_with_links(rule: Rule, link_latency_ms: Option<Vec<f64>>) -> Report {
         let confidence = Confidence {
             metric: ConfidenceMetric::Margin,
             temperature: 1.5,
+            gate: None,
         };
         Report::new(
-            &calibration,
+            &calibration(rule, link_latency_ms),
             &["small".into(), "big".into()],
             &["big-0".into()],
             confidence,
+            &[],
         )
     }
 
@@ -409,6 +448,59 @@ tiers:
         let strategy: StrategyConfig =
             serde_json::from_value(json["tiers"][0]["strategy"].clone()).unwrap();
         assert_eq!(Some(strategy), report.tiers[0].strategy);
+    }
+
+    #[test]
+    fn a_learned_gate_goes_into_the_tier_strategy() {
+        let plain = report(Rule::Threshold(0.8));
+        let gate = Gate {
+            bias: -4.0,
+            top1: 2.5,
+            margin: 3.0,
+            entropy: 1.25,
+        };
+        let logistic = Confidence {
+            metric: ConfidenceMetric::Logistic,
+            ..plain.confidence
+        };
+        let gated = Report::new(
+            &calibration(Rule::Threshold(0.8), None),
+            &["small".into(), "big".into()],
+            &["big-0".into()],
+            logistic,
+            &[gate],
+        );
+        let yaml = gated.to_yaml();
+        assert!(
+            yaml.starts_with("metric: logistic\ntemperature: 1.5\n"),
+            "{yaml}"
+        );
+        assert!(
+            yaml.contains(
+                "      confidence:
+        metric: logistic
+        temperature: 1.5
+        gate:
+          bias: -4.0
+          top1: 2.5
+          margin: 3.0
+          entropy: 1.25
+"
+            ),
+            "{yaml}"
+        );
+        assert_eq!(gated.tiers[1].gate, None);
+        assert!(gated.to_table().contains(
+            "gate of small: sigmoid(-4.000 + 2.500 top1 + 3.000 margin + 1.250 entropy)\n"
+        ));
+        // The strategy reads back as a valid agent strategy with the gate.
+        let json: serde_json::Value = serde_json::from_str(&gated.to_json()).unwrap();
+        let strategy: StrategyConfig =
+            serde_json::from_value(json["tiers"][0]["strategy"].clone()).unwrap();
+        let StrategyConfig::Threshold(threshold) = strategy else {
+            panic!("not a threshold")
+        };
+        assert_eq!(threshold.confidence.gate, Some(gate));
     }
 
     #[test]

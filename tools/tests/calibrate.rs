@@ -78,8 +78,13 @@ fn reference() -> Reference {
 }
 
 /// Per tier: (reached, answered, correct among answered), by running the cascade item by item
-/// with the reported thresholds (`None`: the tier forwards everything).
-fn replay(reference: &Reference, confidence: &Confidence, taus: &[Option<f64>]) -> Vec<[usize; 3]> {
+/// with the reported thresholds (`None`: the tier forwards everything), tier i scoring with
+/// `confidences[i]`.
+fn replay(
+    reference: &Reference,
+    confidences: &[Confidence],
+    taus: &[Option<f64>],
+) -> Vec<[usize; 3]> {
     let mut tiers = vec![[0; 3]; MODELS.len()];
     for (item, &label) in reference.labels.iter().enumerate() {
         for (tier, probs) in reference.probs.iter().enumerate() {
@@ -88,7 +93,7 @@ fn replay(reference: &Reference, confidence: &Confidence, taus: &[Option<f64>]) 
             let answers = match taus.get(tier) {
                 None => true,
                 Some(None) => false,
-                Some(Some(tau)) => confidence.score(row) >= *tau,
+                Some(Some(tau)) => confidences[tier].score(row) >= *tau,
             };
             if answers {
                 tiers[tier][1] += 1;
@@ -104,21 +109,29 @@ fn close(a: f64, b: f64) -> bool {
     (a - b).abs() < 1e-12
 }
 
-/// Checks a report's numbers against the recomputation with its thresholds.
+/// Checks a report's numbers against the recomputation with its thresholds, each tier scoring
+/// as its strategy says (with a learned gate, its own coefficients).
 fn check_against_reference(report: &Value) {
     let reference = reference();
-    let confidence: Confidence = serde_json::from_value(serde_json::json!({
-        "metric": report["metric"],
-        "temperature": report["temperature"],
-    }))
-    .unwrap();
     let tiers = report["tiers"].as_array().unwrap();
     assert_eq!(tiers.len(), MODELS.len());
     let taus: Vec<Option<f64>> = tiers[..tiers.len() - 1]
         .iter()
         .map(|t| t["tau"].as_f64())
         .collect();
-    let replayed = replay(&reference, &confidence, &taus);
+    let confidences: Vec<Confidence> = tiers[..tiers.len() - 1]
+        .iter()
+        .map(|t| {
+            let stated = &t["strategy"]["threshold"]["confidence"];
+            let confidence = if stated.is_null() {
+                serde_json::json!({"metric": report["metric"], "temperature": report["temperature"]})
+            } else {
+                stated.clone()
+            };
+            serde_json::from_value(confidence).unwrap()
+        })
+        .collect();
+    let replayed = replay(&reference, &confidences, &taus);
     let n = reference.labels.len() as f64;
     check_link_latency(report, &replayed, n);
     let mut correct = 0;
@@ -303,7 +316,7 @@ fn link_latency_matches_the_reference_outputs() {
         .iter()
         .map(|t| t["tau"].as_f64())
         .collect();
-    let replayed = replay(&reference(), &Confidence::default(), &taus);
+    let replayed = replay(&reference(), &[Confidence::default(); 2], &taus);
     let fewest_last_cost = cost(replayed[1][0], replayed[2][0]);
     assert!(
         total <= fewest_last_cost,
@@ -394,6 +407,78 @@ fn other_metrics_and_temperatures_match_too() {
         let strategy = &report["tiers"][0]["strategy"]["threshold"];
         assert_eq!(strategy["confidence"]["metric"], metric);
     }
+}
+
+#[test]
+fn a_learned_gate_is_carried_by_the_strategies_and_replays() {
+    let report = report(&[
+        "--min-accuracy-ratio",
+        "0.99",
+        "--link-latency-ms",
+        "5,40",
+        "--gate",
+        "logistic",
+    ]);
+    assert_eq!(report["metric"], "logistic");
+    let tiers = report["tiers"].as_array().unwrap();
+    for tier in &tiers[..2] {
+        let gate = &tier["gate"];
+        for key in ["bias", "top1", "margin", "entropy"] {
+            assert!(gate[key].as_f64().is_some_and(f64::is_finite), "{tier}");
+        }
+        let confidence = &tier["strategy"]["threshold"]["confidence"];
+        assert_eq!(confidence["metric"], "logistic");
+        assert_eq!(&confidence["gate"], gate);
+    }
+    assert!(tiers[2]["gate"].is_null());
+    check_against_reference(&report);
+    check_strategies_are_node_agent_config(&report);
+}
+
+#[test]
+fn a_learned_gate_is_compared_with_the_metric_on_the_same_splits() {
+    let args = [
+        "--min-accuracy",
+        "0.96",
+        "--confidence",
+        "0.95",
+        "--link-latency-ms",
+        "5,40",
+        "--splits",
+        "3",
+        "--holdout",
+        "0.3",
+    ];
+    let plain = stdout(&calibrate(&args));
+    let mut gated_args = args.to_vec();
+    gated_args.extend(["--gate", "logistic"]);
+    let gated = stdout(&calibrate(&gated_args));
+    assert!(
+        gated.contains("on the same 3 splits, target 96.00%"),
+        "{gated}"
+    );
+    // The max-probability rows summarise the splits the run without a gate prints.
+    let held = plain
+        .lines()
+        .find_map(|l| l.strip_prefix("guaranteed: target held on the test part in "))
+        .and_then(|rest| rest.split(' ').next())
+        .unwrap()
+        .to_owned();
+    let row = gated
+        .lines()
+        .find(|l| l.starts_with("maxProbability  guaranteed"))
+        .unwrap();
+    assert!(row.contains(&format!(" {held} / 3 ")), "{row}\n{plain}");
+    assert!(
+        gated
+            .lines()
+            .any(|l| l.starts_with("logistic gate   plain")),
+        "{gated}"
+    );
+    assert!(
+        gated.contains("reach mnist-mlp  reach mnist-cnn  link ms"),
+        "{gated}"
+    );
 }
 
 /// Equal values, numbers within a few ulps.

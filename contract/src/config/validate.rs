@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use super::{
     API_VERSION, Combine, KIND, Limits, ModelConfig, NodeAgentConfig, StrategyConfig, Target,
 };
-use crate::confidence::Confidence;
+use crate::confidence::{Confidence, ConfidenceMetric};
 use crate::graph::find_cycle;
 use crate::names::{is_dns_label, is_model_name};
 
@@ -221,11 +221,29 @@ fn validate_unit(value: f64, field: &str, problems: &mut Vec<String>) {
 }
 
 fn validate_confidence(confidence: &Confidence, field: &str, problems: &mut Vec<String>) {
+    let field = format!("{field}.confidence");
     if !(confidence.temperature.is_finite() && confidence.temperature > 0.0) {
         problems.push(format!(
-            "{field}.confidence.temperature: {} must be a finite number > 0",
+            "{field}.temperature: {} must be a finite number > 0",
             confidence.temperature
         ));
+    }
+    match (confidence.metric, &confidence.gate) {
+        (ConfidenceMetric::Logistic, None) => problems.push(format!(
+            "{field}.gate: the logistic metric needs its coefficients (bias, top1, margin, entropy)"
+        )),
+        (ConfidenceMetric::Logistic, Some(gate)) => {
+            let names = ["bias", "top1", "margin", "entropy"];
+            for (name, value) in names.into_iter().zip(gate.coefficients()) {
+                if !value.is_finite() {
+                    problems.push(format!("{field}.gate.{name}: {value} must be finite"));
+                }
+            }
+        }
+        (_, Some(_)) => problems.push(format!(
+            "{field}.gate: only the logistic metric reads a gate; drop it or set metric: logistic"
+        )),
+        (_, None) => {}
     }
 }
 

@@ -13,6 +13,7 @@ use hyper_util::rt::TokioIo;
 use idn_contract::config::NodeAgentConfig;
 use idn_node_agent::node::Node;
 use idn_node_agent::server;
+use serde_json::Value;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -209,12 +210,29 @@ pub fn probs(reply: &Reply) -> Vec<f32> {
         .collect()
 }
 
+/// A per-item parameter of a response: the array, or the single value repeated.
+pub fn per_item(body: &Value, key: &str, n: usize) -> Vec<Value> {
+    match &body["parameters"][key] {
+        Value::Array(items)
+            if items.len() == n && (key != "idn_path" || items.iter().all(Value::is_array)) =>
+        {
+            items.clone()
+        }
+        single => vec![single.clone(); n],
+    }
+}
+
 /// The example config reduced to one model, as one tier of an IDN.
 pub fn tier_config(node: &str, model: &str) -> NodeAgentConfig {
     let mut config = example_config();
     config.node = node.to_owned();
     config.models.retain(|m| m.name == model);
     config
+}
+
+/// An agent serving `model` as node `node`, with the services and upstreams of `yaml`.
+pub async fn start_tier(node: &str, model: &str, yaml: &str) -> TestAgent {
+    TestAgent::start(with_yaml(tier_config(node, model), yaml)).await
 }
 
 /// Parses a YAML fragment of config (services, upstreams) into `config`.

@@ -77,7 +77,8 @@ pub struct ThresholdStrategy {
     /// Confidence threshold τ in [0, 1]: items whose local confidence is below go upstream.
     #[schemars(range(min = 0.0, max = 1.0))]
     pub tau: f64,
-    /// How confidence is computed (maxProbability, margin or entropy; temperature).
+    /// How confidence is computed (maxProbability, margin, entropy, or a logistic gate over
+    /// the three; temperature).
     #[serde(default)]
     pub confidence: Confidence,
     /// Learn τ online (hedge or lcb) from the upstream's verdicts and clients' labels;

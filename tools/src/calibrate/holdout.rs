@@ -1,9 +1,55 @@
 //! Hold-out evaluation of guaranteed calibration: split the scored sample at random into a
 //! calibration part and a test part, choose thresholds on the first (guaranteed and plain, on
 //! the same grid), and check on the second whether the target held and what it cost.
+//!
+//! With a learned gate the gate is fitted on the calibration part of each split too, so the
+//! test part is never seen before the test.
 
+use std::borrow::Cow;
+
+use idn_contract::confidence::Features;
+
+use super::gate::gated;
 use super::guarantee::{Promise, certify, cheapest_on_sample};
 use super::{CalibrateError, Outcome, TierScores, evaluate};
+
+/// How the items of a split get their confidences.
+#[derive(Debug, Clone, Copy)]
+pub enum Scoring<'a> {
+    /// Fixed scores of a metric, the same for every split.
+    Fixed(&'a [TierScores]),
+    /// A gate per tier but the last, fitted on each split's calibration part.
+    Gate {
+        /// Per tier, per item, the gate's inputs.
+        features: &'a [Vec<Features>],
+        /// Right/wrong per item (and the last tier's scores).
+        scores: &'a [TierScores],
+        /// The tiers' names, for errors.
+        names: &'a [String],
+    },
+}
+
+impl Scoring<'_> {
+    fn items(&self) -> usize {
+        match self {
+            Scoring::Fixed(scores) | Scoring::Gate { scores, .. } => {
+                scores.first().map_or(0, |s| s.correct.len())
+            }
+        }
+    }
+
+    /// Every item's scores, learning only from the items `calibration`.
+    fn scores(&self, calibration: &[usize]) -> Result<Cow<'_, [TierScores]>, CalibrateError> {
+        match *self {
+            Scoring::Fixed(scores) => Ok(Cow::Borrowed(scores)),
+            Scoring::Gate {
+                features,
+                scores,
+                names,
+            } => Ok(Cow::Owned(gated(features, scores, names, calibration)?.1)),
+        }
+    }
+}
 
 /// One way of choosing thresholds on the calibration part, as it fared on the test part.
 #[derive(Debug, Clone, PartialEq)]
@@ -16,6 +62,8 @@ pub struct Tested {
     /// Expected link latency per request (ms) when links are given, else the fraction of
     /// requests reaching the last tier, on the test part.
     pub cost: f64,
+    /// Fraction of the test part reaching each tier after the first.
+    pub reached: Vec<f64>,
 }
 
 /// One random split.
@@ -32,16 +80,18 @@ pub fn test_items(items: usize, holdout: f64) -> usize {
     (items as f64 * holdout).round() as usize
 }
 
-/// `count` seeded random splits holding out `holdout` of the items for testing.
+/// `count` seeded random splits holding out `holdout` of the items for testing. The splits
+/// depend only on the number of items and the seed, so two scorings of one sample are tested on
+/// the same splits.
 pub fn splits(
-    scores: &[TierScores],
+    scoring: Scoring<'_>,
     promise: Promise,
     link_latency_ms: Option<&[f64]>,
     holdout: f64,
     count: usize,
     seed: u64,
 ) -> Result<Vec<Split>, CalibrateError> {
-    let items = scores.first().map_or(0, |s| s.correct.len());
+    let items = scoring.items();
     let test = test_items(items, holdout);
     if !(holdout > 0.0 && holdout < 1.0) || test == 0 || test == items {
         return Err(CalibrateError::Goal(format!(
@@ -54,8 +104,9 @@ pub fn splits(
             let mut order: Vec<usize> = (0..items).collect();
             rng.shuffle(&mut order);
             let (test_rows, calibration_rows) = order.split_at(test);
-            let calibration = subset(scores, calibration_rows);
-            let test = subset(scores, test_rows);
+            let scores = scoring.scores(calibration_rows)?;
+            let calibration = subset(&scores, calibration_rows);
+            let test = subset(&scores, test_rows);
             let tested = |outcome: &Outcome| {
                 let taus = outcome.taus();
                 let on_test = evaluate(&test, &taus);
@@ -66,6 +117,10 @@ pub fn splits(
                         Some(links) => on_test.link_latency(links),
                         None => on_test.last_reached() as f64 / on_test.items as f64,
                     },
+                    reached: on_test.tiers[1..]
+                        .iter()
+                        .map(|t| t.reached as f64 / on_test.items as f64)
+                        .collect(),
                     taus,
                 }
             };
@@ -117,8 +172,9 @@ mod tests {
             target: 0.95,
             confidence: 0.95,
         };
-        let a = splits(&scores(2000), promise, None, 0.5, 5, 7).unwrap();
-        let b = splits(&scores(2000), promise, None, 0.5, 5, 7).unwrap();
+        let sample = scores(2000);
+        let a = splits(Scoring::Fixed(&sample), promise, None, 0.5, 5, 7).unwrap();
+        let b = splits(Scoring::Fixed(&sample), promise, None, 0.5, 5, 7).unwrap();
         assert_eq!(a, b);
         assert_eq!(a.len(), 5);
         for split in &a {
@@ -126,6 +182,7 @@ mod tests {
             assert!(tested.held && bound >= &0.95);
             // Forwarding the unsure quarter is the only way to the target.
             assert!((tested.cost - 0.25).abs() < 0.05, "{}", tested.cost);
+            assert_eq!(tested.reached, [tested.cost]);
             assert_eq!(tested.accuracy, 1.0);
         }
     }
@@ -136,10 +193,77 @@ mod tests {
             target: 0.95,
             confidence: 0.95,
         };
-        let s = splits(&scores(40), promise, None, 0.5, 3, 1).unwrap();
+        let sample = scores(40);
+        let fixed = Scoring::Fixed(&sample);
+        let s = splits(fixed, promise, None, 0.5, 3, 1).unwrap();
         assert!(s.iter().all(|split| split.guaranteed.is_none()));
         assert!(s.iter().all(|split| split.plain.is_some()));
-        assert!(splits(&scores(40), promise, None, 1.0, 3, 1).is_err());
-        assert!(splits(&scores(40), promise, None, 0.001, 3, 1).is_err());
+        assert!(splits(fixed, promise, None, 1.0, 3, 1).is_err());
+        assert!(splits(fixed, promise, None, 0.001, 3, 1).is_err());
+    }
+
+    /// Tier 1 right exactly on the items whose first feature is high, while its fixed
+    /// confidence says nothing (always 0.5).
+    fn uninformed(items: usize) -> (Vec<TierScores>, Vec<Vec<Features>>) {
+        let top1 = |i: usize| (i % 10) as f64 / 10.0;
+        let scores = vec![
+            TierScores {
+                confidence: vec![0.5; items],
+                correct: (0..items).map(|i| top1(i) >= 0.3).collect(),
+            },
+            TierScores {
+                confidence: vec![1.0; items],
+                correct: vec![true; items],
+            },
+        ];
+        let features = vec![(0..items).map(|i| [top1(i), 0.0, 0.0]).collect(); 2];
+        (scores, features)
+    }
+
+    #[test]
+    fn a_gate_learns_on_the_calibration_part_what_a_fixed_score_misses() {
+        let promise = Promise {
+            target: 0.95,
+            confidence: 0.95,
+        };
+        let (scores, features) = uninformed(2000);
+        let names = ["a".to_owned(), "b".to_owned()];
+        let gate = Scoring::Gate {
+            features: &features,
+            scores: &scores,
+            names: &names,
+        };
+        let fixed = splits(Scoring::Fixed(&scores), promise, None, 0.5, 3, 9).unwrap();
+        let learned = splits(gate, promise, None, 0.5, 3, 9).unwrap();
+        for (fixed, learned) in fixed.iter().zip(&learned) {
+            // The fixed score can only forward everything; the gate forwards the 30 % wrong.
+            let (fixed, _) = fixed.guaranteed.as_ref().unwrap();
+            let (learned, _) = learned.guaranteed.as_ref().unwrap();
+            assert_eq!(fixed.reached, [1.0]);
+            assert!((learned.reached[0] - 0.3).abs() < 0.05, "{learned:?}");
+            assert_eq!(learned.accuracy, 1.0);
+        }
+    }
+
+    #[test]
+    fn a_gate_that_cannot_be_fitted_on_a_split_fails_the_run() {
+        let promise = Promise {
+            target: 0.9,
+            confidence: 0.9,
+        };
+        let (mut scores, features) = uninformed(100);
+        scores[0].correct = vec![true; 100];
+        let names = ["a".to_owned(), "b".to_owned()];
+        let gate = Scoring::Gate {
+            features: &features,
+            scores: &scores,
+            names: &names,
+        };
+        let error = splits(gate, promise, None, 0.5, 2, 1).unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .starts_with("gate of a: the model is right on all 50")
+        );
     }
 }

@@ -33,6 +33,7 @@
 use idn_contract::confidence::{Confidence, argmax};
 use serde::Serialize;
 
+pub mod gate;
 pub mod guarantee;
 pub mod holdout;
 mod search;
@@ -161,6 +162,8 @@ pub enum CalibrateError {
     Goal(String),
     #[error("{0}")]
     LinkLatency(String),
+    #[error("gate of {name}: {error}")]
+    Gate { name: String, error: gate::FitError },
 }
 
 /// How a tier treats the items that reach it.

@@ -11,12 +11,15 @@ use idn_contract::confidence::{Confidence, ConfidenceMetric};
 use idn_contract::names::is_model_name;
 
 use super::{OutputFormat, SampleArgs};
+use idn_contract::confidence::{Features, Gate};
+
 use crate::calibrate::guarantee::{self, Promise};
-use crate::calibrate::{self, Goal, TierProbs, TierScores, holdout};
+use crate::calibrate::holdout::Scoring;
+use crate::calibrate::{self, Goal, TierProbs, TierScores, gate, holdout};
 use crate::certificate;
 use crate::dataset::{Dataset, numbered_classes};
 use crate::inference::{Probabilities, SampleModel};
-use crate::report::Report;
+use crate::report::{Report, gate_lines, metric_name};
 
 /// Confidence metrics, spelled as in the node-agent config.
 const METRICS: [&str; 3] = ["maxProbability", "margin", "entropy"];
@@ -44,6 +47,12 @@ pub struct Args {
     /// Temperature T > 0 applied to the probabilities before scoring (1: unchanged).
     #[arg(long, default_value_t = 1.0)]
     pub temperature: f64,
+    /// Learn the confidence instead of using --metric: for each tier but the last, a logistic
+    /// gate over maxProbability, margin and entropy, fitted on the sample to predict that the
+    /// tier's answer is right; the thresholds then apply to the gate's score. With --splits the
+    /// gate is fitted on each split's calibration part and compared with --metric.
+    #[arg(long, value_enum, value_name = "KIND")]
+    pub gate: Option<GateKind>,
     #[command(flatten)]
     pub target: TargetArgs,
     #[command(flatten)]
@@ -74,6 +83,14 @@ pub struct Args {
     /// Name of the models' probability output ([items, classes]).
     #[arg(long, value_name = "NAME", default_value = "probs")]
     pub output_name: String,
+}
+
+/// A learned confidence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum GateKind {
+    /// sigmoid(bias + w1 p1 + w2 (p1 − p2) + w3 (1 − H(p)/log C)), by penalised logistic
+    /// regression.
+    Logistic,
 }
 
 /// The target: exactly one.
@@ -137,6 +154,7 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     let confidence = Confidence {
         metric: args.metric,
         temperature: args.temperature,
+        gate: None,
     };
     let mut dataset = args.sample.load()?;
     let (models, outputs, classes) = model_outputs(args, &mut dataset)?;
@@ -152,9 +170,11 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         .collect();
     let scores = calibrate::score(&tiers, &dataset.labels, &confidence)?;
     let names: Vec<String> = models.iter().map(|m| m.name.clone()).collect();
+    let features = args.gate.map(|_| gate::features(&tiers, &confidence));
     if let Some(promise) = promise(args) {
-        return guaranteed(args, &scores, promise, &names);
+        return guaranteed(args, &scores, features.as_deref(), promise, &names);
     }
+    let (gates, scores) = fit_on_all(features.as_deref(), scores, &names)?;
     let goal = args.target.goal()?;
     let calibration =
         calibrate::calibrate(&scores, goal, link_latency_ms).context("calibrating")?;
@@ -163,7 +183,15 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     } else {
         args.upstreams.clone()
     };
-    let report = Report::new(&calibration, &names, &upstreams, confidence);
+    let reported = if gates.is_empty() {
+        confidence
+    } else {
+        Confidence {
+            metric: ConfidenceMetric::Logistic,
+            ..confidence
+        }
+    };
+    let report = Report::new(&calibration, &names, &upstreams, reported, &gates);
     print!(
         "{}",
         match args.output {
@@ -179,6 +207,20 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// With a learned confidence, the gates fitted on the whole sample and the scores they give;
+/// otherwise no gate and the scores unchanged.
+fn fit_on_all(
+    features: Option<&[Vec<Features>]>,
+    scores: Vec<TierScores>,
+    names: &[String],
+) -> anyhow::Result<(Vec<Gate>, Vec<TierScores>)> {
+    let Some(features) = features else {
+        return Ok((Vec::new(), scores));
+    };
+    let all: Vec<usize> = (0..scores[0].correct.len()).collect();
+    Ok(gate::gated(features, &scores, names, &all)?)
+}
+
 /// The promise of guaranteed calibration, when --min-accuracy asks for one.
 fn promise(args: &Args) -> Option<Promise> {
     Some(Promise {
@@ -187,11 +229,14 @@ fn promise(args: &Args) -> Option<Promise> {
     })
 }
 
-/// Guaranteed calibration on the whole sample, or on random hold-out splits of it; fails (exit
-/// 1) when nothing can be certified on the whole sample.
+/// Guaranteed calibration on the whole sample, or on random hold-out splits of it; fails (with
+/// exit status 1) when nothing can be certified on the whole sample. With `features`, the
+/// confidence is a gate fitted on the calibration items, and on splits it is compared with
+/// --metric.
 fn guaranteed(
     args: &Args,
     scores: &[TierScores],
+    features: Option<&[Vec<Features>]>,
     promise: Promise,
     names: &[String],
 ) -> anyhow::Result<ExitCode> {
@@ -200,26 +245,47 @@ fn guaranteed(
     if p.holdout.is_some() || p.splits.is_some() {
         let holdout = p.holdout.unwrap_or(0.5);
         let count = p.splits.unwrap_or(1);
-        let splits = holdout::splits(scores, promise, link_latency_ms, holdout, count, p.seed)?;
+        let run =
+            |scoring| holdout::splits(scoring, promise, link_latency_ms, holdout, count, p.seed);
+        let fixed = run(Scoring::Fixed(scores))?;
+        let learned = features
+            .map(|features| {
+                run(Scoring::Gate {
+                    features,
+                    scores,
+                    names,
+                })
+            })
+            .transpose()?;
         let items = scores[0].correct.len();
         let test = holdout::test_items(items, holdout);
+        let latency = link_latency_ms.is_some();
+        let shown = learned.as_deref().unwrap_or(&fixed);
         print!(
             "{}",
-            certificate::splits(
-                &splits,
-                promise.target,
-                test,
-                items - test,
-                link_latency_ms.is_some()
-            )
+            certificate::splits(shown, promise.target, test, items - test, latency)
         );
+        if let Some(learned) = &learned {
+            let metric = metric_name(args.metric);
+            let scorings = [
+                (metric.as_str(), &fixed[..]),
+                ("logistic gate", &learned[..]),
+            ];
+            print!(
+                "\n{}",
+                certificate::comparison(scorings, names, promise.target, latency)
+            );
+        }
         return Ok(ExitCode::SUCCESS);
     }
-    let result = guarantee::certify(scores, promise, link_latency_ms)?;
+    let (gates, scores) = fit_on_all(features, scores.to_vec(), names)?;
+    let result = guarantee::certify(&scores, promise, link_latency_ms)?;
     print!(
         "{}",
         certificate::guaranteed(&result, names, link_latency_ms)
     );
+    let fitted: Vec<(String, Gate)> = names.iter().cloned().zip(gates).collect();
+    print!("{}", gate_lines(&fitted));
     if result.choice.is_err() {
         eprintln!("error: the sample is too small to promise the target at this confidence");
         return Ok(ExitCode::FAILURE);
