@@ -2,6 +2,7 @@
 
 use std::collections::HashSet;
 
+use super::classes::check_labels;
 use super::{API_VERSION, KIND, Limits, ModelConfig, NodeAgentConfig, StrategyConfig, Target};
 use crate::confidence::Confidence;
 use crate::graph::find_cycle;
@@ -34,6 +35,7 @@ impl NodeAgentConfig {
                 problems.push(format!("{field}.name: {:?} is declared twice", model.name));
             }
             model.validate(&field, &mut problems);
+            check_labels(&model.labels, &format!("{field}.labels"), &mut problems);
         }
         self.validate_upstreams(&mut problems);
         self.validate_services(&mut problems);
@@ -64,6 +66,7 @@ impl NodeAgentConfig {
             if upstream.timeout_ms == 0 {
                 problems.push(format!("{field}.timeoutMs: must be at least 1"));
             }
+            check_labels(&upstream.labels, &format!("{field}.labels"), problems);
         }
     }
 
@@ -85,6 +88,7 @@ impl NodeAgentConfig {
                 problems.push(format!("{field}.maxHops: must be at least 1"));
             }
             self.validate_strategy(&service.strategy, &format!("{field}.strategy"), problems);
+            self.validate_classes(service, &field, problems);
         }
         if let Some(cycle) = self.service_cycle() {
             problems.push(format!("services: forwarding cycle {}", cycle.join(" -> ")));
