@@ -252,6 +252,7 @@ fn upstreams(
                 binary_data: link.node.is_some() && protocol == Protocol::Rest,
                 protocol,
                 delay_ms: addressing.delay_ms(&node.name, link),
+                labels: link.labels.clone(),
             })
         })
         .collect()
@@ -298,6 +299,7 @@ fn bind_service(
         deadline_ms: spec.deadline_ms.unwrap_or(1000),
         max_hops: spec.max_hops.unwrap_or(8),
         on_upstream_failure: spec.on_upstream_failure.unwrap_or_default(),
+        labels: spec.labels.clone(),
     })
 }
 
@@ -449,6 +451,8 @@ impl Binder<'_, '_> {
             target,
             weight: member.weight,
             cost: member.cost,
+            // A link member's classes are its link's `labels`.
+            labels: Vec::new(),
         })
     }
 }

@@ -49,6 +49,11 @@ pub struct DeliveryStrategySpec {
     /// the default) or return the error (`fail`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub on_upstream_failure: Option<FailurePolicy>,
+    /// Names of the classes the service answers in; answers of models and links are matched to
+    /// them by name (an InferenceModel's `labels`, a link's `labels`). Default: the classes of
+    /// the strategy's first target (the node's model, or the cheapest ensemble member).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub labels: Vec<String>,
 }
 
 /// `local` takes no parameters.
