@@ -137,11 +137,16 @@ impl NodeAgentConfig {
         }
         let targets = self.class_targets(&service.strategy, &strategy_field);
         let Some(classes) = self.service_classes(&service.name) else {
-            for target in targets.iter().filter(|t| t.classes.is_some()) {
-                problems.push(format!(
-                    "{}: {} names its classes but the service's are unknown; declare {field}.labels",
-                    target.field, target.name
-                ));
+            // Nothing to match names against: columns are read in order, which only holds
+            // while every target that names its classes names the same ones.
+            let mut named = targets.iter().filter_map(|t| Some((t, t.classes?)));
+            if let Some((first, classes)) = named.next() {
+                for (target, _) in named.filter(|(_, c)| c != &classes) {
+                    problems.push(format!(
+                        "{}: {} names other classes than {} (or another order) while the service's are unknown; declare {field}.labels",
+                        target.field, target.name, first.name
+                    ));
+                }
             }
             return;
         };
@@ -276,8 +281,8 @@ apiVersion: idn.dev/v1alpha1"
                 "services[0].strategy.ensemble.members[1]: no class of bare (x, y) is among the service's (a, b, c)",
             ),
             (
-                "{name: e, strategy: {threshold: {local: {model: plain}, forward: {upstream: cloud}, tau: 0.5}}}",
-                "services[0].strategy.threshold.forward: cloud names its classes but the service's are unknown; declare services[0].labels",
+                "{name: e, strategy: {ensemble: {members: [{model: plain}, {upstream: cloud}, {model: small}]}}}",
+                "services[0].strategy.ensemble.members[2]: small names other classes than cloud (or another order) while the service's are unknown; declare services[0].labels",
             ),
             (
                 "{name: e, strategy: {ensemble: {members: [{model: small}, {upstream: cloud}, {upstream: bare}]}}}",
@@ -292,10 +297,11 @@ apiVersion: idn.dev/v1alpha1"
     }
 
     #[test]
-    fn an_unnamed_target_beside_matching_names_stays_positional() {
+    fn unnamed_targets_beside_agreeing_names_stay_positional() {
         let config = config(
             "services:
-  - {name: t, strategy: {threshold: {local: {model: small}, forward: {upstream: bare}, tau: 0.5}}}",
+  - {name: t, strategy: {threshold: {local: {model: small}, forward: {upstream: bare}, tau: 0.5}}}
+  - {name: f, strategy: {forward: {to: {upstream: bare}, fallbackModel: small}}}",
         );
         assert!(config.validate().is_empty(), "{:?}", config.validate());
     }
