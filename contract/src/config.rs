@@ -5,6 +5,7 @@
 //! wire, and strict: an unknown field is an error, because a typo there would silently change
 //! behaviour. [`NodeAgentConfig::validate`] returns every problem with its field path.
 
+mod classes;
 mod learning;
 mod validate;
 
@@ -120,6 +121,11 @@ pub struct UpstreamConfig {
     /// where there is no real network between tiers).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub delay_ms: u64,
+    /// Names of the classes the upstream's answers hold, column by column; lets strategies
+    /// match its answers to their service's classes by name. None: its columns are taken to be
+    /// the service's classes, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub labels: Vec<String>,
 }
 
 /// The flavour of OIP v2 a link speaks.
@@ -159,6 +165,11 @@ pub struct ServiceConfig {
     /// `/v2/models/{service}/hard-examples`; off by default (it stores clients' inputs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hard_examples: Option<HardExamplesConfig>,
+    /// Names of the classes the service answers in, column by column; every target's answer is
+    /// matched to them by name. Default: the classes of the strategy's first target (the local
+    /// target, the forward target, threshold's local, the cheapest ensemble member).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub labels: Vec<String>,
 }
 
 /// What a service does when an upstream cannot answer.
@@ -333,6 +344,10 @@ pub struct EnsembleMember {
     /// Relative cost of a query; sequential mode queries cheaper members first.
     #[serde(default)]
     pub cost: f64,
+    /// Names of the classes an upstream member answers, column by column, when they differ
+    /// from its upstream's `labels` (a model's classes are its labels, a service's its own).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub labels: Vec<String>,
 }
 
 /// How ensemble answers are merged, per item.

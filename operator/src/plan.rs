@@ -259,6 +259,7 @@ fn upstreams(
                 binary_data: link.node.is_some() && protocol == Protocol::Rest,
                 protocol,
                 delay_ms: addressing.delay_ms(&node.name, link),
+                labels: link.labels.clone(),
             })
         })
         .collect()
@@ -306,6 +307,7 @@ fn bind_service(
         max_hops: spec.max_hops.unwrap_or(8),
         on_upstream_failure: spec.on_upstream_failure.unwrap_or_default(),
         hard_examples: spec.hard_examples.clone(),
+        labels: spec.labels.clone(),
     })
 }
 
@@ -468,6 +470,8 @@ impl Binder<'_, '_> {
             target,
             weight: member.weight,
             cost: member.cost,
+            // A link member's classes are its link's `labels`.
+            labels: Vec::new(),
         })
     }
 }

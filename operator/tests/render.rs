@@ -503,4 +503,28 @@ fn a_learning_strategy_gets_its_settings_and_a_place_to_keep_what_it_learned() {
             .any(|v| v.name == "learned" && v.empty_dir.is_some())
     );
     assert!(!pod(1).volumes.unwrap().iter().any(|v| v.name == "learned"));
+fn class_names_of_strategies_and_links_reach_the_agents() {
+    let mut manifests = example();
+    let digits: Vec<String> = (0..10).map(|d| d.to_string()).collect();
+    let reversed: Vec<String> = digits.iter().rev().cloned().collect();
+    manifests.networks[0].spec.nodes[0].links[0].labels = reversed.clone();
+    for strategy in &mut manifests.strategies {
+        strategy.spec.labels = digits.clone();
+    }
+    let rendered = render(&manifests).unwrap();
+    let config: idn_contract::config::NodeAgentConfig =
+        serde_norway::from_str(&rendered.config_maps[0].data.as_ref().unwrap()["agent.yaml"])
+            .unwrap();
+    assert_eq!(config.upstreams[0].labels, reversed);
+    assert!(config.services.iter().all(|s| s.labels == digits));
+
+    // A link whose classes share none with the service's is the agent's config problem.
+    manifests.networks[0].spec.nodes[0].links[0].labels = vec!["cat".into(), "dog".into()];
+    let problems = render(&manifests).unwrap_err();
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.contains("rendered node-agent config") && p.contains("no class of")),
+        "{problems:?}"
+    );
 }

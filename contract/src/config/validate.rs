@@ -2,6 +2,7 @@
 
 use std::collections::HashSet;
 
+use super::classes::check_labels;
 use super::{
     API_VERSION, Combine, KIND, Limits, ModelConfig, NodeAgentConfig, StrategyConfig, Target,
 };
@@ -36,6 +37,7 @@ impl NodeAgentConfig {
                 problems.push(format!("{field}.name: {:?} is declared twice", model.name));
             }
             model.validate(&field, &mut problems);
+            check_labels(&model.labels, &format!("{field}.labels"), &mut problems);
         }
         self.validate_upstreams(&mut problems);
         self.validate_services(&mut problems);
@@ -66,6 +68,7 @@ impl NodeAgentConfig {
             if upstream.timeout_ms == 0 {
                 problems.push(format!("{field}.timeoutMs: must be at least 1"));
             }
+            check_labels(&upstream.labels, &format!("{field}.labels"), problems);
         }
     }
 
@@ -98,6 +101,7 @@ impl NodeAgentConfig {
                     ));
                 }
             }
+            self.validate_classes(service, &field, problems);
         }
         if let Some(cycle) = self.service_cycle() {
             problems.push(format!("services: forwarding cycle {}", cycle.join(" -> ")));

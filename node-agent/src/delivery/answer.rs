@@ -50,6 +50,14 @@ pub(super) fn select_rows(inputs: &[Tensor], rows: &[usize]) -> Vec<Tensor> {
     inputs.iter().map(|t| t.select_rows(rows)).collect()
 }
 
+/// Scales a row of probabilities to sum to 1 (a row of zeros stays as it is).
+pub(super) fn renormalise(row: &mut [f32]) {
+    let sum: f32 = row.iter().sum();
+    if sum > 0.0 {
+        row.iter_mut().for_each(|p| *p /= sum);
+    }
+}
+
 /// A probability output as `(classes, data)`: FP32 of shape `[items, classes]`.
 pub(super) fn probabilities(tensor: Tensor, items: usize) -> Result<(usize, Vec<f32>), String> {
     match (tensor.shape.as_slice(), tensor.data) {

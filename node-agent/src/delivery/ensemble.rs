@@ -176,11 +176,13 @@ impl<'e> Gathered<'e> {
                 accumulator.classes()
             )));
         }
+        let known = ensemble.members[member].target.columns.known();
         accumulator.add(
             member,
             self.weights[member],
             rows,
             &answer.probs,
+            known,
             &ensemble.confidence,
         );
         if ensemble.learner.is_some() {
@@ -241,7 +243,7 @@ impl<'e> Gathered<'e> {
 mod tests {
     use std::time::Duration;
 
-    use super::super::script::{Reply, Script, rows, timeout, unreachable};
+    use super::super::script::{Reply, Script, close, rows, timeout, unreachable};
     use crate::error::RequestError;
     use crate::server::http_status;
     use idn_contract::provenance::Decision;
@@ -461,6 +463,76 @@ services:
             RequestError::Mismatch(
                 "ensemble member mid answered 3 classes, another answered 2".into()
             )
+        );
+        assert_eq!(http_status(&err).as_u16(), 502);
+    }
+
+    /// An ensemble of model `small` (classes a, b, c) and upstream `cloud`, whose classes are
+    /// named by `labels`.
+    fn named(combine: &str, labels: &str) -> Script {
+        Script::new(&format!(
+            "upstreams: [{{name: cloud, url: 'http://cloud:8000', labels: {labels}}}]
+services:
+  - name: vote
+    strategy: {{ensemble: {{members: [{{model: small}}, {{upstream: cloud}}], combine: {combine}}}}}"
+        ))
+        .labels("small", &["a", "b", "c"])
+        .model("small", rows(&[[0.6, 0.3, 0.1], [0.2, 0.2, 0.6]]))
+    }
+
+    #[tokio::test]
+    async fn members_with_reversed_labels_combine_like_aligned_ones() {
+        let cloud = [[0.1, 0.1, 0.8], [0.5, 0.4, 0.1]];
+        let reversed = cloud.map(|[a, b, c]| [c, b, a]);
+        for combine in ["mean", "weightedMean", "vote", "mostConfident"] {
+            let aligned = named(combine, "[a, b, c]").upstream("cloud", rows(&cloud));
+            let permuted = named(combine, "[c, b, a]").upstream("cloud", rows(&reversed));
+            let expected = aligned.deliver("vote", 2).await.unwrap();
+            assert_eq!(
+                permuted.deliver("vote", 2).await.unwrap(),
+                expected,
+                "{combine}"
+            );
+        }
+        let mean = named("mean", "[c, b, a]").upstream("cloud", rows(&reversed));
+        let probs = mean.deliver("vote", 2).await.unwrap().probs;
+        let expected = [0.35, 0.2, 0.45, 0.35, 0.3, 0.35];
+        assert!(close(&probs, &expected), "{probs:?}");
+    }
+
+    #[tokio::test]
+    async fn a_member_knowing_some_classes_adds_to_those() {
+        // Ten classes at the node; the upstream knows 0 to 4 only.
+        let digits: Vec<String> = (0..10).map(|d| d.to_string()).collect();
+        let digits: Vec<&str> = digits.iter().map(String::as_str).collect();
+        let script = Script::new(
+            "upstreams: [{name: cloud, url: 'http://cloud:8000', labels: ['4', '3', '2', '1', '0']}]
+services:
+  - name: vote
+    strategy: {ensemble: {members: [{model: small}, {upstream: cloud}]}}",
+        )
+        .labels("small", &digits)
+        .model("small", rows(&[[0.1; 10]]))
+        .upstream("cloud", rows(&[[0.0, 0.0, 0.0, 0.0, 1.0]]));
+        let answer = script.deliver("vote", 1).await.unwrap();
+        assert_eq!(answer.classes, 10);
+        // Class 0: (0.1 + 1) / 2; classes 1 to 4: 0.1 / 2; classes 5 to 9: 0.1 (small alone).
+        let raw = [0.55, 0.05, 0.05, 0.05, 0.05, 0.1, 0.1, 0.1, 0.1, 0.1];
+        let sum: f32 = raw.iter().sum();
+        assert!(
+            close(&answer.probs, &raw.map(|p| p / sum)),
+            "{:?}",
+            answer.probs
+        );
+    }
+
+    #[tokio::test]
+    async fn a_member_answering_other_columns_than_its_labels_does_not_fit() {
+        let script = named("mean", "[c, b, a]").upstream("cloud", rows(&[[0.5, 0.5]; 2]));
+        let err = script.deliver("vote", 2).await.unwrap_err();
+        assert_eq!(
+            err,
+            RequestError::Mismatch("cloud answered 2 classes, 3 are named for it".into())
         );
         assert_eq!(http_status(&err).as_u16(), 502);
     }

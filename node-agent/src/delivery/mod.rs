@@ -7,6 +7,7 @@
 //! node with its inference pool and upstream client, or a script in tests.
 
 mod answer;
+mod classes;
 mod combine;
 mod ensemble;
 mod forward;

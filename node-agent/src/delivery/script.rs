@@ -49,6 +49,15 @@ pub(super) fn rows<const C: usize>(probs: &[[f32; C]]) -> Reply {
     }
 }
 
+/// Whether two rows of probabilities agree up to rounding.
+pub(super) fn close(actual: &[f32], expected: &[f32]) -> bool {
+    actual.len() == expected.len()
+        && actual
+            .iter()
+            .zip(expected)
+            .all(|(a, b)| (a - b).abs() < 1e-6)
+}
+
 pub(super) fn timeout(upstream: &str) -> UpstreamError {
     UpstreamError::Timeout {
         upstream: upstream.into(),
@@ -123,6 +132,14 @@ models:
             calls: Mutex::default(),
             metrics: Metrics::default(),
         }
+    }
+
+    /// Names the classes of model `name`'s answers.
+    pub(super) fn labels(mut self, name: &str, labels: &[&str]) -> Self {
+        let model = self.config.models.iter_mut().find(|m| m.name == name);
+        model.expect("a scripted model").labels = labels.iter().map(|&l| l.into()).collect();
+        self.services = resolve(&self.config).unwrap();
+        self
     }
 
     pub(super) fn model(self, name: &str, reply: Reply) -> Self {

@@ -1,10 +1,12 @@
 //! Services with their strategies resolved against the node, once, at start: every target is an
 //! index into the node's models, services or upstreams, so request-time code never looks a name
-//! up and cannot fail on one.
+//! up and cannot fail on one; and every target's columns are mapped to its service's classes
+//! by name (see [`Columns`]).
 
 use std::sync::Mutex;
 use std::time::Duration;
 
+use super::classes::Columns;
 use idn_contract::confidence::Confidence;
 use idn_contract::config::{self, Combine, EnsembleMode, NodeAgentConfig, ServiceConfig};
 
@@ -70,6 +72,8 @@ pub(crate) struct Target {
     /// The name provenance reports: the model, the service, or `upstream[/service]`.
     pub name: String,
     pub kind: TargetKind,
+    /// Where its answer's columns go among the service's classes.
+    pub columns: Columns,
 }
 
 #[derive(Debug)]
@@ -99,6 +103,7 @@ pub(crate) fn resolve(config: &NodeAgentConfig) -> Result<Vec<Service>, Vec<Stri
             let mut resolver = Resolver {
                 config,
                 service,
+                classes: config.service_classes(&service.name),
                 field: format!("services[{i}].strategy"),
                 problems: &mut problems,
             };
@@ -124,6 +129,8 @@ pub(crate) fn resolve(config: &NodeAgentConfig) -> Result<Vec<Service>, Vec<Stri
 struct Resolver<'a> {
     config: &'a NodeAgentConfig,
     service: &'a ServiceConfig,
+    /// The classes the service answers in, when named.
+    classes: Option<&'a [String]>,
     field: String,
     problems: &'a mut Vec<String>,
 }
@@ -134,7 +141,10 @@ impl Resolver<'_> {
             config::StrategyConfig::Local(target) => Strategy::Local(self.target(target)?),
             config::StrategyConfig::Forward(forward) => {
                 let to = self.target(&forward.to);
-                let fallback = forward.fallback_model.as_deref().map(|m| self.model(m));
+                let fallback = forward.fallback_model.as_deref().map(|m| {
+                    let classes = self.config.target_classes(&config::Target::Model(m.into()));
+                    self.model(m, classes)
+                });
                 Strategy::Forward {
                     to: to?,
                     fallback: match fallback {
@@ -168,14 +178,13 @@ impl Resolver<'_> {
     }
 
     fn ensemble(&mut self, ensemble: &config::EnsembleStrategy) -> Option<Ensemble> {
-        let mut order: Vec<&config::EnsembleMember> = ensemble.members.iter().collect();
-        // Stable: members of equal cost keep the order the config gives them.
-        order.sort_by(|a, b| a.cost.total_cmp(&b.cost));
-        let members: Vec<Option<Member>> = order
+        let members: Vec<Option<Member>> = ensemble
+            .by_cost()
             .into_iter()
             .map(|member| {
+                let classes = self.config.member_classes(member);
                 Some(Member {
-                    target: self.target(&member.target)?,
+                    target: self.target_in(&member.target, classes)?,
                     weight: member.weight,
                 })
             })
@@ -200,14 +209,21 @@ impl Resolver<'_> {
     }
 
     fn target(&mut self, target: &config::Target) -> Option<Target> {
+        self.target_in(target, self.config.target_classes(target))
+    }
+
+    /// Resolves `target`, whose answers hold `classes`.
+    fn target_in(&mut self, target: &config::Target, classes: Option<&[String]>) -> Option<Target> {
+        let columns = Columns::resolve(self.classes, classes);
         match target {
-            config::Target::Model(model) => self.model(model),
+            config::Target::Model(model) => self.model(model, classes),
             config::Target::Service(name) => {
                 let index = self.config.services.iter().position(|s| &s.name == name);
                 let index = self.found(index, "service", name)?;
                 Some(Target {
                     name: target.display_name(),
                     kind: TargetKind::Service(index),
+                    columns,
                 })
             }
             config::Target::Upstream { upstream, service } => {
@@ -225,12 +241,13 @@ impl Resolver<'_> {
                         // The upstream serves the same service unless the target names another.
                         service: service.clone().unwrap_or_else(|| self.service.name.clone()),
                     },
+                    columns,
                 })
             }
         }
     }
 
-    fn model(&mut self, name: &str) -> Option<Target> {
+    fn model(&mut self, name: &str, classes: Option<&[String]>) -> Option<Target> {
         let index = self.config.models.iter().position(|m| m.name == name);
         let index = self.found(index, "model", name)?;
         let Some(output) = self.config.models[index].outputs.first() else {
@@ -246,6 +263,7 @@ impl Resolver<'_> {
                 index,
                 output: output.clone(),
             },
+            columns: Columns::resolve(self.classes, classes),
         })
     }
 

@@ -13,8 +13,8 @@ use idn_contract::confidence::Confidence;
 use idn_contract::provenance::Decision;
 
 impl<B: Backend> Delivery<'_, B> {
-    /// Asks `target`, on behalf of `service`, for an answer to every item of `inputs`;
-    /// `confidence` scores the items.
+    /// Asks `target`, on behalf of `service`, for an answer to every item of `inputs`, in the
+    /// service's classes; `confidence` scores the items (as the target answered them).
     pub(super) async fn ask(
         &self,
         service: &Service,
@@ -23,7 +23,7 @@ impl<B: Backend> Delivery<'_, B> {
         context: &RequestContext,
         confidence: &Confidence,
     ) -> Result<Answer, RequestError> {
-        match &target.kind {
+        let answer = match &target.kind {
             TargetKind::Model { index, output } => {
                 let tensor = self.backend.run_model(*index, output, inputs).await?;
                 let (classes, probs) = probabilities(tensor, batch_size(inputs))
@@ -40,13 +40,15 @@ impl<B: Backend> Delivery<'_, B> {
                         path: path.clone(),
                     })
                     .collect();
-                Ok(Answer {
+                Answer {
                     classes,
                     probs,
                     items,
-                })
+                }
             }
-            TargetKind::Service(index) => self.apply(&self.services[*index], inputs, context).await,
+            TargetKind::Service(index) => {
+                self.apply(&self.services[*index], inputs, context).await?
+            }
             TargetKind::Upstream {
                 index,
                 upstream,
@@ -58,9 +60,10 @@ impl<B: Backend> Delivery<'_, B> {
                     output: &service.config.output,
                 };
                 self.ask_upstream(upstream, call, inputs, context, confidence)
-                    .await
+                    .await?
             }
-        }
+        };
+        target.columns.map(&target.name, answer)
     }
 
     /// Calls upstream `upstream`, counting the call (or its failure), and reads its answer.

@@ -201,4 +201,23 @@ services:
             RequestError::Mismatch("cloud answered 3 classes, small answered 2".into())
         );
     }
+
+    #[tokio::test]
+    async fn a_forward_answer_is_matched_to_the_local_classes_by_name() {
+        let script = Script::new(
+            "upstreams: [{name: cloud, url: 'http://cloud:8000', labels: [no, yes]}]
+services:
+  - name: mnist
+    strategy: {threshold: {local: {model: small}, forward: {upstream: cloud}, tau: 0.8}}",
+        )
+        .labels("small", &["yes", "no"])
+        .model("small", rows(&LOCAL))
+        .upstream(
+            "cloud",
+            rows(&[[0.1, 0.9], [0.2, 0.8], [0.3, 0.7], [0.4, 0.6], [0.5, 0.5]]),
+        );
+        let answer = script.deliver("mnist", 5).await.unwrap();
+        let expected = [LOCAL[0], [0.8, 0.2], LOCAL[2], [0.6, 0.4], LOCAL[4]];
+        assert_eq!(answer.probs, expected.concat());
+    }
 }

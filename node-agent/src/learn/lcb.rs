@@ -141,6 +141,9 @@ mod tests {
             lcb.observe(0.95, true, 0.01);
         }
         assert!(lcb.seen[9] < 101.0, "{}", lcb.seen[9]);
-        assert_eq!(lcb.seen[5], 1.0, "a bin without new verdicts keeps its evidence");
+        assert_eq!(
+            lcb.seen[5], 1.0,
+            "a bin without new verdicts keeps its evidence"
+        );
     }
 }

@@ -187,6 +187,10 @@ pub struct LinkSpec {
     /// (to a node's gRPC port, or an endpoint whose url is a gRPC server).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub protocol: Option<Protocol>,
+    /// Names of the classes answers over this link hold, column by column, when they differ
+    /// from the service's (another order, or other classes); matched by name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub labels: Vec<String>,
 }
 
 /// A remote OIP v2 endpoint and the secrets holding its bearer token and CA.

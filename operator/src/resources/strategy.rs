@@ -55,6 +55,11 @@ pub struct DeliveryStrategySpec {
     /// the node's `/v2/models/{service}/hard-examples`; off by default (it stores inputs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hard_examples: Option<HardExamplesConfig>,
+    /// Names of the classes the service answers in; answers of models and links are matched to
+    /// them by name (an InferenceModel's `labels`, a link's `labels`). Default: the classes of
+    /// the strategy's first target (the node's model, or the cheapest ensemble member).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub labels: Vec<String>,
 }
 
 /// `local` takes no parameters.
