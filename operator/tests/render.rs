@@ -503,6 +503,9 @@ fn a_learning_strategy_gets_its_settings_and_a_place_to_keep_what_it_learned() {
             .any(|v| v.name == "learned" && v.empty_dir.is_some())
     );
     assert!(!pod(1).volumes.unwrap().iter().any(|v| v.name == "learned"));
+}
+
+#[test]
 fn class_names_of_strategies_and_links_reach_the_agents() {
     let mut manifests = example();
     let digits: Vec<String> = (0..10).map(|d| d.to_string()).collect();
