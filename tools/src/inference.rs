@@ -8,7 +8,7 @@ use idn_contract::config::ModelConfig;
 use idn_contract::names::is_model_name;
 use idn_node_agent::error::RequestError;
 use idn_node_agent::model::{Model, Signature};
-use idn_node_agent::wire::tensor::TensorData;
+use idn_node_agent::wire::tensor::{Tensor, TensorData};
 
 use crate::dataset::{Dataset, DatasetError};
 
@@ -52,6 +52,13 @@ pub struct Probabilities {
     pub classes: usize,
     /// `[items, classes]` row-major.
     pub values: Vec<f32>,
+}
+
+impl Probabilities {
+    /// One row of probabilities per item.
+    pub fn rows(&self) -> impl Iterator<Item = &[f32]> {
+        self.values.chunks_exact(self.classes.max(1))
+    }
 }
 
 impl SampleModel {
@@ -99,15 +106,26 @@ impl SampleModel {
     /// Runs the whole sample as one batch and returns the output, checked to be one row per
     /// item. The sample's inputs are first checked against the signature, naming its file.
     pub fn probabilities(&self, dataset: &Dataset) -> Result<Probabilities, InferenceError> {
-        let path = || self.path.clone();
         dataset
             .fit(&self.path, self.signature())
             .map_err(InferenceError::Data)?;
+        self.run(dataset.inputs.clone())
+    }
+
+    /// Runs one batch, a tensor `[items, ...]` per input, and returns the output, checked to
+    /// be one row per item.
+    pub fn run(&self, inputs: Vec<Tensor>) -> Result<Probabilities, InferenceError> {
+        let path = || self.path.clone();
+        let items = inputs
+            .first()
+            .and_then(|t| t.shape.first())
+            .copied()
+            .unwrap_or(0);
         let config = self.model.config();
         let output = &config.outputs[0];
         let tensor = self
             .model
-            .infer_once(dataset.inputs.clone(), std::slice::from_ref(output))
+            .infer_once(inputs, std::slice::from_ref(output))
             .map_err(|e| match e {
                 RequestError::Invalid(message) => InferenceError::Input {
                     path: path(),
@@ -129,18 +147,14 @@ impl SampleModel {
             output: output.clone(),
             problem,
         };
-        let [items, classes] = tensor.shape[..] else {
+        let [rows, classes] = tensor.shape[..] else {
             return Err(problem(format!(
-                "has shape {:?}, expected [{}, classes]",
-                tensor.shape,
-                dataset.len()
+                "has shape {:?}, expected [{items}, classes]",
+                tensor.shape
             )));
         };
-        if items != dataset.len() {
-            return Err(problem(format!(
-                "has {items} rows for {} items",
-                dataset.len()
-            )));
+        if rows != items {
+            return Err(problem(format!("has {rows} rows for {items} items")));
         }
         let values = match tensor.data {
             TensorData::Fp32(values) => values,

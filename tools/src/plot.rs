@@ -98,12 +98,18 @@ impl Frame {
             (x0 + x1) / 2.0,
             H - 18.0
         );
-        let _ = writeln!(
-            out,
-            "<text transform=\"translate(18 {}) rotate(-90)\" text-anchor=\"middle\">accuracy</text>",
-            (y0 + y1) / 2.0
-        );
+        y_title(out, "accuracy");
     }
+}
+
+/// The title of the vertical axis, along it.
+fn y_title(out: &mut String, title: &str) {
+    let _ = writeln!(
+        out,
+        "<text transform=\"translate(18 {}) rotate(-90)\" text-anchor=\"middle\">{}</text>",
+        (TOP + H - BOTTOM) / 2.0,
+        escape(title)
+    );
 }
 
 /// Accuracy against latency (log scale), one labelled point each.
@@ -145,10 +151,10 @@ fn open(title: &str) -> String {
     )
 }
 
-/// One line of a plot of shares over requests.
+/// One line of a plot over requests.
 pub struct Series<'a> {
     pub label: &'a str,
-    /// (request, share in 0–1), in request order.
+    /// (request, value), in request order.
     pub points: Vec<(f64, f64)>,
     /// Index into the palette: series of one service share a colour.
     pub color: usize,
@@ -159,17 +165,75 @@ const PALETTE: [&str; 6] = [
     "#1f6fb4", "#d0542c", "#2e8b3e", "#8c4fb0", "#b08a1c", "#555555",
 ];
 
-/// Shares (0–100%) over requests `0..requests`, one line per series with a legend, and a
+/// The vertical axis of a plot over requests.
+pub enum YAxis<'a> {
+    /// Shares in 0–1, drawn as 0–100%.
+    Shares,
+    /// Values, over the series' range (zero included) rounded out to ticks, with this title.
+    Values(&'a str),
+}
+
+/// A vertical axis's range and labelled ticks.
+struct Scale<'a> {
+    lo: f64,
+    hi: f64,
+    ticks: Vec<(f64, String)>,
+    title: Option<&'a str>,
+}
+
+impl<'a> YAxis<'a> {
+    fn scale(&self, series: &[Series]) -> Scale<'a> {
+        match *self {
+            YAxis::Shares => Scale {
+                lo: 0.0,
+                hi: 1.0,
+                ticks: (0..=5)
+                    .map(|tick| (f64::from(tick) / 5.0, format!("{}%", tick * 20)))
+                    .collect(),
+                title: None,
+            },
+            YAxis::Values(title) => {
+                let values = series.iter().flat_map(|s| s.points.iter().map(|p| p.1));
+                let (lo, hi) = values.fold((0.0f64, 0.0f64), |(lo, hi), v| (lo.min(v), hi.max(v)));
+                let step = round_step(if hi > lo { (hi - lo) / 5.0 } else { 1.0 });
+                let (first, last) = ((lo / step).floor() as i64, (hi / step).ceil() as i64);
+                let decimals = (-step.log10()).ceil().max(0.0) as usize;
+                Scale {
+                    lo: first as f64 * step,
+                    hi: last.max(first + 1) as f64 * step,
+                    ticks: (first..=last.max(first + 1))
+                        .map(|k| (k as f64 * step, format!("{:.decimals$}", k as f64 * step)))
+                        .collect(),
+                    title: Some(title),
+                }
+            }
+        }
+    }
+}
+
+/// The smallest of 1, 2 and 5 times a power of ten that is at least `x` (> 0).
+fn round_step(x: f64) -> f64 {
+    let power = 10f64.powi(x.log10().floor() as i32);
+    [1.0, 2.0, 5.0, 10.0]
+        .into_iter()
+        .map(|m| m * power)
+        .find(|&step| step >= x * (1.0 - 1e-9))
+        .unwrap_or(10.0 * power)
+}
+
+/// Values over requests `0..requests` on `axis`, one line per series with a legend, and a
 /// vertical line at `marker` (request, label) when given.
-pub fn shares_over_requests(
+pub fn over_requests(
     series: &[Series],
     requests: usize,
     marker: Option<(usize, &str)>,
+    axis: &YAxis,
     title: &str,
 ) -> String {
     let (x0, x1, y0, y1) = (LEFT, W - RIGHT, TOP, H - BOTTOM);
+    let scale = axis.scale(series);
     let x = |r: f64| x0 + r / requests.max(1) as f64 * (x1 - x0);
-    let y = |share: f64| y1 - share * (y1 - y0);
+    let y = |v: f64| y1 - (v - scale.lo) / (scale.hi - scale.lo) * (y1 - y0);
     let mut out = open(title);
     let _ = writeln!(
         out,
@@ -177,16 +241,18 @@ pub fn shares_over_requests(
         x1 - x0,
         y1 - y0
     );
-    for tick in 0..=5 {
-        let py = y(f64::from(tick) / 5.0);
+    for (value, label) in &scale.ticks {
+        let py = y(*value);
         let _ = writeln!(
             out,
             "<line x1=\"{x0}\" y1=\"{py:.1}\" x2=\"{x1}\" y2=\"{py:.1}\" stroke=\"#ddd\"/>\n\
-             <text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\">{}%</text>",
+             <text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\">{label}</text>",
             x0 - 6.0,
             py + 4.0,
-            tick * 20
         );
+    }
+    if let Some(title) = scale.title {
+        y_title(&mut out, title);
     }
     let step = tick_step(requests);
     for r in (0..=requests).step_by(step) {
@@ -225,7 +291,7 @@ pub fn shares_over_requests(
         let points: Vec<String> = s
             .points
             .iter()
-            .map(|&(r, share)| format!("{:.1},{:.1}", x(r), y(share)))
+            .map(|&(r, v)| format!("{:.1},{:.1}", x(r), y(v)))
             .collect();
         let _ = writeln!(
             out,
@@ -296,7 +362,13 @@ mod tests {
                 dashed: true,
             },
         ];
-        let svg = shares_over_requests(&series, 200, Some((100, "shift: invert")), "t");
+        let svg = over_requests(
+            &series,
+            200,
+            Some((100, "shift: invert")),
+            &YAxis::Shares,
+            "t",
+        );
         assert_eq!(svg.matches("<polyline").count(), 2);
         assert!(svg.contains("points=\"187.5,40.0 422.5,210.0\""), "{svg}");
         assert!(svg.contains("a &lt;accuracy&gt;"));
@@ -305,6 +377,33 @@ mod tests {
             svg.matches("stroke-dasharray=\"6 4\"").count(),
             2,
             "line and legend"
+        );
+    }
+
+    #[test]
+    fn a_value_axis_is_rounded_out_to_ticks_and_includes_zero() {
+        let series = [Series {
+            label: "regret",
+            points: vec![(0.0, -0.3), (100.0, 1.7)],
+            color: 0,
+            dashed: false,
+        }];
+        let scale = YAxis::Values("cumulative regret").scale(&series);
+        assert_eq!((scale.lo, scale.hi), (-0.5, 2.0));
+        let labels: Vec<&str> = scale.ticks.iter().map(|(_, l)| l.as_str()).collect();
+        assert_eq!(labels, ["-0.5", "0.0", "0.5", "1.0", "1.5", "2.0"]);
+        let flat = [Series {
+            points: vec![(0.0, 0.0)],
+            ..series[0]
+        }];
+        let scale = YAxis::Values("cost").scale(&flat);
+        assert_eq!((scale.lo, scale.hi, scale.ticks.len()), (0.0, 1.0, 2));
+        let svg = over_requests(&series, 100, None, &YAxis::Values("cumulative regret"), "t");
+        assert!(svg.contains(">cumulative regret</text>"), "{svg}");
+        assert!(svg.contains("points=\"70.0,352.8 540.0,80.8\""), "{svg}");
+        assert_eq!(
+            (round_step(0.3), round_step(0.04), round_step(7.0)),
+            (0.5, 0.05, 10.0)
         );
     }
 }

@@ -126,56 +126,14 @@ async fn replay_figures_equal_the_offline_computation() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_shifted_stream_side_by_side_reports_windows() {
     let mut manifests = example();
-    manifests.networks[0].spec.nodes[0]
-        .services
-        .push(NodeServiceSpec {
-            name: "linear".into(),
-            strategy: "serve-local".into(),
-            model: Some("mnist-linear".into()),
-            link: None,
-        });
-    let network = LocalNetwork::start(&manifests, &manifests.networks[0], &options(0))
-        .await
-        .unwrap();
-    let url = format!("http://{}", network.node("access").unwrap().addr);
+    add_linear_service(&mut manifests);
     let out = std::env::temp_dir().join(format!("idn-replay-shift-{}", std::process::id()));
-    let args: Vec<String> = [
-        "replay",
-        "--url",
-        &url,
-        "--services",
-        "mnist,linear",
-        "--limit",
-        "200",
-        "--shift-at",
-        "100",
-        "--shift",
-        "rotate:180",
-        "--window",
-        "50",
-        "--concurrency",
-        "2",
-        "--out",
-        out.to_str().unwrap(),
-    ]
-    .map(String::from)
-    .into();
-    let output = tokio::task::spawn_blocking(move || {
-        Command::new(env!("CARGO_BIN_EXE_idn"))
-            .args(args)
-            .current_dir(root())
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    network.stop().await;
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let stdout = replay_shifted(
+        &manifests,
+        &["--shift", "rotate:180", "--window", "50"],
+        &out,
+    )
+    .await;
     assert!(
         stdout.contains("service    linear\nrequests   200 (0 errors)"),
         "{stdout}"
@@ -220,6 +178,126 @@ async fn a_shifted_stream_side_by_side_reports_windows() {
     let svg = std::fs::read_to_string(out.join("windows.svg")).unwrap();
     assert!(svg.contains(">shift: rotate:180</text>"));
     std::fs::remove_dir_all(out).unwrap();
+}
+
+/// `idn replay --hindsight` on a two-tier cascade (access forwards to edge, which serves its
+/// model): a service that never forwards costs what "never forward" costs in hindsight, and a
+/// cascade with a fixed τ of the grid costs no less than the best fixed τ.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hindsight_sets_services_against_the_best_fixed_tau() {
+    let mut manifests = example();
+    let cascade = manifests
+        .strategies
+        .iter_mut()
+        .find(|s| s.name_any() == "cascade-access")
+        .unwrap();
+    cascade.spec.threshold.as_mut().unwrap().tau = 0.95;
+    let nodes = &mut manifests.networks[0].spec.nodes;
+    nodes[1].services[0].strategy = "serve-local".into();
+    nodes[1].services[0].link = None;
+    add_linear_service(&mut manifests);
+    let out = std::env::temp_dir().join(format!("idn-replay-hindsight-{}", std::process::id()));
+    let flags = [
+        "--shift",
+        "rotate:90",
+        "--window",
+        "25",
+        "--hindsight",
+        "examples/models/mnist-linear.onnx,examples/models/mnist-mlp.onnx",
+        "--forward-cost",
+        "0.1",
+    ];
+    let stdout = replay_shifted(&manifests, &flags, &out).await;
+    let md = std::fs::read_to_string(out.join("hindsight.md")).unwrap();
+    let row = |first: &str| -> Vec<String> {
+        md.lines()
+            .find(|l| l.starts_with(&format!("| {first} |")))
+            .unwrap_or_else(|| panic!("no row {first}: {md}"))
+            .split('|')
+            .map(|c| c.trim().to_owned())
+            .collect()
+    };
+    let number = |cell: &str| cell.trim_end_matches('%').parse::<f64>().unwrap();
+    // | segment | requests | best fixed τ | cost per item | accuracy | forwarded | never | always |
+    let whole = row("whole stream");
+    assert_eq!(whole[2], "0-199");
+    // | service | cost per item | regret | regret / best's cost | before the shift | recovery |
+    let linear = row("linear");
+    assert_eq!(
+        linear[2], whole[7],
+        "serving locally costs what never forwarding does"
+    );
+    let mnist = row("mnist");
+    assert!(number(&mnist[3]) >= 0.0, "a fixed τ of the grid: {md}");
+    assert!(number(&mnist[2]) >= number(&whole[4]), "{md}");
+    assert!(number(&mnist[5]) >= 0.0, "nor before the shift: {md}");
+    assert!(stdout.contains("Before the shift, mnist costs"), "{stdout}");
+    let csv = std::fs::read_to_string(out.join("hindsight.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 1 + 8 * 2, "{csv}");
+    for plot in ["hindsight-regret", "hindsight-cost"] {
+        let png = std::fs::read(out.join(format!("{plot}.png"))).unwrap();
+        assert_eq!(&png[1..4], b"PNG");
+        let svg = std::fs::read_to_string(out.join(format!("{plot}.svg"))).unwrap();
+        assert!(svg.contains(">shift: rotate:90</text>"), "{plot}");
+    }
+    std::fs::remove_dir_all(out).unwrap();
+}
+
+/// The access node's model alone, as a second service `linear`.
+fn add_linear_service(manifests: &mut Manifests) {
+    manifests.networks[0].spec.nodes[0]
+        .services
+        .push(NodeServiceSpec {
+            name: "linear".into(),
+            strategy: "serve-local".into(),
+            model: Some("mnist-linear".into()),
+            link: None,
+        });
+}
+
+/// Starts the network of `manifests` and runs `idn replay` of 200 requests, shifting at
+/// request 100, to its access node's services `mnist` and `linear` with `flags` and `--out
+/// out`; the replay's stdout, after checking that it succeeded.
+async fn replay_shifted(manifests: &Manifests, flags: &[&str], out: &Path) -> String {
+    let network = LocalNetwork::start(manifests, &manifests.networks[0], &options(0))
+        .await
+        .unwrap();
+    let url = format!("http://{}", network.node("access").unwrap().addr);
+    let mut args: Vec<String> = [
+        "replay",
+        "--url",
+        &url,
+        "--services",
+        "mnist,linear",
+        "--limit",
+        "200",
+        "--shift-at",
+        "100",
+        "--concurrency",
+        "2",
+        "--out",
+        out.to_str().unwrap(),
+    ]
+    .map(String::from)
+    .into();
+    args.extend(flags.iter().map(|f| f.to_string()));
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_idn"))
+            .args(args)
+            .current_dir(root())
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    network.stop().await;
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -29,13 +29,13 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Choose a cascade's confidence thresholds from a labelled sample.
-    Calibrate(calibrate::Args),
+    Calibrate(Box<calibrate::Args>),
     /// Print the CustomResourceDefinitions (YAML).
     Crds(crds::Args),
     /// Print the Kubernetes objects the operator would create for some manifests.
     Render(render::Args),
     /// Send a labelled sample to a service (or compare strategies) and report accuracy and latency.
-    Replay(replay::Args),
+    Replay(Box<replay::Args>),
     /// Run a whole network on this machine from its manifests.
     Up(up::Args),
 }

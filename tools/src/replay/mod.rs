@@ -4,11 +4,13 @@
 //!
 //! [`stream`] makes the requests (repeated, shuffled, shifting at some point), [`window`]
 //! computes figures per window of requests, [`inputs`] checks a sample against what a node
-//! says of a service before anything is sent, and [`feedback`] posts true labels.
+//! says of a service before anything is sent, [`feedback`] posts true labels, and
+//! [`hindsight`] sets each service's cost against the best fixed threshold in hindsight.
 
 #[cfg(test)]
 mod fake;
 pub mod feedback;
+pub mod hindsight;
 pub mod inputs;
 pub mod stream;
 pub mod window;
@@ -210,10 +212,7 @@ async fn send(
         answer: if probs.is_empty() {
             Err("no probabilities in the response".to_owned())
         } else {
-            let class = argmax(&probs);
-            Ok(labels
-                .and_then(|l| l.get(class).cloned())
-                .unwrap_or_else(|| class.to_string()))
+            Ok(class_name(argmax(&probs), labels))
         },
         label,
         latency,
@@ -221,6 +220,13 @@ async fn send(
         decision: text(provenance::DECISION),
         feedback,
     }
+}
+
+/// The name of output class `class`: its entry in `labels`, else its index.
+pub fn class_name(class: usize, labels: Option<&[String]>) -> String {
+    labels
+        .and_then(|l| l.get(class).cloned())
+        .unwrap_or_else(|| class.to_string())
 }
 
 /// POSTs a JSON body; the answer's JSON, or the status and the OIP error message.

@@ -1,6 +1,7 @@
 //! The stream of requests a replay sends: a sample's items in order, or repeated and shuffled,
 //! changing from some request on to a transform of the items or to a second sample.
 
+use std::ops::Range;
 use std::sync::Arc;
 
 use idn_node_agent::wire::tensor::Tensor;
@@ -125,6 +126,39 @@ impl Stream {
         }
     }
 
+    /// Requests `0..len` in consecutive ranges of at most `size`, none crossing the shift point
+    /// (the items on either side may not stack into one batch).
+    pub fn batches(&self, size: usize) -> Vec<Range<usize>> {
+        let size = size.max(1);
+        // Without a shift, the second segment is empty.
+        let at = self.shift_at().unwrap_or(self.len());
+        [0..at, at..self.len()]
+            .into_iter()
+            .flat_map(|segment| {
+                segment
+                    .clone()
+                    .step_by(size)
+                    .map(move |start| start..(start + size).min(segment.end))
+            })
+            .collect()
+    }
+
+    /// The inputs of requests `range` (one of [`Stream::batches`]), each request's as
+    /// [`Stream::inputs`] gives them, stacked into one tensor `[range.len(), ...]` per input.
+    pub fn batch(&self, range: Range<usize>) -> Vec<Tensor> {
+        let mut requests = range.map(|n| self.inputs(n));
+        let mut batch = requests.next().unwrap_or_default();
+        for inputs in requests {
+            for (stacked, input) in batch.iter_mut().zip(inputs) {
+                // Requests of one side of the shift have the same inputs, datatypes and shapes.
+                let same = stacked.data.append(&input.data);
+                debug_assert!(same, "{} changed datatype within a batch", input.name);
+                stacked.shape[0] += 1;
+            }
+        }
+        batch
+    }
+
     /// The class name of request `n`.
     pub fn label(&self, n: usize) -> &str {
         let sample = self.source(n).0;
@@ -244,6 +278,29 @@ mod tests {
         let labels: Vec<&str> = (0..6).map(|n| stream.label(n)).collect();
         assert_eq!(labels, ["a", "b", "a", "a", "c", "d"]);
         assert_eq!(stream.samples().count(), 2);
+    }
+
+    #[test]
+    fn batches_stack_the_requests_and_stop_at_the_shift() {
+        let shift = Some((3, Shift::Transform(Transform::Invert)));
+        let stream = Stream::new(sample(5, ["a", "b"]), Order::default(), shift).unwrap();
+        assert_eq!(stream.batches(2), [0..2, 2..3, 3..5]);
+        let whole = Stream::plain(sample(5, ["a", "b"])).batches(5);
+        assert_eq!((whole.len(), &whole[0]), (1, &(0..5)));
+        let batch = stream.batch(2..5);
+        assert_eq!(batch[0].shape, [3, 2, 2]);
+        let stacked: Vec<Tensor> = (2..5).flat_map(|n| stream.inputs(n)).collect();
+        let TensorData::Uint8(data) = &batch[0].data else {
+            unreachable!()
+        };
+        let each: Vec<u8> = stacked
+            .iter()
+            .flat_map(|t| match &t.data {
+                TensorData::Uint8(v) => v.clone(),
+                _ => unreachable!(),
+            })
+            .collect();
+        assert_eq!(*data, each);
     }
 
     #[test]

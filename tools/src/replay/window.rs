@@ -130,7 +130,7 @@ pub fn svg(
             ]
         })
         .collect();
-    plot::shares_over_requests(&lines, requests, shift, title)
+    plot::over_requests(&lines, requests, shift, &plot::YAxis::Shares, title)
 }
 
 /// The windows grouped by their first request, services in the order given.

@@ -2,6 +2,7 @@
 //! and report accuracy, latency and where requests were answered, overall and per window; with
 //! `--compare`, do so for several strategies of a network.
 
+mod hindsight;
 mod stream;
 
 use std::path::{Path, PathBuf};
@@ -21,6 +22,7 @@ use crate::raster;
 use crate::replay::inputs::{self, Checked};
 use crate::replay::window::{self, Window};
 use crate::replay::{self, Load, Outcome, Stream, Summary, Target, feedback};
+use hindsight::{HindsightArgs, Prepared};
 use stream::StreamArgs;
 
 /// Arguments of `idn replay`.
@@ -28,7 +30,9 @@ use stream::StreamArgs;
 #[command(after_help = "Examples:
   idn replay --url http://127.0.0.1:8101                     # against `idn up -f examples/mnist/`
   idn replay --compare -f examples/mnist/ --out results/     # strategies side by side
-  idn replay --repeat 3 --shuffle --shift-at 1500 --shift rotate:30 --window 100 --out shift/")]
+  idn replay --repeat 3 --shuffle --shift-at 1500 --shift rotate:30 --window 100 --out shift/
+  idn replay --services mnist,mnist-linear --shift-at 1000 --shift rotate:30 --window 100 \
+    --hindsight examples/models/mnist-linear.onnx,examples/models/mnist-mlp.onnx --forward-cost 0.1")]
 pub struct Args {
     /// Base URL of the entry node's OIP v2 API.
     #[arg(
@@ -48,6 +52,8 @@ pub struct Args {
     pub sample: SampleArgs,
     #[command(flatten)]
     pub stream: StreamArgs,
+    #[command(flatten)]
+    pub hindsight: HindsightArgs,
     /// Report per window of W consecutive requests (accuracy, share forwarded upstream, share of
     /// fallbacks, mean latency): a table on the terminal, and windows.{md,csv,svg,png} in --out.
     #[arg(long, value_name = "W", conflicts_with = "compare", value_parser = clap::value_parser!(u64).range(1..))]
@@ -114,7 +120,8 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
             .flat_map(|s| s.classes.iter().map(String::as_str));
         feedback::check_classes(classes, load.labels.as_deref()).map_err(anyhow::Error::msg)?;
     }
-    runtime.block_on(replay_services(args, stream, &load))
+    let hindsight = args.hindsight.prepare(&stream, load.labels.as_deref())?;
+    runtime.block_on(replay_services(args, stream, &load, hindsight.as_ref()))
 }
 
 /// Checks the sample against each service, sends the stream and reports.
@@ -122,6 +129,7 @@ async fn replay_services(
     args: &Args,
     stream: Arc<Stream>,
     load: &Load,
+    hindsight: Option<&Prepared>,
 ) -> anyhow::Result<ExitCode> {
     let services = if args.services.is_empty() {
         std::slice::from_ref(&args.service)
@@ -156,7 +164,18 @@ async fn replay_services(
             .map(|(s, o)| (s.clone(), window::windows(o, size as usize)))
             .collect();
         let out = args.out.clone().unwrap_or_else(|| "idn-replay".into());
-        write_windows(&out, &series, &stream, args.stream.describe())?;
+        let shift = args.stream.describe();
+        write_windows(&out, &series, &stream, shift.as_deref())?;
+        if let Some(hindsight) = hindsight {
+            hindsight.report(
+                services,
+                &outcomes,
+                size as usize,
+                &stream,
+                shift.as_deref(),
+                &out,
+            )?;
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -220,7 +239,7 @@ fn write_windows(
     out: &Path,
     series: &[(String, Vec<Window>)],
     stream: &Stream,
-    shift: Option<String>,
+    shift: Option<&str>,
 ) -> anyhow::Result<()> {
     let shift_at = stream.shift_at();
     let table = window::markdown(series, shift_at);
@@ -229,26 +248,41 @@ fn write_windows(
         "accuracy (solid) and share forwarded (dashed) over {} requests",
         stream.len()
     );
-    let marker = shift_at.zip(shift.as_deref());
+    let marker = shift_at.zip(shift);
     let svg = window::svg(series, stream.len(), marker, &title);
-    let png = raster::png(&svg)?;
+    let png = png(&svg, "windows")?;
+    write_files(
+        out,
+        vec![
+            ("windows.md", table.into_bytes()),
+            ("windows.csv", window::csv(series, shift_at).into_bytes()),
+            ("windows.svg", svg.into_bytes()),
+            ("windows.png", png),
+        ],
+    )?;
+    println!("wrote {}/windows.{{md,csv,svg,png}}", out.display());
+    Ok(())
+}
+
+/// The PNG of `svg`, saying when it has no text; `stem` names the files.
+fn png(svg: &str, stem: &str) -> anyhow::Result<Vec<u8>> {
+    let png = raster::png(svg)?;
     if !png.has_text {
         eprintln!(
-            "note: no font is installed, so windows.png has no text (windows.svg has it); \
+            "note: no font is installed, so {stem}.png has no text ({stem}.svg has it); \
              install one, e.g. fonts-dejavu-core"
         );
     }
+    Ok(png.bytes)
+}
+
+/// Writes each (file name, bytes) into `out`, creating it if needed.
+fn write_files(out: &Path, files: Vec<(&str, Vec<u8>)>) -> anyhow::Result<()> {
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-    for (file, bytes) in [
-        ("windows.md", table.into_bytes()),
-        ("windows.csv", window::csv(series, shift_at).into_bytes()),
-        ("windows.svg", svg.into_bytes()),
-        ("windows.png", png.bytes),
-    ] {
+    for (file, bytes) in files {
         let path = out.join(file);
         std::fs::write(&path, bytes).with_context(|| format!("writing {}", path.display()))?;
     }
-    println!("wrote {}/windows.{{md,csv,svg,png}}", out.display());
     Ok(())
 }
 
@@ -295,7 +329,6 @@ async fn compare(
         println!("{line}");
     }
     let out = args.out.clone().unwrap_or_else(|| "idn-compare".into());
-    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     let title = format!(
         "{}: accuracy vs mean latency ({} requests each)",
         network.spec.nodes.len().to_string()
@@ -303,17 +336,17 @@ async fn compare(
             + &kube::ResourceExt::name_any(&network),
         sample.len()
     );
-    for (file, text) in [
-        (
-            "compare.md",
-            format!("{table}\n{}\n", verdict.unwrap_or_default()),
-        ),
-        ("compare.csv", compare::csv(&results, &chain)),
-        ("compare.svg", compare::svg(&results, &title)),
-    ] {
-        let path = out.join(file);
-        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
-    }
+    write_files(
+        &out,
+        vec![
+            (
+                "compare.md",
+                format!("{table}\n{}\n", verdict.unwrap_or_default()).into_bytes(),
+            ),
+            ("compare.csv", compare::csv(&results, &chain).into_bytes()),
+            ("compare.svg", compare::svg(&results, &title).into_bytes()),
+        ],
+    )?;
     println!("wrote {}/compare.{{md,csv,svg}}", out.display());
     Ok(ExitCode::SUCCESS)
 }
