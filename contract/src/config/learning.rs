@@ -29,8 +29,9 @@ pub struct AdaptConfig {
     /// Where the learner learns whether a local answer was right.
     #[serde(default)]
     pub feedback: FeedbackSource,
-    /// Step size of `hedge`; default: `exploration / alpha`, so one importance-weighted
-    /// mistake moves a threshold's log-weight by at most 1.
+    /// Step size of `hedge`; default `0.2 / alpha` (chosen on MNIST test images, held apart
+    /// from the results' data: it follows a shift within about 500 requests there, against
+    /// 3500 for `0.05 / alpha`, for 1.3 points more cost on a stationary stream).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub learning_rate: Option<f64>,
     /// How fast old evidence fades: `hedge` shares this fraction of the weight among all
@@ -144,7 +145,7 @@ impl AdaptConfig {
     /// The step size of `hedge`.
     pub fn hedge_rate(&self) -> f64 {
         self.learning_rate
-            .unwrap_or(self.exploration.max(0.01) / self.alpha.max(f64::MIN_POSITIVE))
+            .unwrap_or(0.2 / self.alpha.max(f64::MIN_POSITIVE))
     }
 
     pub(super) fn validate(&self, field: &str, problems: &mut Vec<String>) {
