@@ -472,3 +472,28 @@ async fn a_full_inference_queue_refuses_at_once_with_503() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_services_metadata_lists_the_inputs_of_the_model_it_asks_first() {
+    let agent = TestAgent::start(with_yaml(
+        tier_config("edge", "mnist-mlp"),
+        "upstreams: [{name: cloud, url: 'http://127.0.0.1:9'}]
+services:
+  - {name: cascade, strategy: {threshold: {local: {model: mnist-mlp}, forward: {upstream: cloud}, tau: 0.9}}}
+  - {name: relay, strategy: {forward: {to: {upstream: cloud}}}}",
+    ))
+    .await;
+    let cascade = agent.get("/v2/models/cascade").await.json();
+    assert_eq!(cascade["platform"], "idn_service");
+    assert_eq!(
+        cascade["inputs"],
+        json!([{"name": "input", "datatype": "FP32", "shape": [-1, 784]}])
+    );
+    let relay = agent.get("/v2/models/relay").await.json();
+    assert_eq!(
+        relay["inputs"],
+        json!([]),
+        "a forward names no model of this node"
+    );
+    agent.stop().await;
+}

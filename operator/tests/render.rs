@@ -31,6 +31,12 @@ fn render_with(manifests: &Manifests, settings: &Settings) -> Result<Rendered, V
     render::render(&declared, settings)
 }
 
+/// The pod template of node `i`'s Deployment.
+fn pod_spec(rendered: &Rendered, i: usize) -> k8s_openapi::api::core::v1::PodSpec {
+    let spec = rendered.deployments[i].spec.clone().unwrap();
+    spec.template.spec.unwrap()
+}
+
 fn hashes(rendered: &Rendered) -> Vec<String> {
     rendered
         .deployments
@@ -165,15 +171,7 @@ fn model_sources_become_downloads_or_volumes() {
         model.spec.source = serde_json::from_value(source).unwrap();
     }
     let rendered = render(&manifests).unwrap();
-    let pod = |i: usize| {
-        rendered.deployments[i]
-            .spec
-            .clone()
-            .unwrap()
-            .template
-            .spec
-            .unwrap()
-    };
+    let pod = |i: usize| pod_spec(&rendered, i);
     let init = pod(0).init_containers.unwrap();
     let script = &init[0].command.as_ref().unwrap()[2];
     assert!(script.contains("curl -fsSL --retry 3 -o /models/mnist-linear.onnx 'http://models.idn-examples.svc/mnist-linear.onnx'"), "{script}");
@@ -480,15 +478,7 @@ fn a_learning_strategy_gets_its_settings_and_a_place_to_keep_what_it_learned() {
         None,
         "the edge does not learn"
     );
-    let pod = |i: usize| {
-        rendered.deployments[i]
-            .spec
-            .clone()
-            .unwrap()
-            .template
-            .spec
-            .unwrap()
-    };
+    let pod = |i: usize| pod_spec(&rendered, i);
     let mounts = pod(0).containers[0].volume_mounts.clone().unwrap();
     let learned = mounts.iter().find(|m| m.name == "learned").unwrap();
     assert_eq!(

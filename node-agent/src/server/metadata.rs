@@ -10,7 +10,7 @@ use crate::error::RequestError;
 use crate::model::TensorSpec;
 use crate::node::{Node, Served};
 use crate::wire::tensor::DataType;
-use idn_contract::config::ServiceConfig;
+use idn_contract::config::{ServiceConfig, Target};
 
 pub(super) fn server_ready(node: &Node) -> Response<Body> {
     let ready = node.is_ready();
@@ -57,7 +57,7 @@ pub(super) fn metadata(
     version: Option<&str>,
 ) -> Result<Metadata, RequestError> {
     let model = match node.lookup(name, version)? {
-        Served::Service(service) => return Ok(service_metadata(&service.config)),
+        Served::Service(service) => return Ok(service_metadata(node, &service.config)),
         Served::Model(_, model) => model,
     };
     let config = model.config();
@@ -81,15 +81,26 @@ pub(super) fn metadata(
 }
 
 /// Metadata of a service: its strategy decides which model answers, so only the output is
-/// fixed; inputs are those of the models behind it.
-fn service_metadata(service: &ServiceConfig) -> Metadata {
+/// fixed; the inputs are those of the first model of this node the strategy asks (every
+/// target of a service takes the same inputs), none when it only forwards.
+fn service_metadata(node: &Node, service: &ServiceConfig) -> Metadata {
     let mut parameters = serde_json::Map::new();
     parameters.insert("strategy".into(), json!(service.strategy));
+    let inputs = service
+        .strategy
+        .targets()
+        .into_iter()
+        .find_map(|target| match target {
+            Target::Model(model) => node.model(model, None).ok()?.1.readiness().ok(),
+            _ => None,
+        })
+        .map(|signature| signature.inputs.clone())
+        .unwrap_or_default();
     Metadata {
         name: service.name.clone(),
         versions: vec!["1".to_owned()],
         platform: "idn_service",
-        inputs: Vec::new(),
+        inputs,
         outputs: vec![TensorSpec {
             name: service.output.clone(),
             datatype: DataType::Fp32,

@@ -1,9 +1,10 @@
 //! Checking a sample against what a node says of a service (OIP model metadata) before any
 //! request is sent, so that bad data fails once, naming its file, rather than on every request.
 //!
-//! A model's metadata lists its inputs. A service's does not (its strategy decides per request
-//! which model answers); it names its strategy, so the sample is checked against the local
-//! models the strategy uses, each read from its own metadata.
+//! A model's metadata lists its inputs, and so does a service's: those of the first model of
+//! the node its strategy asks. A service that lists none (one that forwards, with at most a
+//! fallback model) names its strategy, so the sample is checked against the local models the
+//! strategy uses, each read from its own metadata.
 
 use std::path::PathBuf;
 
