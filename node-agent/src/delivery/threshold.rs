@@ -66,19 +66,14 @@ impl<B: Backend> Delivery<'_, B> {
                         verdicts[row] = upstream_verdict(&forwarded, j);
                     }
                     if let Some(store) = &service.hard_examples {
-                        let replaced: Vec<LocalAnswer> = unsure
-                            .iter()
-                            .map(|&r| LocalAnswer {
-                                class: local[r],
-                                confidence: scores[r],
-                            })
-                            .collect();
-                        lock(store).offer(
-                            context.request_id.as_deref(),
-                            &sub_batch,
-                            &forwarded,
-                            Some(&replaced),
-                        );
+                        let replaced = |r: usize| LocalAnswer {
+                            class: local[r],
+                            confidence: scores[r],
+                        };
+                        let replaced: Vec<LocalAnswer> =
+                            unsure.iter().map(|&r| replaced(r)).collect();
+                        let id = context.request_id.as_deref();
+                        lock(store).offer(id, &sub_batch, &forwarded, Some(&replaced));
                     }
                     answer.splice(&unsure, forwarded);
                 }
