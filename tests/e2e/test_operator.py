@@ -6,7 +6,8 @@ the operator creates each node's objects, owned by the network; the real deploym
 and scheduler, with kwok as the kubelets, make the pods Ready and the Deployments Available,
 and only then is the network Ready; `kubectl get` and `kubectl explain` show the printer
 columns and the doc comments; a strategy change rolls exactly one Deployment (one new
-ReplicaSet); edits to managed fields are undone; removing a node deletes its objects; an
+ReplicaSet); edits to managed fields are undone; a learning strategy gets its settings and a
+writable place for its learned state, and a bad learning setting is an InvalidSpec; removing a node deletes its objects; an
 invalid network gets InvalidSpec and a Warning event without taking the operator down; deleting
 a network lets the garbage collector remove every child; SIGTERM stops the operator cleanly.
 
@@ -196,6 +197,48 @@ def test_edits_to_managed_fields_are_undone(kube, operator):
     kube.patch(STRATEGY, "cascade-edge", {"spec": {"threshold": {"tau": 0.91}}})
     wait_for("the next reconcile", lambda: "0.91" in json.dumps(kube.get("configmaps", "mnist-edge")["data"]), kube)
     assert kube.get(DEPLOYMENT, "mnist-edge")["spec"]["revisionHistoryLimit"] == 3
+    still_running(kube)
+
+
+def test_a_learning_strategy_keeps_its_state_and_bad_learning_settings_are_invalid_specs(kube, operator):
+    before = config_hashes(kube)
+    kube.patch(STRATEGY, "cascade-access", {"spec": {
+        "threshold": {"adapt": {"method": "hedge", "forwardCost": 0.05}},
+        "hardExamples": {"capacity": 100}}})
+    wait_for("the mnist-access config hash to change", lambda: config_hashes(kube)["access"] != before["access"], kube)
+    agent = kube.get("configmaps", "mnist-access")["data"]["agent.yaml"]
+    assert "method: hedge" in agent and "forwardCost: 0.05" in agent, agent
+    assert "learnedStateFile: /var/lib/idn/learned.json" in agent and "capacity: 100" in agent, agent
+    pod = kube.get(DEPLOYMENT, "mnist-access")["spec"]["template"]["spec"]
+    mount = next(m for m in pod["containers"][0]["volumeMounts"] if m["name"] == "learned")
+    assert mount["mountPath"] == "/var/lib/idn" and not mount.get("readOnly"), mount
+    assert any(v["name"] == "learned" and "emptyDir" in v for v in pod["volumes"]), pod["volumes"]
+    assert "learnedStateFile" not in kube.get("configmaps", "mnist-edge")["data"]["agent.yaml"]
+
+    # A learning setting the agent would refuse: InvalidSpec and a Warning, nothing applied.
+    rendered = kube.get("configmaps", "mnist-access")["data"]
+    kube.patch(STRATEGY, "cascade-access", {"spec": {"threshold": {"adapt": {"alpha": 0}}}})
+
+    def invalid():
+        network = kube.get(NETWORK, "mnist")
+        if condition(network, "InvalidSpec").get("status") == "True":
+            return network
+
+    network = wait_for("InvalidSpec=True for alpha 0", invalid, kube)
+    message = condition(network, "InvalidSpec")["message"]
+    assert "adapt.alpha: 0 must be a finite number > 0" in message, message
+    events = wait_for("a Warning event naming adapt.alpha", lambda: [
+        e for e in kube.items("events.events.k8s.io")
+        if (e.get("regarding") or {}).get("name") == "mnist" and e.get("type") == "Warning"
+        and "adapt.alpha" in (e.get("note") or "")], kube)
+    assert events
+    assert kube.get("configmaps", "mnist-access")["data"] == rendered, "an invalid spec must not be applied"
+
+    kube.patch(STRATEGY, "cascade-access", {"spec": {"threshold": {"adapt": None}, "hardExamples": None}})
+    wait_for("the access config back to before", lambda: config_hashes(kube)["access"] == before["access"], kube)
+    wait_for("Ready with a valid spec again",
+             lambda: condition(kube.get(NETWORK, "mnist"), "InvalidSpec").get("status") == "False"
+             and condition(kube.get(NETWORK, "mnist"), "Ready").get("status") == "True", kube)
     still_running(kube)
 
 
