@@ -26,9 +26,9 @@ impl<B: Backend> Delivery<'_, B> {
         inputs: &[Tensor],
         context: &RequestContext,
     ) -> Result<Answer, RequestError> {
-        let mut gathered = Gathered::new(ensemble, batch_size(inputs));
         // Labels can only be matched to a request the client can name.
         let learning = ensemble.learner.as_ref().zip(context.request_id.as_deref());
+        let mut gathered = Gathered::new(ensemble, batch_size(inputs), learning.is_some());
         match ensemble.mode {
             EnsembleMode::Sequential => {
                 self.sequential(service, ensemble, inputs, context, &mut gathered)
@@ -47,7 +47,7 @@ impl<B: Backend> Delivery<'_, B> {
                     .accumulator
                     .as_ref()
                     .map_or(0, Accumulator::classes),
-                items: std::mem::take(&mut gathered.votes),
+                items: gathered.votes.take().unwrap_or_default(),
             };
             lock(learner).settle(id, votes);
         }
@@ -139,25 +139,25 @@ struct Gathered<'e> {
     /// The failure to report when no member answers at all.
     last_failure: Option<RequestError>,
     queried: usize,
-    /// Member weights for this request: learned ones when the ensemble learns them.
-    weights: Vec<f64>,
-    /// Per item, the class each member answered, for the weight learner.
-    votes: Vec<Vec<(usize, usize)>>,
+    /// The learned member weights when the ensemble learns them (else each member's own).
+    learned_weights: Option<Vec<f64>>,
+    /// Per item, the class each member answered, when a weight learner waits for labels.
+    votes: Option<Vec<Vec<(usize, usize)>>>,
 }
 
 impl<'e> Gathered<'e> {
-    fn new(ensemble: &'e Ensemble, items: usize) -> Self {
+    fn new(ensemble: &'e Ensemble, items: usize, keep_votes: bool) -> Self {
         Gathered {
             ensemble,
             items,
             accumulator: None,
             last_failure: None,
             queried: 0,
-            weights: match &ensemble.learner {
-                Some(learner) => lock(learner).weights().to_vec(),
-                None => ensemble.members.iter().map(|m| m.weight).collect(),
-            },
-            votes: vec![Vec::new(); items],
+            learned_weights: ensemble
+                .learner
+                .as_ref()
+                .map(|learner| lock(learner).weights().to_vec()),
+            votes: keep_votes.then(|| vec![Vec::new(); items]),
         }
     }
 
@@ -177,17 +177,21 @@ impl<'e> Gathered<'e> {
             )));
         }
         let known = ensemble.members[member].target.columns.known();
+        let weight = self
+            .learned_weights
+            .as_ref()
+            .map_or(ensemble.members[member].weight, |w| w[member]);
         accumulator.add(
             member,
-            self.weights[member],
+            weight,
             rows,
             &answer.probs,
             known,
             &ensemble.confidence,
         );
-        if ensemble.learner.is_some() {
+        if let Some(votes) = &mut self.votes {
             for (&row, probs) in rows.iter().zip(answer.probs.chunks_exact(answer.classes)) {
-                self.votes[row].push((member, argmax(probs)));
+                votes[row].push((member, argmax(probs)));
             }
         }
         Ok(())

@@ -31,18 +31,26 @@ impl<B: Backend> Delivery<'_, B> {
             .await?;
         self.metrics
             .observe_confidence(self.node, service.name(), &answer.items);
-        let scores: Vec<f64> = answer.items.iter().map(|i| i.confidence).collect();
-        let choices = threshold.learner.as_ref().map(|l| lock(l).choose(&scores));
-        let unsure: Vec<usize> = match &choices {
-            Some(choices) => (0..choices.len()).filter(|&r| choices[r].forward).collect(),
+        // With a learner, it decides each item; its inputs are built only then.
+        let learning = threshold.learner.as_ref().map(|learner| {
+            let scores: Vec<f64> = answer.items.iter().map(|i| i.confidence).collect();
+            let choices = lock(learner).choose(&scores);
+            (learner, scores, choices)
+        });
+        let unsure: Vec<usize> = match &learning {
+            Some((_, _, choices)) => (0..choices.len()).filter(|&r| choices[r].forward).collect(),
             None => answer.rows_below(threshold.tau),
         };
-        let local: Vec<usize> = answer
-            .probs
-            .chunks_exact(answer.classes)
-            .map(argmax)
-            .collect();
-        let mut verdicts = vec![None; scores.len()];
+        let local: Vec<usize> = if learning.is_some() || service.hard_examples.is_some() {
+            answer
+                .probs
+                .chunks_exact(answer.classes)
+                .map(argmax)
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let mut verdicts = learning.as_ref().map(|_| vec![None; local.len()]);
         let mut latency = None;
         if !unsure.is_empty() {
             let sub_batch = select_rows(inputs, &unsure);
@@ -62,13 +70,15 @@ impl<B: Backend> Delivery<'_, B> {
                 }
                 Ok(forwarded) => {
                     latency = Some(started.elapsed());
-                    for (j, &row) in unsure.iter().enumerate() {
-                        verdicts[row] = upstream_verdict(&forwarded, j);
+                    if let Some(verdicts) = &mut verdicts {
+                        for (j, &row) in unsure.iter().enumerate() {
+                            verdicts[row] = upstream_verdict(&forwarded, j);
+                        }
                     }
                     if let Some(store) = &service.hard_examples {
                         let replaced = |r: usize| LocalAnswer {
                             class: local[r],
-                            confidence: scores[r],
+                            confidence: answer.items[r].confidence,
                         };
                         let replaced: Vec<LocalAnswer> =
                             unsure.iter().map(|&r| replaced(r)).collect();
@@ -83,12 +93,12 @@ impl<B: Backend> Delivery<'_, B> {
                 }
             }
         }
-        if let (Some(learner), Some(choices)) = (&threshold.learner, &choices) {
+        if let Some((learner, scores, choices)) = &learning {
             let (verdicts, explored) = lock(learner).settle(&Settled {
-                scores: &scores,
+                scores,
                 choices,
                 local: &local,
-                verdicts: &verdicts,
+                verdicts: verdicts.as_deref().unwrap_or_default(),
                 classes: answer.classes,
                 latency,
                 request_id: context.request_id.as_deref(),
