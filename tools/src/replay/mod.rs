@@ -86,7 +86,8 @@ pub struct Outcome {
 }
 
 /// Figures over all outcomes.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Summary {
     pub requests: usize,
     pub errors: usize,
@@ -97,9 +98,22 @@ pub struct Summary {
     pub p95_ms: f64,
     pub p99_ms: f64,
     /// Share of requests answered by each node, in first-seen order.
+    #[serde(serialize_with = "as_map")]
     pub answered_by: Vec<(String, f64)>,
     /// Share of answers that were degraded fallbacks.
     pub fallback: f64,
+}
+
+/// One service's summary, as scripts read it (`idn replay --output json`).
+#[derive(Debug, serde::Serialize)]
+pub struct Report<'a> {
+    pub service: &'a str,
+    #[serde(flatten)]
+    pub summary: Summary,
+}
+
+fn as_map<S: serde::Serializer>(pairs: &[(String, f64)], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_map(pairs.iter().map(|(k, v)| (k, v)))
 }
 
 type HttpClient = Client<HttpConnector, Full<Bytes>>;
@@ -343,6 +357,17 @@ mod tests {
         assert_eq!(
             summary.answered_by,
             [("access".to_owned(), 0.5), ("edge".to_owned(), 0.25)]
+        );
+        let report = serde_json::to_value(Report {
+            service: "mnist",
+            summary,
+        })
+        .unwrap();
+        assert_eq!(report["service"], "mnist");
+        assert_eq!(report["meanMs"], 4.0);
+        assert_eq!(
+            report["answeredBy"],
+            serde_json::json!({"access": 0.5, "edge": 0.25})
         );
     }
 }

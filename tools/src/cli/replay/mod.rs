@@ -13,8 +13,8 @@ use anyhow::{Context as _, bail};
 use idn_telemetry::{self as telemetry, LogFormat};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use super::SampleArgs;
 use super::up::NetworkArgs;
+use super::{OutputFormat, SampleArgs};
 use crate::compare::{self, Variant};
 use crate::dataset::Dataset;
 use crate::local::LocalNetwork;
@@ -94,6 +94,11 @@ pub struct Args {
     /// the sample's labels by these names [default: 0, 1, …]
     #[arg(long, value_name = "NAME,...", value_delimiter = ',')]
     pub output_labels: Vec<String>,
+    /// How the summary is printed: json and yaml give one object per service (service,
+    /// requests, errors, accuracy, latencies in ms, the share answered at each node, fallback)
+    /// for scripts.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Table, conflicts_with = "compare")]
+    pub output: OutputFormat,
 }
 
 pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
@@ -148,13 +153,31 @@ async fn replay_services(
         .collect();
     let label = services.join(",");
     let outcomes = send(&targets, stream.clone(), load, &label).await?;
-    for (service, outcomes) in services.iter().zip(&outcomes) {
-        if services.len() > 1 {
-            println!("service    {service}");
+    let summaries = services
+        .iter()
+        .zip(&outcomes)
+        .map(|(service, outcomes)| (service.as_str(), replay::summarize(outcomes), outcomes));
+    match args.output {
+        OutputFormat::Table => {
+            for (service, summary, outcomes) in summaries {
+                if services.len() > 1 {
+                    println!("service    {service}");
+                }
+                print_summary(&summary);
+                if args.feedback {
+                    print_feedback(&feedback::tally(outcomes));
+                }
+            }
         }
-        print_summary(&replay::summarize(outcomes));
-        if args.feedback {
-            print_feedback(&feedback::tally(outcomes));
+        format => {
+            let reports: Vec<_> = summaries
+                .map(|(service, summary, _)| replay::Report { service, summary })
+                .collect();
+            if format == OutputFormat::Json {
+                println!("{}", serde_json::to_string_pretty(&reports)?);
+            } else {
+                print!("{}", serde_norway::to_string(&reports)?);
+            }
         }
     }
     if let Some(size) = args.window {
