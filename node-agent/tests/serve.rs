@@ -36,6 +36,10 @@ async fn health_and_metadata_endpoints() {
             json!([{"name": "probs", "datatype": "FP32", "shape": [-1, 10]}])
         );
         assert_eq!(meta["parameters"]["labels"][9], "9");
+        assert_eq!(
+            meta["parameters"]["sha256"],
+            "af1626189ab8d487d0549afa5da47936e5963e055c8c35c4c60cad0cd98929a6"
+        );
     }
     for path in [
         "/v2/models/mnist-mlp/ready",

@@ -52,7 +52,7 @@ impl Manifests {
     pub fn load(paths: &[PathBuf]) -> Result<Self, ManifestError> {
         let mut manifests = Manifests::default();
         for path in paths {
-            let files = yaml_files(path)?;
+            let files = files(path)?;
             if files.is_empty() {
                 return Err(ManifestError::Empty { path: path.clone() });
             }
@@ -152,7 +152,9 @@ impl Manifests {
     }
 }
 
-fn yaml_files(path: &Path) -> Result<Vec<PathBuf>, ManifestError> {
+/// The files [`Manifests::load`] reads for `path`: the file itself, or a directory's `.yaml` and
+/// `.yml` files in name order.
+pub fn files(path: &Path) -> Result<Vec<PathBuf>, ManifestError> {
     let read = |error| ManifestError::Read {
         path: path.to_owned(),
         error,

@@ -1,6 +1,11 @@
 //! A whole network on one machine: every node of the manifests runs as a node-agent in this
 //! process, on loopback, with each link's latency emulated. Configs come from the same planning
-//! code the operator uses, so what runs here is what would run in the cluster.
+//! code the operator uses, so what runs here is what would run in the cluster. Changed manifests
+//! are applied by [`LocalNetwork::reload`] (in `reload.rs`).
+
+mod reload;
+
+pub use reload::{Fingerprint, NotReloaded, Reloaded};
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -8,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context as _, anyhow, bail};
-use idn_contract::config::Protocol;
+use idn_contract::config::{NodeAgentConfig, Protocol};
 use idn_contract::names::sha256_hex;
 use idn_node_agent::node::Node;
 use idn_node_agent::server;
@@ -43,19 +48,35 @@ pub struct LocalNode {
     pub grpc_addr: SocketAddr,
     pub services: Vec<String>,
     pub models: Vec<String>,
+    /// The config it runs, which a reload compares with the newly planned one.
+    config: NodeAgentConfig,
+    /// None once stopped.
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<()>,
+}
+
+impl LocalNode {
+    /// Stops serving and waits for the drain; a node already stopped returns at once.
+    async fn stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+            let _ = (&mut self.task).await;
+        }
+    }
 }
 
 /// Every node of one network, running.
 pub struct LocalNetwork {
     pub name: String,
     pub nodes: Vec<LocalNode>,
+    /// REST and gRPC port of each node: a reload plans and binds the same ones.
+    ports: HashMap<String, (u16, u16)>,
+    options: Options,
 }
 
 struct LocalAddressing<'a> {
     /// REST and gRPC port of each node.
-    ports: HashMap<String, (u16, u16)>,
+    ports: &'a HashMap<String, (u16, u16)>,
     models: HashMap<String, PathBuf>,
     latency_ms: &'a HashMap<(String, String), u64>,
     learned_state: Option<&'a Path>,
@@ -161,8 +182,6 @@ impl LocalNetwork {
         network: &InferenceDeliveryNetwork,
         options: &Options,
     ) -> anyhow::Result<Self> {
-        let name = network.name_any();
-        let scope = manifests.in_namespace(&network.namespace().unwrap_or_default());
         if let Some(dir) = &options.learned_state {
             std::fs::create_dir_all(dir)
                 .with_context(|| format!("cannot create {}", dir.display()))?;
@@ -175,51 +194,20 @@ impl LocalNetwork {
                 0 => 0,
                 base => base + offset + i as u16,
             };
-            let bind = |port: u16| async move {
-                TcpListener::bind(("127.0.0.1", port))
-                    .await
-                    .with_context(|| {
-                        format!("node {}: cannot listen on 127.0.0.1:{port}", node.name)
-                    })
-            };
-            let rest = bind(port(0)).await?;
-            let grpc = bind(port(100)).await?;
-            ports.insert(
-                node.name.clone(),
-                (rest.local_addr()?.port(), grpc.local_addr()?.port()),
-            );
-            listeners.push(server::Listeners::new(rest, Some(grpc)));
+            let (bound, taken) = bind(&node.name, (port(0), port(100))).await?;
+            ports.insert(node.name.clone(), taken);
+            listeners.push(bound);
         }
-        let models = scope
-            .models
-            .iter()
-            .map(|m| Ok((m.name_any(), find_model_file(m, &options.model_dirs)?)))
-            .collect::<anyhow::Result<HashMap<_, _>>>()?;
-        let addressing = LocalAddressing {
-            ports,
-            models,
-            latency_ms: &options.latency_ms,
-            learned_state: options.learned_state.as_deref(),
-        };
-        let declared = Declared {
-            network,
-            models: &scope.models,
-            strategies: &scope.strategies,
-            placements: &scope.placements,
-        };
-        let plans = plan::plan(&declared, &addressing).map_err(|problems| {
-            anyhow!(
-                "InferenceDeliveryNetwork {name} is invalid:\n  {}",
-                problems.join("\n  ")
-            )
-        })?;
+        let configs = plan_configs(manifests, network, options, &ports)?;
         let mut running = LocalNetwork {
-            name,
+            name: network.name_any(),
             nodes: Vec::new(),
+            ports,
+            options: options.clone(),
         };
-        for (plan, listener) in plans.into_iter().zip(listeners) {
-            let node_name = plan.spec.name.clone();
-            match start_node(plan.config, listener) {
+        for (config, listener) in configs.into_iter().zip(listeners) {
+            let node_name = config.node.clone();
+            match start_node(config, listener) {
                 Ok(node) => running.nodes.push(node),
                 Err(e) => {
                     running.stop().await;
@@ -233,10 +221,7 @@ impl LocalNetwork {
     /// Stops every node and waits for them to drain.
     pub async fn stop(self) {
         for mut node in self.nodes {
-            if let Some(stop) = node.stop.take() {
-                let _ = stop.send(());
-            }
-            let _ = node.task.await;
+            node.stop().await;
         }
     }
 
@@ -245,10 +230,63 @@ impl LocalNetwork {
     }
 }
 
-fn start_node(
-    config: idn_contract::config::NodeAgentConfig,
-    listeners: server::Listeners,
-) -> anyhow::Result<LocalNode> {
+/// The config of each node of `network`, in its order, for nodes on `ports`.
+fn plan_configs(
+    manifests: &Manifests,
+    network: &InferenceDeliveryNetwork,
+    options: &Options,
+    ports: &HashMap<String, (u16, u16)>,
+) -> anyhow::Result<Vec<NodeAgentConfig>> {
+    let name = network.name_any();
+    let scope = manifests.in_namespace(&network.namespace().unwrap_or_default());
+    let models = scope
+        .models
+        .iter()
+        .map(|m| Ok((m.name_any(), find_model_file(m, &options.model_dirs)?)))
+        .collect::<anyhow::Result<HashMap<_, _>>>()?;
+    let addressing = LocalAddressing {
+        ports,
+        models,
+        latency_ms: &options.latency_ms,
+        learned_state: options.learned_state.as_deref(),
+    };
+    let declared = Declared {
+        network,
+        models: &scope.models,
+        strategies: &scope.strategies,
+        placements: &scope.placements,
+    };
+    let plans = plan::plan(&declared, &addressing).map_err(|problems| {
+        anyhow!(
+            "InferenceDeliveryNetwork {name} is invalid:\n  {}",
+            problems.join("\n  ")
+        )
+    })?;
+    Ok(plans.into_iter().map(|plan| plan.config).collect())
+}
+
+/// Listens on loopback for `node`: REST on the first port, gRPC on the second (0: any free);
+/// the listeners, and the ports they took.
+async fn bind(
+    node: &str,
+    (rest, grpc): (u16, u16),
+) -> anyhow::Result<(server::Listeners, (u16, u16))> {
+    let listen = |port: u16| async move {
+        let listener = TcpListener::bind(("127.0.0.1", port))
+            .await
+            .with_context(|| format!("node {node}: cannot listen on 127.0.0.1:{port}"))?;
+        let port = listener.local_addr()?.port();
+        anyhow::Ok((listener, port))
+    };
+    let (rest, rest_port) = listen(rest).await?;
+    let (grpc, grpc_port) = listen(grpc).await?;
+    Ok((
+        server::Listeners::new(rest, Some(grpc)),
+        (rest_port, grpc_port),
+    ))
+}
+
+fn start_node(config: NodeAgentConfig, listeners: server::Listeners) -> anyhow::Result<LocalNode> {
     let addr = listeners.rest_addr();
     let grpc_addr = listeners
         .grpc_addr()
@@ -274,6 +312,7 @@ fn start_node(
         grpc_addr,
         services: config.service_names(),
         models: config.model_names(),
+        config: config.clone(),
         stop: Some(stop),
         task,
     })

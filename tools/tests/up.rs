@@ -1,16 +1,22 @@
 //! `idn up` and `idn replay`: a whole network on loopback from the example manifests.
 
 use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Empty};
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper_util::rt::TokioIo;
 use idn_contract::confidence::{Confidence, argmax};
 use idn_operator::manifests::Manifests;
 use idn_operator::resources::NodeServiceSpec;
+use idn_tools::cli::up::{self, NetworkArgs};
 use idn_tools::dataset::{Dataset, Source};
-use idn_tools::local::{LocalNetwork, Options};
+use idn_tools::local::{LocalNetwork, Options, Reloaded};
 use idn_tools::replay::{self, Load, Stream, Target};
 use kube::ResourceExt;
 
@@ -376,6 +382,17 @@ fn idn_up_starts_and_stops_cleanly() {
         std::net::TcpStream::connect(&addr).is_ok(),
         "{addr} accepts connections"
     );
+    let status = terminate(&mut up);
+    assert!(status.success(), "idn up exits cleanly: {status}");
+    std::thread::sleep(Duration::from_millis(50));
+    assert!(
+        std::net::TcpStream::connect(&addr).is_err(),
+        "nodes stopped"
+    );
+}
+
+/// Sends SIGTERM to `up`, as a service manager would, and waits for it to exit.
+fn terminate(up: &mut Child) -> ExitStatus {
     let pid = up.id().to_string();
     assert!(
         Command::new("kill")
@@ -384,13 +401,7 @@ fn idn_up_starts_and_stops_cleanly() {
             .unwrap()
             .success()
     );
-    let status = up.wait().unwrap();
-    assert!(status.success(), "idn up exits cleanly: {status}");
-    std::thread::sleep(Duration::from_millis(50));
-    assert!(
-        std::net::TcpStream::connect(&addr).is_err(),
-        "nodes stopped"
-    );
+    up.wait().unwrap()
 }
 
 #[test]
@@ -412,5 +423,194 @@ fn a_malformed_manifest_names_the_file_and_the_field() {
         stderr.contains("network.yaml, document 1: spec.nodes[1].tier: unknown variant `fog`"),
         "{stderr}"
     );
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// sha256 of the example models' files.
+const MLP: &str = "876e5f9e9ef615794730338f9e7c4a6e1437b39da6256d77a82568791991f00a";
+const CNN: &str = "af1626189ab8d487d0549afa5da47936e5963e055c8c35c4c60cad0cd98929a6";
+
+/// A copy of the example manifests in a fresh directory named after `test`.
+fn manifest_copy(test: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("idn-{test}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for entry in std::fs::read_dir(root().join("examples/mnist")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "yaml") {
+            std::fs::copy(&path, dir.join(path.file_name().unwrap())).unwrap();
+        }
+    }
+    dir
+}
+
+/// Rewrites the models' manifest so that the model of sha256 `from` has `to`, as a training
+/// loop does: a temporary file renamed over it.
+fn set_revision(dir: &Path, from: &str, to: &str) {
+    let models = dir.join("10-models.yaml");
+    let text = std::fs::read_to_string(&models).unwrap();
+    assert!(text.contains(from));
+    let temporary = dir.join("10-models.yaml.tmp");
+    std::fs::write(&temporary, text.replace(from, to)).unwrap();
+    std::fs::rename(temporary, models).unwrap();
+}
+
+/// One HTTP/1.1 connection, kept open: it breaks when the node behind it stops.
+async fn connect(addr: SocketAddr) -> SendRequest<Empty<Bytes>> {
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (sender, connection) = http1::handshake(TokioIo::new(stream)).await.unwrap();
+    tokio::spawn(connection);
+    sender
+}
+
+/// The sha256 that `model`'s metadata reports over `connection`.
+async fn revision(
+    connection: &mut SendRequest<Empty<Bytes>>,
+    model: &str,
+) -> Result<String, hyper::Error> {
+    connection.ready().await?;
+    let request = http::Request::get(format!("/v2/models/{model}"))
+        .header(http::header::HOST, "localhost")
+        .body(Empty::new())
+        .unwrap();
+    let body = connection
+        .send_request(request)
+        .await?
+        .into_body()
+        .collect()
+        .await?
+        .to_bytes();
+    let metadata: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    Ok(metadata["parameters"]["sha256"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned())
+}
+
+/// A new revision of the edge model restarts the edge node alone, on its ports; a revision no
+/// file has, manifests that do not parse, or a change to the set of nodes change nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_model_revision_restarts_only_its_node() {
+    let dir = manifest_copy("reload");
+    let args = NetworkArgs {
+        files: vec![dir.clone()],
+        network: None,
+        model_dirs: vec![root().join("examples/models")],
+        latencies: options(0).latency_ms.into_iter().collect(),
+    };
+    let (manifests, network) = args.load().unwrap();
+    let mut running = LocalNetwork::start(&manifests, &network, &args.options(0))
+        .await
+        .unwrap();
+    let addr = |running: &LocalNetwork, node: &str| running.node(node).unwrap().addr;
+    let (access_addr, edge_addr) = (addr(&running, "access"), addr(&running, "edge"));
+    let mut access = connect(access_addr).await;
+    let mut edge = connect(edge_addr).await;
+    assert_eq!(revision(&mut edge, "mnist-mlp").await.unwrap(), MLP);
+
+    set_revision(&dir, MLP, CNN);
+    let reloaded = up::reload(&mut running, &args).await.unwrap();
+    assert_eq!(
+        reloaded,
+        Reloaded {
+            restarted: vec!["edge".into()],
+            unchanged: 2
+        }
+    );
+    assert_eq!(reloaded.to_string(), "reloaded: edge (2 unchanged)");
+    assert!(
+        revision(&mut edge, "mnist-mlp").await.is_err(),
+        "edge restarted"
+    );
+    assert_eq!(addr(&running, "edge"), edge_addr, "on the same port");
+    let mut edge = connect(edge_addr).await;
+    assert_eq!(revision(&mut edge, "mnist-mlp").await.unwrap(), CNN);
+    assert!(
+        revision(&mut access, "mnist-linear").await.is_ok(),
+        "access kept serving throughout"
+    );
+
+    // No file has this sha256: the one named like the model is found, and does not match.
+    set_revision(&dir, CNN, &"0".repeat(64));
+    let failed = up::reload(&mut running, &args)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        failed.starts_with("node edge failed to start: model mnist-mlp is not ready: sha256"),
+        "{failed}"
+    );
+    assert!(failed.ends_with("; the network runs as before"), "{failed}");
+    let mut edge = connect(edge_addr).await;
+    assert_eq!(
+        revision(&mut edge, "mnist-mlp").await.unwrap(),
+        CNN,
+        "edge runs its previous config again"
+    );
+
+    std::fs::write(dir.join("10-models.yaml"), "kind: [").unwrap();
+    let failed = up::reload(&mut running, &args)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(failed.contains("10-models.yaml, document 1:"), "{failed}");
+
+    std::fs::copy(
+        root().join("examples/mnist/10-models.yaml"),
+        dir.join("10-models.yaml"),
+    )
+    .unwrap();
+    let network_file = dir.join("40-network.yaml");
+    let text = std::fs::read_to_string(&network_file).unwrap();
+    std::fs::write(&network_file, text.replace("name: cloud\n", "name: core\n")).unwrap();
+    let failed = up::reload(&mut running, &args)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        failed,
+        "the nodes changed (access, edge, cloud -> access, edge, core): restart idn up to \
+         apply that; the network runs as before"
+    );
+    for (connection, model) in [(&mut access, "mnist-linear"), (&mut edge, "mnist-mlp")] {
+        assert!(
+            revision(connection, model).await.is_ok(),
+            "{model}: no failed reload restarted a node"
+        );
+    }
+    running.stop().await;
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn idn_up_reloads_when_the_manifests_change() {
+    let dir = manifest_copy("watch");
+    let mut up = Command::new(env!("CARGO_BIN_EXE_idn"))
+        .args([
+            "up",
+            "--models",
+            "examples/models",
+            "--base-port",
+            "0",
+            "-f",
+        ])
+        .arg(&dir)
+        .current_dir(root())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(up.stdout.take().unwrap())
+        .lines()
+        .map(Result::unwrap);
+    assert!(
+        lines.any(|l| l.starts_with("Changed manifests restart")),
+        "idn up says it watches"
+    );
+    set_revision(&dir, MLP, CNN);
+    assert_eq!(
+        lines.find(|l| l.starts_with("reloaded:")).as_deref(),
+        Some("reloaded: edge (2 unchanged)")
+    );
+    assert!(terminate(&mut up).success());
     std::fs::remove_dir_all(dir).unwrap();
 }

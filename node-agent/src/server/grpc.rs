@@ -129,6 +129,7 @@ impl GrpcInferenceService for Grpc {
     }
 }
 
+/// OIP's gRPC metadata has no parameters: a model's labels and sha256 are for REST clients.
 fn metadata_message(metadata: Metadata) -> proto::ModelMetadataResponse {
     let tensors = |specs: Vec<TensorSpec>| {
         specs

@@ -69,6 +69,10 @@ pub(super) fn metadata(
     if !config.labels.is_empty() {
         parameters.insert("labels".into(), json!(config.labels));
     }
+    // The revision: a client that rolled out a new file waits until the node reports it.
+    if let Some(sha256) = &config.sha256 {
+        parameters.insert("sha256".into(), json!(sha256));
+    }
     Ok(Metadata {
         name: config.name.clone(),
         versions: vec![config.version.clone()],

@@ -1,14 +1,17 @@
-//! `idn up -f <manifests>`: run a whole network on this machine, on loopback.
+//! `idn up -f <manifests>`: run a whole network on this machine, on loopback, and apply the
+//! manifests again whenever they change.
 
 use std::collections::HashMap;
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::{Context as _, anyhow, bail};
 use idn_telemetry::{self as telemetry, LogFormat};
 use kube::ResourceExt;
 
-use crate::local::{LocalNetwork, Options};
+use crate::local::{Fingerprint, LocalNetwork, NotReloaded, Options, Reloaded};
 use idn_operator::manifests::Manifests;
 use idn_operator::resources::InferenceDeliveryNetwork;
 
@@ -31,6 +34,10 @@ pub struct Args {
     /// the next `idn up` resumes from it [default: each run starts afresh]
     #[arg(long, value_name = "DIR")]
     pub learned_state: Option<PathBuf>,
+    /// Do not watch the manifests [default: when they change, the nodes whose config changed
+    /// restart on their ports]
+    #[arg(long)]
+    pub no_watch: bool,
 }
 
 /// Which network to run, and how.
@@ -113,6 +120,8 @@ impl NetworkArgs {
 
 pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     let _telemetry = telemetry::init(LogFormat::Text, &args.log_level, "idn");
+    // Before loading: a change made while the nodes start is a change to apply.
+    let loaded = Fingerprint::of(&args.network.files);
     let (manifests, network) = args.network.load()?;
     let options = Options {
         learned_state: args.learned_state.clone(),
@@ -121,16 +130,61 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     tokio::runtime::Runtime::new()
         .context("starting the async runtime")?
         .block_on(async {
-            let running = LocalNetwork::start(&manifests, &network, &options).await?;
-            print_network(&running, &network);
-            telemetry::shutdown_signal().await;
+            let mut running = LocalNetwork::start(&manifests, &network, &options).await?;
+            print_network(&running, &network, !args.no_watch);
+            if args.no_watch {
+                telemetry::shutdown_signal().await;
+            } else {
+                watch(&mut running, &args.network, loaded).await;
+            }
             eprintln!("stopping {} nodes", running.nodes.len());
             running.stop().await;
             Ok(ExitCode::SUCCESS)
         })
 }
 
-fn print_network(running: &LocalNetwork, network: &InferenceDeliveryNetwork) {
+/// How often the manifests are read for changes.
+const WATCH_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Reloads `running` whenever the manifests' contents differ from those `loaded`, until Ctrl-C
+/// or SIGTERM. A reload, once begun, finishes before the signal is heeded, so no node is left
+/// half-restarted.
+async fn watch(running: &mut LocalNetwork, args: &NetworkArgs, loaded: Fingerprint) {
+    let shutdown = telemetry::shutdown_signal();
+    tokio::pin!(shutdown);
+    let mut seen = loaded;
+    let mut tick = tokio::time::interval(WATCH_INTERVAL);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => return,
+            _ = tick.tick() => {}
+        }
+        let now = Fingerprint::of(&args.files);
+        if now == seen {
+            continue;
+        }
+        seen = now;
+        match reload(running, args).await {
+            Ok(reloaded) => {
+                let mut stdout = std::io::stdout().lock();
+                // A script waiting for the new revision reads this line.
+                let _ = writeln!(stdout, "{reloaded}").and_then(|()| stdout.flush());
+            }
+            Err(failed) => eprintln!("not reloaded: {failed}"),
+        }
+    }
+}
+
+/// Loads the manifests of `args` again and applies them to `running`.
+pub async fn reload(
+    running: &mut LocalNetwork,
+    args: &NetworkArgs,
+) -> Result<Reloaded, NotReloaded> {
+    let (manifests, network) = args.load()?;
+    running.reload(&manifests, &network).await
+}
+
+fn print_network(running: &LocalNetwork, network: &InferenceDeliveryNetwork, watching: bool) {
     println!(
         "network {}: {} nodes on loopback\n",
         running.name,
@@ -180,6 +234,9 @@ fn print_network(running: &LocalNetwork, network: &InferenceDeliveryNetwork) {
         );
     }
     println!("Ctrl-C stops every node.");
+    if watching {
+        println!("Changed manifests restart the nodes whose config changed.");
+    }
 }
 
 #[cfg(test)]
