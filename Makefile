@@ -24,6 +24,12 @@ TRITON_VENV   := .venv-triton
 TRITON_PYTHON := $(TRITON_VENV)/bin/python
 TRITON_DEPS   := nvidia-pytriton==0.7.0 onnxruntime==$(ORT_VERSION) numpy==1.26.4 tritonclient==2.73.0
 
+# Flower 1.42 (SuperLink, SuperNodes, `flwr run`), scikit-learn and onnx for the federated
+# retraining loop of examples/federated/. Its own venv: Flower pins its own grpcio and protobuf.
+FED_VENV   := .venv-fed
+FED_PYTHON := $(FED_VENV)/bin/python
+FED_DEPS   := flwr==1.42.0 scikit-learn==1.9.1 onnx==1.23.2 numpy==2.4.6 matplotlib==3.11.2 pytest==9.2.0
+
 .PHONY: help
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -57,6 +63,15 @@ $(TRITON_PYTHON): Makefile
 	$(TRITON_PYTHON) -m pip install --quiet $(TRITON_DEPS)
 	touch $@
 
+.PHONY: federated-env
+federated-env: $(FED_PYTHON) ## Install Flower, scikit-learn and onnx into .venv-fed/ (examples/federated)
+
+$(FED_PYTHON): Makefile
+	python3 -m venv $(FED_VENV)
+	$(FED_PYTHON) -m pip install --quiet --upgrade pip
+	$(FED_PYTHON) -m pip install --quiet $(FED_DEPS)
+	touch $@
+
 .PHONY: build
 build: ort ## Build every binary (release)
 	cargo build --release --workspace
@@ -85,10 +100,11 @@ cluster: components ## A real Kubernetes control plane on loopback (etcd, API se
 	python3 tests/cluster/cluster.py
 
 .PHONY: test
-test: ort $(PYTHON) $(TRITON_PYTHON) components ## Run every test: Rust, interop (tritonclient, Triton as an upstream, traces in Jaeger), schemas, end to end on a real control plane
+test: ort $(PYTHON) $(TRITON_PYTHON) $(FED_PYTHON) components ## Run every test: Rust, interop (tritonclient, Triton as an upstream, traces in Jaeger), schemas, end to end on a real control plane, the federated loop (Flower)
 	cargo test --workspace
 	cargo build --workspace --bins
-	$(PYTHON) -m pytest -q tests/interop tests/schemas tests/e2e
+	$(FED_PYTHON) -m pytest -q examples/federated/tests
+	$(PYTHON) -m pytest -q tests/interop tests/schemas tests/e2e tests/federated
 
 .PHONY: bench
 bench: ort ## Benchmarks (see docs/benchmarks.md)
@@ -107,4 +123,4 @@ crds: ## Regenerate the CRD YAML in crds/ and the Helm chart from the Rust types
 .PHONY: clean
 clean: ## Remove build output, the ONNX Runtime library and the Python environments
 	cargo clean
-	rm -rf .ort $(VENV) $(TRITON_VENV)
+	rm -rf .ort $(VENV) $(TRITON_VENV) $(FED_VENV)

@@ -1,0 +1,1 @@
+"""Federated retraining of an IDN's access and edge tiers with Flower (see ../README.md)."""
