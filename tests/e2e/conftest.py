@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import pathlib
+import secrets
 import subprocess
 import sys
 
@@ -23,7 +24,7 @@ REPO = pathlib.Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tests" / "cluster"))
 
 import cluster as harness  # noqa: E402
-from kube import Kube, install_crds, token_kubeconfig  # noqa: E402
+from kube import Kube, install_crds, start_operator, stop, token_kubeconfig  # noqa: E402
 
 # The chart's release that the operator under test authenticates as (its ServiceAccount, RBAC
 # and Lease name): helm install idn-operator charts/idn-operator -n idn-system.
@@ -105,3 +106,24 @@ def operator_kubeconfig(admin, tools, tmp_path_factory) -> pathlib.Path:
                    check=True, capture_output=True, text=True)
     path = tmp_path_factory.mktemp("operator") / "kubeconfig"
     return token_kubeconfig(admin, RELEASE, RELEASE_NAMESPACE, path)
+
+
+@pytest.fixture(scope="module")
+def kube(admin) -> Kube:
+    """kubectl as the administrator in a fresh namespace of the module's own."""
+    kube = Kube(admin.kubeconfig, f"idn-e2e-{secrets.token_hex(3)}")
+    kube.create_namespace()
+    yield kube
+    kube.run("delete", "namespace", kube.namespace, "--wait=false", check=False, namespaced=False)
+
+
+@pytest.fixture(scope="module")
+def operator(kube, operator_binary, operator_kubeconfig, tmp_path_factory) -> subprocess.Popen:
+    """`idn-operator` as the chart's ServiceAccount, watching the test's namespace."""
+    kube.log = tmp_path_factory.mktemp("operator") / "operator.log"
+    kube.process = start_operator(operator_binary, operator_kubeconfig, kube.log,
+                                  "--watch-namespace", kube.namespace,
+                                  "--lease-namespace", "idn-system", "--lease-name", "idn-operator")
+    yield kube.process
+    stop(kube.process)
+    print(kube.log_tail(200))

@@ -23,6 +23,9 @@ STRATEGY = "deliverystrategies.idn.dev"
 PLACEMENT = "modelplacements.idn.dev"
 DEPLOYMENT = "deployments.apps"
 REPLICASET = "replicasets.apps"
+# The pod template annotation the operator sets to the hash of a node's rendered config: it
+# changes exactly when the node must roll.
+HASH = "idn.dev/config-hash"
 
 
 class Kube:
@@ -95,6 +98,10 @@ def condition(network: dict | None, type_: str) -> dict:
         if c.get("type") == type_:
             return c
     return {}
+
+
+def still_running(kube: Kube) -> None:
+    assert kube.process.poll() is None, f"the operator exited with {kube.process.returncode}{kube.log_tail()}"
 
 
 def install_crds(kube: Kube) -> None:

@@ -22,21 +22,19 @@ with whoever set them.
 from __future__ import annotations
 
 import json
-import secrets
 import signal
 import subprocess
 import time
 
 import pytest
 
-from kube import (DEPLOYMENT, NETWORK, PLACEMENT, REPLICASET, REPO, STRATEGY, Kube, condition, start_operator,
-                  stop, wait_for)
+from kube import (DEPLOYMENT, HASH, NETWORK, PLACEMENT, REPLICASET, REPO, STRATEGY, Kube, condition, still_running,
+                  wait_for)
 
 pytestmark = pytest.mark.incremental
 
 NODES = ("access", "edge", "cloud")
 CONDITION_TYPES = {"Ready", "Progressing", "Degraded", "InvalidSpec"}
-HASH = "idn.dev/config-hash"
 MODELS_IMAGE = "idn-example-models:0.1.0"
 
 
@@ -56,30 +54,6 @@ def replica_sets(kube: Kube, node: str) -> set[str]:
 def available(deployment: dict | None) -> bool:
     status = (deployment or {}).get("status") or {}
     return any(c["type"] == "Available" and c["status"] == "True" for c in status.get("conditions") or [])
-
-
-def still_running(kube: Kube) -> None:
-    assert kube.process.poll() is None, f"the operator exited with {kube.process.returncode}{kube.log_tail()}"
-
-
-@pytest.fixture(scope="module")
-def kube(admin) -> Kube:
-    kube = Kube(admin.kubeconfig, f"idn-e2e-{secrets.token_hex(3)}")
-    kube.create_namespace()
-    yield kube
-    kube.run("delete", "namespace", kube.namespace, "--wait=false", check=False, namespaced=False)
-
-
-@pytest.fixture(scope="module")
-def operator(kube, operator_binary, operator_kubeconfig, tmp_path_factory) -> subprocess.Popen:
-    """`idn-operator` as the chart's ServiceAccount, watching the test's namespace."""
-    kube.log = tmp_path_factory.mktemp("operator") / "operator.log"
-    kube.process = start_operator(operator_binary, operator_kubeconfig, kube.log,
-                                  "--watch-namespace", kube.namespace,
-                                  "--lease-namespace", "idn-system", "--lease-name", "idn-operator")
-    yield kube.process
-    stop(kube.process)
-    print(kube.log_tail(200))
 
 
 def test_the_example_applies(kube, operator):
