@@ -67,7 +67,7 @@ class Settings:
 
 @dataclass
 class Network:
-    """The running networks (live and staging) and the federation; stops them on exit."""
+    """The running networks (live and staging) and the federation."""
 
     procs: processes.Processes
     idn: Path
@@ -80,12 +80,6 @@ class Network:
     def url(self, name: str, node: str) -> str:
         """Where node `node` of network `name` serves (idn up gives nodes consecutive ports)."""
         return f"http://127.0.0.1:{self.ports[name] + self.order.index(node)}"
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *_):
-        self.procs.stop()
 
 
 def access_nodes(count: int) -> list[str]:
@@ -212,9 +206,9 @@ def _read(path: Path) -> str:
     return path.read_text().strip() if path.exists() else ""
 
 
-def start(s: Settings, files: dict, first: Revision, cloud_sha: str) -> Network:
-    """Both networks on `first`, and the federation."""
-    procs = processes.Processes(s.work / "logs")
+def start(s: Settings, procs: processes.Processes, files: dict, first: Revision,
+          cloud_sha: str) -> Network:
+    """Both networks on `first`, and the federation, as processes of `procs`."""
     names = access_nodes(s.nodes)
     net = Network(
         procs=procs,
@@ -260,7 +254,8 @@ def run(s: Settings, report) -> list[dict]:
     deployed = revision.build(initial, files["calibration"], s.budget, models)
     names = access_nodes(s.nodes)
     rows = []
-    with start(s, files, deployed, cloud_sha) as net:
+    with processes.Processes(s.work / "logs") as procs:
+        net = start(s, procs, files, deployed, cloud_sha)
         deployed_gate = replay(net.idn, net.url("staging", names[0]), files["gate"]).accuracy
         rows.append(_row(s, 0, deployed, True, deployed_gate, deployed_gate, measure(net, files, names)))
         report(rows[-1])

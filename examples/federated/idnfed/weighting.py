@@ -2,8 +2,9 @@
 
 `fedavg`: every item weighs 1 and a client weighs its number of items (McMahan et al.).
 
-`serving`: the weights follow what each tier serves, after Kaplan et al. (2024), who weight the
-exits of an early-exit network by their serving rate; here the exits are separate models of a
+`serving`: the weights follow what each tier serves, after Kaplan, Si Salem, Rodio, Xu and
+Neglia, "Federated learning for cooperative inference systems: the case of early exit
+networks" (arXiv 2405.04249), who weight training by serving rate; here the exits are separate models of a
 cascade:
 - the access tier answers every request that enters at its node first, so each item weighs 1
   and a client weighs the requests its node received (its traffic), not the data it holds;
