@@ -58,6 +58,8 @@ def parse(argv: list[str]) -> tuple[loop.Settings, Path]:
     p.add_argument("--per-node", type=int, help="keep only this many training items per node (a small run)")
     p.add_argument("--node-data", type=node_data, action="append", default=[], metavar="NODE=FILE.npz",
                    help="a node's own local data (arrays x, y) instead of its MNIST share")
+    p.add_argument("--retries", type=int, default=1,
+                   help="times a failed Flower round is run again before the command gives up")
     p.add_argument("--base-port", type=int, default=8400,
                    help="live network from here, staging from +20, Flower from +60")
     p.add_argument("--idn", type=Path, help="the idn binary [default: target/release/idn, else target/debug/idn]")
@@ -68,7 +70,7 @@ def parse(argv: list[str]) -> tuple[loop.Settings, Path]:
         budget=Budget(edge=a.budget_edge, cloud=a.budget_cloud), floor=a.floor,
         gate_margin=a.gate_margin, traffic=a.traffic, test_items=a.test_items,
         gate_items=a.gate_items, per_node=a.per_node, node_data=dict(a.node_data),
-        base_port=a.base_port, idn=a.idn,
+        base_port=a.base_port, idn=a.idn, retries=a.retries,
     ), (a.out or a.work).resolve()
 
 

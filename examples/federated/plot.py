@@ -4,7 +4,7 @@
     .venv-fed/bin/python examples/federated/plot.py --out DIR RUN_DIR [RUN_DIR ...]
 
 Each RUN_DIR holds a rounds.json; writes DIR/federated.{svg,md}: the live network's test
-accuracy and its mean latency per round, one line per run (named by its mode).
+accuracy (from round 1) and its mean latency per round, one line per run (named by its mode).
 """
 
 import argparse
@@ -30,6 +30,9 @@ def plot(runs: dict[str, list[dict]], path: Path, title: str) -> None:
         acc.scatter([r["round"] for r in rejected], [100 * r["accuracy"] for r in rejected],
                     marker="x", color=line.get_color(), zorder=3)
         ms.plot(rounds, [r["meanMs"] for r in rows], marker="o", ms=3, label=name)
+    trained = [100 * r["accuracy"] for rows in runs.values() for r in rows if r["round"] > 0]
+    if trained:  # round 0 (untrained weights) would flatten the differences that matter
+        acc.set_ylim(min(trained) - 1, 100)
     acc.set(xlabel="round", ylabel="test accuracy (%)", title="end to end accuracy (x: gate kept the old revision)")
     ms.set(xlabel="round", ylabel="ms", title="mean latency per request")
     for ax in (acc, ms):

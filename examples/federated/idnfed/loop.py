@@ -63,6 +63,7 @@ class Settings:
     base_port: int = 8400
     idn: Path | None = None
     timeout: float = 600
+    retries: int = 1
 
 
 @dataclass
@@ -191,13 +192,21 @@ def train_round(s: Settings, net: Network, files: dict, deployed: Revision, serv
     }
     (round_dir / "plan.json").write_text(json.dumps(plan, indent=1))
     error = round_dir / "error.txt"
-    try:
-        net.federation.run(APP, round_dir / "plan.json", s.timeout)
-    except (RuntimeError, TimeoutError, subprocess.TimeoutExpired) as e:
-        raise RoundFailed(f"round {round_}: {_read(error) or e}") from e
-    # `flwr run --stream` ends well even when the ServerApp fails: its error file says.
-    if _read(error) or not Path(plan["candidate"]).exists():
-        raise RoundFailed(f"round {round_}: {_read(error) or 'the ServerApp wrote no candidate'}")
+    for attempt in range(1, s.retries + 2):
+        error.unlink(missing_ok=True)
+        Path(plan["candidate"]).unlink(missing_ok=True)
+        try:
+            net.federation.run(APP, round_dir / "plan.json", s.timeout)
+            # `flwr run --stream` ends well even when the ServerApp fails: its error file says.
+            reason = _read(error) or ("" if Path(plan["candidate"]).exists() else "no candidate written")
+        except (RuntimeError, TimeoutError, subprocess.TimeoutExpired) as e:
+            reason = _read(error) or str(e)
+        if not reason:
+            break
+        # A reply lost in transit fails a round as a bad node does; only a second try tells.
+        if attempt > s.retries:
+            raise RoundFailed(f"round {round_} ({attempt} attempts): {reason}")
+        print(f"round {round_}, attempt {attempt} failed: {reason}; trying again", file=sys.stderr)
     with np.load(plan["candidate"]) as data:
         return revision.by_tier({k: data[k] for k in data.files})
 

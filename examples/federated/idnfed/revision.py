@@ -154,15 +154,12 @@ spec:
 """
 
 
+def _header(kind: str) -> list[str]:
+    return ["apiVersion: idn.dev/v1alpha1", f"kind: {kind}", "metadata:", "  name: federated", "spec:"]
+
+
 def _network(access: list[str]) -> str:
-    lines = [
-        "apiVersion: idn.dev/v1alpha1",
-        "kind: InferenceDeliveryNetwork",
-        "metadata:",
-        "  name: federated",
-        "spec:",
-        "  nodes:",
-    ]
+    lines = [*_header("InferenceDeliveryNetwork"), "  nodes:"]
     for name in access:
         lines += [
             f"    - name: {name}",
@@ -183,15 +180,7 @@ def _network(access: list[str]) -> str:
 
 
 def _placement(access: list[str]) -> str:
-    lines = [
-        "apiVersion: idn.dev/v1alpha1",
-        "kind: ModelPlacement",
-        "metadata:",
-        "  name: federated",
-        "spec:",
-        "  network: federated",
-        "  nodes:",
-    ]
+    lines = [*_header("ModelPlacement"), "  network: federated", "  nodes:"]
     lines += [f"    - {{node: {name}, models: [{MODELS['access']}]}}" for name in access]
     lines += [
         f"    - {{node: edge, models: [{MODELS['edge']}]}}",
