@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from idnfed import loop  # noqa: E402
 from idnfed.revision import Budget  # noqa: E402
 
-COLUMNS = ["mode", "round", "accepted", "gateCandidate", "gateDeployed", "accuracy", "access",
+COLUMNS = ["name", "mode", "round", "accepted", "gateCandidate", "gateDeployed", "accuracy", "access",
            "edge", "cloud", "meanMs", "tauAccess", "tauEdge", "candidateAccess", "candidateEdge"]
 
 
@@ -30,6 +30,13 @@ def node_data(text: str) -> tuple[str, Path]:
     if not node or not path:
         raise argparse.ArgumentTypeError("expected NODE=FILE.npz")
     return node, Path(path)
+
+
+def tiers_list(text: str) -> list[str]:
+    tiers = text.split(",")
+    if not tiers or not set(tiers) <= {"access", "edge"}:
+        raise argparse.ArgumentTypeError("expected access, edge or access,edge")
+    return tiers
 
 
 def parse(argv: list[str]) -> tuple[loop.Settings, Path]:
@@ -58,8 +65,10 @@ def parse(argv: list[str]) -> tuple[loop.Settings, Path]:
     p.add_argument("--per-node", type=int, help="keep only this many training items per node (a small run)")
     p.add_argument("--node-data", type=node_data, action="append", default=[], metavar="NODE=FILE.npz",
                    help="a node's own local data (arrays x, y) instead of its MNIST share")
+    p.add_argument("--serving-tiers", type=tiers_list, default=["access", "edge"], metavar="TIER,...",
+                   help="serving mode: the tiers weighted by what they serve; the others as in fedavg")
     p.add_argument("--retries", type=int, default=1,
-                   help="times a failed Flower round is run again before the command gives up")
+                   help="times a Flower round whose replies were lost is run again before the command gives up")
     p.add_argument("--base-port", type=int, default=8400,
                    help="live network from here, staging from +20, Flower from +60")
     p.add_argument("--idn", type=Path, help="the idn binary [default: target/release/idn, else target/debug/idn]")
@@ -70,7 +79,7 @@ def parse(argv: list[str]) -> tuple[loop.Settings, Path]:
         budget=Budget(edge=a.budget_edge, cloud=a.budget_cloud), floor=a.floor,
         gate_margin=a.gate_margin, traffic=a.traffic, test_items=a.test_items,
         gate_items=a.gate_items, per_node=a.per_node, node_data=dict(a.node_data),
-        base_port=a.base_port, idn=a.idn, retries=a.retries,
+        base_port=a.base_port, idn=a.idn, retries=a.retries, serving_tiers=a.serving_tiers,
     ), (a.out or a.work).resolve()
 
 
@@ -90,7 +99,7 @@ def main(argv: list[str]) -> int:
     def report(row: dict) -> None:
         rows.append(row)
         print(
-            f"round {row['round']:>2} {row['mode']}: gate {row['gateCandidate']:.2%} "
+            f"round {row['round']:>2} {row['name']}: gate {row['gateCandidate']:.2%} "
             f"({'rolled out' if row['accepted'] else 'kept the deployed revision'}), "
             f"test {row['accuracy']:.2%}, served access/edge/cloud "
             f"{row['access']:.1%}/{row['edge']:.1%}/{row['cloud']:.1%}, {row['meanMs']:.2f} ms",

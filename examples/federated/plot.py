@@ -65,7 +65,7 @@ def main() -> None:
     runs = {}
     for run in a.runs:
         rows = load(run)
-        runs[rows[0]["mode"]] = rows
+        runs[rows[0]["name"]] = rows
     a.out.mkdir(parents=True, exist_ok=True)
     plot(runs, a.out / f"{a.name}.svg", a.title)
     (a.out / f"{a.name}.md").write_text(table(runs))

@@ -29,8 +29,9 @@ def train(msg: Message, context: Context) -> Message:
         x, y = partition.load(Path(str(context.node_config["data"])), tiers.input_width(deployed["access"]))
     except ValueError as e:
         raise ValueError(f"node {name}: {e}") from e
+    weighed = set(str(config["serving-tiers"]).split(",")) if mode == "serving" else set()
     confidence = None
-    if mode == "serving":
+    if "edge" in weighed:
         # Whether the access strategy forwards an item is decided by the deployed access model's
         # confidence in it; the node itself is asked.
         probs = node_api.probabilities(str(context.node_config["url"]), MODELS["access"], x)
@@ -38,13 +39,14 @@ def train(msg: Message, context: Context) -> Message:
     served = json.loads(str(config["serving"])).get(name, {})
     trained, metrics = {}, {"num-examples": len(x)}
     for tier in MODELS:
-        weights = weighting.item_weights(mode, tier, confidence, tau, float(config["floor"]))
+        tier_mode = "serving" if tier in weighed else "fedavg"
+        weights = weighting.item_weights(tier_mode, tier, confidence, tau, float(config["floor"]))
         trained[tier] = tiers.train(
             tier, deployed[tier], x, y, weights,
             epochs=int(config["epochs"]), lr=float(config[f"lr-{tier}"]), seed=int(config["seed"]),
         )
         metrics[f"{tier}-weight"] = weighting.client_weight(
-            mode, tier, len(x), int(served.get("requests", 0)), int(served.get("forwarded", 0))
+            tier_mode, tier, len(x), int(served.get("requests", 0)), int(served.get("forwarded", 0))
         )
     if confidence is not None:
         metrics["forward-share"] = float((confidence < tau).mean())

@@ -64,6 +64,14 @@ class Settings:
     idn: Path | None = None
     timeout: float = 600
     retries: int = 1
+    serving_tiers: list = field(default_factory=lambda: ["access", "edge"])
+
+
+    def name(self) -> str:
+        """The mode, and for `serving` with one tier weighted, which one."""
+        if self.mode == "serving" and set(self.serving_tiers) != {"access", "edge"}:
+            return f"serving-{'-'.join(self.serving_tiers)}"
+        return self.mode
 
 
 @dataclass
@@ -188,31 +196,36 @@ def train_round(s: Settings, net: Network, files: dict, deployed: Revision, serv
         "timeout": s.timeout,
         "deployed": {t: str(round_dir / f"deployed.{t}.npz") for t in revision.MODELS},
         "candidate": str(round_dir / "candidate.npz"),
-        "error": str(round_dir / "error.txt"),
+        "error": str(round_dir / "error.json"),
+        "servingTiers": s.serving_tiers,
     }
     (round_dir / "plan.json").write_text(json.dumps(plan, indent=1))
-    error = round_dir / "error.txt"
+    error = Path(plan["error"])
     for attempt in range(1, s.retries + 2):
         error.unlink(missing_ok=True)
         Path(plan["candidate"]).unlink(missing_ok=True)
         try:
             net.federation.run(APP, round_dir / "plan.json", s.timeout)
             # `flwr run --stream` ends well even when the ServerApp fails: its error file says.
-            reason = _read(error) or ("" if Path(plan["candidate"]).exists() else "no candidate written")
+            reason, transient = _failure(error, Path(plan["candidate"]))
         except (RuntimeError, TimeoutError, subprocess.TimeoutExpired) as e:
-            reason = _read(error) or str(e)
+            reason, transient = str(e), True
         if not reason:
             break
-        # A reply lost in transit fails a round as a bad node does; only a second try tells.
-        if attempt > s.retries:
-            raise RoundFailed(f"round {round_} ({attempt} attempts): {reason}")
+        # A reply lost on the way is worth another try; a ClientApp that failed is not.
+        if not transient or attempt > s.retries:
+            raise RoundFailed(f"round {round_}: {reason}")
         print(f"round {round_}, attempt {attempt} failed: {reason}; trying again", file=sys.stderr)
     with np.load(plan["candidate"]) as data:
         return revision.by_tier({k: data[k] for k in data.files})
 
 
-def _read(path: Path) -> str:
-    return path.read_text().strip() if path.exists() else ""
+def _failure(error: Path, candidate: Path) -> tuple[str, bool]:
+    """Why the ServerApp wrote no candidate ("" if it did), and whether a retry may help."""
+    if error.exists():
+        failed = json.loads(error.read_text())
+        return failed["error"], failed["transient"]
+    return ("", False) if candidate.exists() else ("the ServerApp wrote no candidate", True)
 
 
 def start(s: Settings, procs: processes.Processes, files: dict, first: Revision,
@@ -300,6 +313,7 @@ def _row(s: Settings, round_: int, rev: Revision, accepted: bool, gate: float,
          deployed_gate: float, m: Measured) -> dict:
     return {
         "mode": s.mode,
+        "name": s.name(),
         "round": round_,
         "candidateAccess": rev.short("access"),
         "candidateEdge": rev.short("edge"),

@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+from flwr.common.constant import ErrorCode
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, MetricRecord, RecordDict
 from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy import FedAvg
@@ -21,8 +22,16 @@ from idnfed.revision import MODELS, by_tier, flat
 app = ServerApp()
 
 
+# Replies lost on the way, as opposed to a ClientApp that failed: worth another round.
+TRANSIENT = {ErrorCode.MESSAGE_UNAVAILABLE, ErrorCode.REPLY_MESSAGE_UNAVAILABLE, ErrorCode.NODE_UNAVAILABLE}
+
+
 class RoundFailed(RuntimeError):
     """A node's reply was an error, or a node did not answer."""
+
+    def __init__(self, reason: str, transient: bool = False):
+        super().__init__(reason)
+        self.transient = transient
 
 
 class TieredFedAvg(FedAvg):
@@ -42,11 +51,14 @@ class TieredFedAvg(FedAvg):
 
     def aggregate_train(self, server_round: int, replies):
         replies = list(replies)
-        errors = [m.error.reason for m in replies if m.has_error()]
+        errors = [m.error for m in replies if m.has_error()]
         if errors:
-            raise RoundFailed("; ".join(sorted(set(errors))))
+            raise RoundFailed(
+                "; ".join(sorted({e.reason for e in errors})),
+                transient=all(e.code in TRANSIENT for e in errors),
+            )
         if len(replies) < self.nodes:
-            raise RoundFailed(f"{len(replies)} of {self.nodes} nodes answered")
+            raise RoundFailed(f"{len(replies)} of {self.nodes} nodes answered", transient=True)
         averaged = {
             tier: dict(aggregate_arrayrecords([_tier_record(m, tier) for m in replies], "weight").items())
             for tier in MODELS
@@ -79,6 +91,7 @@ def main(grid: Grid, context: Context) -> None:
                 "tau-access": plan["tauAccess"],
                 "floor": plan["floor"],
                 "serving": json.dumps(plan["serving"]),
+                "serving-tiers": ",".join(plan["servingTiers"]),
             }
         )
         result = TieredFedAvg(plan["nodes"]).start(
@@ -92,5 +105,6 @@ def main(grid: Grid, context: Context) -> None:
             raise RoundFailed("no weights came back")
         np.savez(plan["candidate"], **{k: v.numpy() for k, v in result.arrays.items()})
     except Exception as e:
-        Path(plan["error"]).write_text(f"{type(e).__name__}: {e}\n")
+        transient = isinstance(e, RoundFailed) and e.transient
+        Path(plan["error"]).write_text(json.dumps({"error": str(e), "transient": transient}))
         raise

@@ -148,3 +148,22 @@ def test_replays_combine_by_their_requests():
     assert both.requests == 400 and both.errors == 1
     assert both.accuracy == pytest.approx(0.6)
     assert both.tiers == pytest.approx({"access": 0.625, "cloud": 0.375})
+
+
+def test_a_round_is_run_again_only_when_its_replies_were_lost(tmp_path):
+    from idnfed import loop
+
+    error, candidate = tmp_path / "error.json", tmp_path / "candidate.npz"
+    assert loop._failure(error, candidate) == ("the ServerApp wrote no candidate", True)
+    candidate.write_bytes(b"")
+    assert loop._failure(error, candidate) == ("", False)
+    error.write_text('{"error": "node access-3: bad shape", "transient": false}')
+    assert loop._failure(error, candidate) == ("node access-3: bad shape", False)
+
+
+def test_runs_are_named_by_mode_and_weighted_tiers(tmp_path):
+    from idnfed import loop
+
+    assert loop.Settings(1, "fedavg", tmp_path).name() == "fedavg"
+    assert loop.Settings(1, "serving", tmp_path).name() == "serving"
+    assert loop.Settings(1, "serving", tmp_path, serving_tiers=["edge"]).name() == "serving-edge"
