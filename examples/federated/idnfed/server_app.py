@@ -11,8 +11,8 @@ import json
 from pathlib import Path
 
 import numpy as np
-from flwr.common.constant import ErrorCode
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, MetricRecord, RecordDict
+from flwr.common.constant import ErrorCode
 from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy import FedAvg
 from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords
