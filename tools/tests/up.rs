@@ -324,14 +324,23 @@ async fn a_node_that_fails_to_start_is_reported_and_the_others_are_stopped() {
         dir.join("mnist-mlp.onnx"),
     )
     .unwrap();
-    let free = free_ports(3);
-    let mut options = options(free);
-    options.model_dirs = vec![dir.clone()];
-    let error = LocalNetwork::start(&manifests, &manifests.networks[0], &options)
-        .await
-        .err()
-        .expect("edge cannot start");
-    let message = format!("{error:#}");
+    // Ports found free may be taken by a test running beside this one before the nodes bind
+    // them; only a start that got its ports says anything about edge.
+    let mut attempts = 0;
+    let (free, message) = loop {
+        let free = free_ports(3);
+        let mut options = options(free);
+        options.model_dirs = vec![dir.clone()];
+        let error = LocalNetwork::start(&manifests, &manifests.networks[0], &options)
+            .await
+            .err()
+            .expect("edge cannot start");
+        let message = format!("{error:#}");
+        attempts += 1;
+        if !message.contains("cannot listen on") || attempts == 10 {
+            break (free, message);
+        }
+    };
     assert!(
         message.starts_with("node edge failed to start: model mnist-mlp is not ready: sha256 of"),
         "{message}"
@@ -344,12 +353,14 @@ async fn a_node_that_fails_to_start_is_reported_and_the_others_are_stopped() {
 }
 
 /// The first of `n` consecutive free loopback ports (the nodes take consecutive ports).
+/// A base port from which `n` REST ports and the `n` gRPC ports 100 above are free.
 fn free_ports(n: u16) -> u16 {
     (0..50)
         .find_map(|_| {
             let first = std::net::TcpListener::bind("127.0.0.1:0").ok()?;
             let base = first.local_addr().ok()?.port();
             let rest: Option<Vec<_>> = (1..n)
+                .chain(100..100 + n)
                 .map(|i| std::net::TcpListener::bind(("127.0.0.1", base.checked_add(i)?)).ok())
                 .collect();
             rest.map(|_| base)
