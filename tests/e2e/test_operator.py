@@ -193,12 +193,7 @@ def test_a_learning_strategy_keeps_its_state_and_bad_learning_settings_are_inval
     rendered = kube.get("configmaps", "mnist-access")["data"]
     kube.patch(STRATEGY, "cascade-access", {"spec": {"threshold": {"adapt": {"alpha": 0}}}})
 
-    def invalid():
-        network = kube.get(NETWORK, "mnist")
-        if condition(network, "InvalidSpec").get("status") == "True":
-            return network
-
-    network = wait_for("InvalidSpec=True for alpha 0", invalid, kube)
+    network = invalid_spec(kube, "mnist", "InvalidSpec=True for alpha 0")
     message = condition(network, "InvalidSpec")["message"]
     assert "adapt.alpha: 0 must be a finite number > 0" in message, message
     events = wait_for("a Warning event naming adapt.alpha", lambda: [
@@ -214,6 +209,17 @@ def test_a_learning_strategy_keeps_its_state_and_bad_learning_settings_are_inval
              lambda: condition(kube.get(NETWORK, "mnist"), "InvalidSpec").get("status") == "False"
              and condition(kube.get(NETWORK, "mnist"), "Ready").get("status") == "True", kube)
     still_running(kube)
+
+
+def invalid_spec(kube: Kube, name: str, what: str) -> dict:
+    """Waits until network `name` has InvalidSpec=True, and returns it."""
+
+    def invalid():
+        network = kube.get(NETWORK, name)
+        if condition(network, "InvalidSpec").get("status") == "True":
+            return network
+
+    return wait_for(what, invalid, kube)
 
 
 def node_index(kube: Kube, name: str) -> int:
@@ -280,12 +286,7 @@ def test_an_invalid_network_gets_invalid_spec_and_a_warning(kube, operator):
     }
     kube.apply(broken)
 
-    def invalid():
-        network = kube.get(NETWORK, "broken")
-        if condition(network, "InvalidSpec").get("status") == "True":
-            return network
-
-    network = wait_for("InvalidSpec=True on the broken network", invalid, kube)
+    network = invalid_spec(kube, "broken", "InvalidSpec=True on the broken network")
     message = condition(network, "InvalidSpec")["message"]
     assert "spec.nodes[0].services[0].strategy" in message and "no-such-strategy" in message, message
     assert condition(network, "Ready")["status"] == "False"
@@ -319,9 +320,7 @@ def test_specs_that_pass_admission_but_do_not_resolve_are_invalid_specs(kube, op
         kube.apply({"apiVersion": "idn.dev/v1alpha1", "kind": "InferenceDeliveryNetwork",
                     "metadata": {"name": name}, "spec": {"nodes": nodes}})
     for name, (_, expected) in cases.items():
-        network = wait_for(f"InvalidSpec on {name}",
-                           lambda: condition(kube.get(NETWORK, name), "InvalidSpec").get("status") == "True"
-                           and kube.get(NETWORK, name), kube)
+        network = invalid_spec(kube, name, f"InvalidSpec on {name}")
         assert expected in condition(network, "InvalidSpec")["message"], condition(network, "InvalidSpec")
         kube.run("delete", NETWORK, name)
     still_running(kube)

@@ -173,8 +173,9 @@ def train_round(s: Settings, net: Network, files: dict, deployed: Revision, serv
                 round_: int) -> dict:
     """The candidate weights of both tiers after one round."""
     if s.mode == "pooled":
-        x = np.concatenate([partition.load(files["nodes"][n], tiers.FEATURES)[0] for n in files["nodes"]])
-        y = np.concatenate([partition.load(files["nodes"][n], tiers.FEATURES)[1] for n in files["nodes"]])
+        x, y = (np.concatenate(part) for part in zip(
+            *(partition.load(path, tiers.FEATURES) for path in files["nodes"].values())
+        ))
         return {
             tier: tiers.train(tier, deployed.arrays[tier], x, y, None, s.epochs, s.lr[tier],
                               s.seed * 1000 + round_)

@@ -16,9 +16,6 @@ cascade:
 
 import numpy as np
 
-MODES = ("fedavg", "serving")
-
-
 def item_weights(
     mode: str, tier: str, confidence: np.ndarray | None, tau: float, floor: float
 ) -> np.ndarray | None:
