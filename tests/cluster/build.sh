@@ -4,7 +4,8 @@
 #   ${IDN_TOOLS_CACHE:-$HOME/.cache/idn/tools}/<component>-<version>/bin/
 # A component whose binaries are already there is not rebuilt.
 #
-# usage: tests/cluster/build.sh [component ...]     build (default: all but ghz)
+# usage: tests/cluster/build.sh [component ...]     build (default: the control plane and tools)
+#        tests/cluster/build.sh --nodes              build what real nodes need
 #        tests/cluster/build.sh --path component     print its bin dir only
 #        tests/cluster/build.sh --list               list the components
 #
@@ -16,20 +17,36 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 components_dir=$here/components
 cache=${IDN_TOOLS_CACHE:-$HOME/.cache/idn/tools}
 all=(kubernetes etcd kwok helm prometheus jaeger)
+# what real nodes add (`--nodes`): the kubelet and kube-proxy, the cluster DNS, the image tool
+# and the sandbox process of every pod
+nodes=(kubelet containerd coredns crane pause)
 # built only when named (bench/run.sh asks for it), not by a plain build.sh
 extra=(ghz)
+
+# the folder in components/ whose go.mod pins a component: the kubelet comes from the same
+# Kubernetes module as the control plane, so that the two never differ in version
+module_dir() {
+  case $1 in
+    kubelet) echo "$components_dir/kubernetes" ;;
+    *) echo "$components_dir/$1" ;;
+  esac
+}
 
 # main module (the one whose version keys the cache) of each component
 main_module() {
   case $1 in
-    kubernetes) echo k8s.io/kubernetes ;;
+    kubernetes | kubelet) echo k8s.io/kubernetes ;;
     etcd) echo go.etcd.io/etcd/server/v3 ;;
     kwok) echo sigs.k8s.io/kwok ;;
     helm) echo helm.sh/helm/v4 ;;
     prometheus) echo github.com/prometheus/prometheus ;;
     jaeger) echo github.com/jaegertracing/jaeger ;;
     ghz) echo github.com/bojand/ghz ;;
-    *) echo "unknown component: $1 (known: ${all[*]} ${extra[*]})" >&2; return 1 ;;
+    containerd) echo github.com/containerd/containerd/v2 ;;
+    coredns) echo github.com/coredns/coredns ;;
+    crane) echo github.com/google/go-containerregistry ;;
+    pause) echo idn.local/tests/cluster/components/pause ;;
+    *) echo "unknown component: $1 (known: ${all[*]} ${nodes[*]} ${extra[*]})" >&2; return 1 ;;
   esac
 }
 
@@ -50,14 +67,29 @@ packages() {
       echo github.com/prometheus/prometheus/cmd/promtool promtool ;;
     jaeger) echo github.com/jaegertracing/jaeger/cmd/jaeger jaeger ;;
     ghz) echo github.com/bojand/ghz/cmd/ghz ghz ;;
+    kubelet)
+      echo k8s.io/kubernetes/cmd/kubelet kubelet
+      echo k8s.io/kubernetes/cmd/kube-proxy kube-proxy ;;
+    containerd)
+      echo github.com/containerd/containerd/v2/cmd/containerd containerd
+      echo github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2 containerd-shim-runc-v2
+      echo github.com/containerd/containerd/v2/cmd/ctr ctr ;;
+    coredns) echo github.com/coredns/coredns coredns ;;
+    crane) echo github.com/google/go-containerregistry/cmd/crane crane ;;
+    pause) echo . pause ;;  # our own: the pod sandbox process
   esac
 }
 
 version_of() {
   local mod
   mod=$(main_module "$1")
+  # our own program: versioned by its source
+  if [[ $1 == pause ]]; then
+    echo "src-$(cat "$components_dir/pause/go.mod" "$components_dir/pause/main.go" | sha256sum | cut -c1-12)"
+    return
+  fi
   awk -v m="$mod" '($1 == "require" && $2 == m) || ($1 == m) { print ($1 == "require" ? $3 : $2); exit }' \
-    "$components_dir/$1/go.mod"
+    "$(module_dir "$1")/go.mod"
 }
 
 # Go build tags and -X version stamps, so that the binaries report their release.
@@ -75,7 +107,7 @@ ldflags() {
   date=$(date -u +%Y-%m-%dT%H:%M:%SZ)
   local f="-s -w"
   case $c in
-    kubernetes)
+    kubernetes | kubelet)
       local major minor
       major=${v#v}; major=${major%%.*}
       minor=${v#v}; minor=${minor#*.}; minor=${minor%%.*}
@@ -104,6 +136,9 @@ ldflags() {
       f+=" -X github.com/jaegertracing/jaeger/internal/version.commitSHA=$v"
       f+=" -X github.com/jaegertracing/jaeger/internal/version.date=$date" ;;
     ghz) f+=" -X main.version=${v#v}" ;;
+    containerd) f+=" -X github.com/containerd/containerd/v2/version.Version=$v -X github.com/containerd/containerd/v2/version.Revision=$v" ;;
+    coredns) f+=" -X github.com/coredns/coredns/coremain.GitCommit=$v" ;;
+    crane) f+=" -X github.com/google/go-containerregistry/cmd/crane/cmd.Version=$v" ;;
   esac
   echo "$f"
 }
@@ -133,7 +168,7 @@ build() {
   echo "$c $v: building ${names[*]} (go $(go env GOVERSION)) ..."
   start=$(date +%s)
   (
-    cd "$components_dir/$c"
+    cd "$(module_dir "$c")"
     export CGO_ENABLED=0
     nice -n 19 go build -mod=readonly -trimpath -buildvcs=false \
       -tags "$(build_tags "$c")" -ldflags "$(ldflags "$c" "$v")" \
@@ -158,12 +193,13 @@ build() {
 
 case ${1:-} in
   --path) shift; [[ $# == 1 ]] || { echo "usage: $0 --path component" >&2; exit 2; }; main_module "$1" >/dev/null; bin_dir "$1"; exit 0 ;;
-  --list) for c in "${all[@]}" "${extra[@]}"; do echo "$c $(main_module "$c") $(version_of "$c")"; done; exit 0 ;;
+  --list) for c in "${all[@]}" "${nodes[@]}" "${extra[@]}"; do echo "$c $(main_module "$c") $(version_of "$c")"; done; exit 0 ;;
   -h|--help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
 esac
 
 command -v go >/dev/null || { echo "go is not installed" >&2; exit 1; }
 targets=("$@")
+if [[ ${1:-} == --nodes ]]; then targets=("${nodes[@]}"); fi
 [[ ${#targets[@]} -gt 0 ]] || targets=("${all[@]}")
 for c in "${targets[@]}"; do main_module "$c" >/dev/null; done
 total_start=$(date +%s)
