@@ -395,6 +395,11 @@ pub struct Limits {
     pub read_timeout_seconds: u64,
     /// Seconds to let in-flight requests finish after SIGTERM.
     pub drain_timeout_seconds: u64,
+    /// Seconds to go on serving after SIGTERM before the listeners close, reporting not ready
+    /// and asking each HTTP/1.1 client to reconnect (`Connection: close`): behind a load
+    /// balancer or a Kubernetes Service, the time for traffic to move to other replicas, so that
+    /// no request meets a closed listener or races a closing keep-alive connection.
+    pub drain_delay_seconds: u64,
 }
 
 impl Default for Limits {
@@ -406,6 +411,7 @@ impl Default for Limits {
             inference_threads: 0,
             read_timeout_seconds: 30,
             drain_timeout_seconds: 30,
+            drain_delay_seconds: 0,
         }
     }
 }

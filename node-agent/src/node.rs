@@ -6,6 +6,7 @@ mod learning;
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use crate::delivery::upstream::{self, Upstreams};
@@ -31,6 +32,8 @@ pub struct Node {
     /// Token callers must present, when `auth` is configured.
     token: Option<String>,
     metrics: Metrics,
+    /// Set on SIGTERM: the node reports not ready while it lets its clients move away.
+    draining: AtomicBool,
 }
 
 /// What a name in a request path is at this node.
@@ -85,6 +88,7 @@ impl Node {
             upstreams,
             token,
             metrics,
+            draining: AtomicBool::new(false),
         }))
     }
 
@@ -108,7 +112,16 @@ impl Node {
     /// not take the node out of its Service while the rest works (per-model readiness tells
     /// which).
     pub(crate) fn is_ready(&self) -> bool {
-        self.models.iter().any(Model::is_ready) || self.models.is_empty()
+        !self.is_draining() && (self.models.iter().any(Model::is_ready) || self.models.is_empty())
+    }
+
+    /// From now on the node reports not ready (the server drains it).
+    pub(crate) fn start_draining(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+    }
+
+    pub(crate) fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
     }
 
     pub(crate) fn service(&self, name: &str) -> Option<&Service> {

@@ -438,6 +438,44 @@ async fn shutdown_drains_in_flight_requests() {
 }
 
 #[tokio::test]
+async fn shutdown_serves_through_the_drain_delay_not_ready_and_closing_each_connection() {
+    let mut config = example_config();
+    config.limits.drain_delay_seconds = 2;
+    let agent = TestAgent::start(config).await;
+    let addr = agent.addr;
+    let ready = agent.get("/v2/health/ready").await;
+    assert_eq!(ready.status, StatusCode::OK);
+    assert!(ready.headers.get("connection").is_none());
+    let stopping = tokio::spawn(agent.stop());
+    let not_ready = loop {
+        let reply = send(addr, Method::GET, "/v2/health/ready", &[], Bytes::new()).await;
+        if reply.status != StatusCode::OK {
+            break reply;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    };
+    // Draining: still answering, but not ready, and every connection closed after its answer.
+    assert_eq!(not_ready.json()["ready"], false);
+    let (images, _) = sample();
+    let body = infer_body(&images[..2]).to_string();
+    let reply = send(
+        addr,
+        Method::POST,
+        "/v2/models/mnist-mlp/infer",
+        &[],
+        Bytes::from(body),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.headers["connection"], "close");
+    stopping.await.unwrap();
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "listener still open after the delay"
+    );
+}
+
+#[tokio::test]
 async fn a_full_inference_queue_refuses_at_once_with_503() {
     use idn_node_agent::model::{InferencePool, Model};
     use idn_node_agent::wire::tensor::{Tensor, TensorData};

@@ -53,6 +53,10 @@ pub trait Addressing {
     fn delay_ms(&self, node: &str, link: &LinkSpec) -> u64;
     /// Where a node whose services learn keeps what they learned; none: nowhere.
     fn learned_state_file(&self, node: &str) -> Option<PathBuf>;
+    /// Limits of a node's request path.
+    fn limits(&self) -> Limits {
+        Limits::default()
+    }
 }
 
 /// What one node runs.
@@ -173,7 +177,7 @@ fn plan_node<'a>(
         tier: Some(node.tier.as_str().to_owned()),
         listen: addressing.listen(&node.name),
         grpc_listen: Some(addressing.grpc_listen(&node.name)),
-        limits: Limits::default(),
+        limits: addressing.limits(),
         models: models
             .iter()
             .map(|m| ModelConfig {

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use idn_contract::config::Protocol;
+use idn_contract::config::{Limits, Protocol};
 use idn_contract::names::{MANAGED_BY_LABEL, MANAGER, sha256_hex};
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
@@ -151,6 +151,24 @@ impl Addressing for ClusterAddressing<'_> {
     fn learned_state_file(&self, _node: &str) -> Option<PathBuf> {
         Some(PathBuf::from(format!("{LEARNED_DIR}/learned.json")))
     }
+    /// A replica told to stop goes on serving while its Service's endpoints and every node's
+    /// kube-proxy forget it, so that no request meets its closed listener.
+    fn limits(&self) -> Limits {
+        Limits {
+            drain_delay_seconds: DRAIN_DELAY_SECONDS,
+            ..Limits::default()
+        }
+    }
+}
+
+/// Seconds a stopping node-agent pod goes on serving (see `ClusterAddressing::limits`):
+/// endpoint changes reach kube-proxies within a second or two.
+const DRAIN_DELAY_SECONDS: u64 = 5;
+
+/// The pod's grace period: the drain delay, the drain timeout, and a margin for the exit, so
+/// that the kubelet never kills an agent that is still draining.
+fn termination_grace_seconds(limits: &Limits) -> i64 {
+    i64::try_from(limits.drain_delay_seconds + limits.drain_timeout_seconds + 5).unwrap_or(i64::MAX)
 }
 
 /// `<network>-<node>`: the name of every object of a node.
@@ -354,6 +372,9 @@ fn deployment(
                     security_context: Some(pod_security()),
                     automount_service_account_token: Some(false),
                     enable_service_links: Some(false),
+                    termination_grace_period_seconds: Some(termination_grace_seconds(
+                        &node.config.limits,
+                    )),
                     node_selector: node.spec.node_selector.clone(),
                     tolerations: node.spec.tolerations.clone(),
                     affinity: node.spec.affinity.clone(),

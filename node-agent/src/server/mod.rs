@@ -123,11 +123,28 @@ pub async fn bind(config: &NodeAgentConfig) -> Result<Listeners> {
     })
 }
 
-/// Serves REST, and gRPC when bound, until `shutdown` resolves; then stops accepting and lets
-/// in-flight requests finish (up to the configured drain timeout). Learned state is saved
-/// while serving and once more after the drain.
+/// Serves REST, and gRPC when bound, until `shutdown` resolves; then goes on serving for the
+/// drain delay (not ready, every HTTP/1.1 answer with `Connection: close`, so that clients move
+/// to other replicas without a request meeting a closed listener or a closing connection),
+/// then stops accepting and lets in-flight requests finish (up to the drain timeout). Learned
+/// state is saved while serving and once more after the drain.
 pub async fn serve(node: Arc<Node>, listeners: Listeners, shutdown: impl Future<Output = ()>) {
-    let shutdown = shutdown.shared();
+    let shutdown = {
+        let node = Arc::clone(&node);
+        let delay = Duration::from_secs(node.config().limits.drain_delay_seconds);
+        async move {
+            shutdown.await;
+            node.start_draining();
+            if !delay.is_zero() {
+                tracing::info!(
+                    delay_seconds = delay.as_secs(),
+                    "draining: not ready, closing connections as they answer"
+                );
+                tokio::time::sleep(delay).await;
+            }
+        }
+    }
+    .shared();
     let saver = node
         .keeps_learned_state()
         .then(|| tokio::spawn(keep_saving(Arc::clone(&node))));
@@ -168,7 +185,17 @@ async fn serve_rest(node: Arc<Node>, listener: TcpListener, shutdown: impl Futur
         let node = Arc::clone(&node);
         let service = service_fn(move |request| {
             let node = Arc::clone(&node);
-            async move { Ok::<_, std::convert::Infallible>(handle(node, request).await) }
+            async move {
+                let draining = node.is_draining();
+                let mut response = handle(node, request).await;
+                if draining {
+                    response.headers_mut().insert(
+                        http::header::CONNECTION,
+                        http::HeaderValue::from_static("close"),
+                    );
+                }
+                Ok::<_, std::convert::Infallible>(response)
+            }
         });
         builder.serve_connection(io, service)
     })
