@@ -5,7 +5,7 @@
 //! files are, whether link latency is emulated — is an [`Addressing`]. Every problem of the
 //! declared resources is collected with the field it comes from.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::path::PathBuf;
 
 use idn_contract::config::{
@@ -92,7 +92,7 @@ pub fn plan<'a>(
             plan_node(declared, node, &field, models, addressing, &mut problems)
         })
         .collect();
-    if let Some(cycle) = forwarding_cycle(nodes) {
+    if let Some(cycle) = forwarding_cycle(&plans) {
         problems.push(format!(
             "spec.nodes: forwarding cycle {}",
             cycle.join(" -> ")
@@ -483,27 +483,43 @@ fn link_target(link: String) -> Target {
     }
 }
 
-/// A cycle of (node, service) hops over links between nodes of the network, if any. Services
-/// are forwarded under their own name, so a hop goes from `(a, s)` to `(b, s)`.
-fn forwarding_cycle(nodes: &[NodeSpec]) -> Option<Vec<String>> {
+/// A cycle of (node, service) hops along every target of every bound service, if any: a link
+/// to another node of the network (of a forward, a threshold or an ensemble member) goes to the
+/// same service there unless the target names another, and a local service target stays on the
+/// node. Models end a path.
+fn forwarding_cycle(plans: &[NodePlan]) -> Option<Vec<String>> {
     let next = |(node_name, service_name): &(String, String)| -> Vec<(String, String)> {
-        let Some(node) = nodes.iter().find(|n| &n.name == node_name) else {
+        let Some(plan) = plans.iter().find(|p| &p.spec.name == node_name) else {
             return Vec::new();
         };
-        let Some(service) = node.services.iter().find(|s| &s.name == service_name) else {
-            return Vec::new();
-        };
-        let link_names: BTreeSet<&String> = service.link.iter().collect();
-        node.links
+        let Some(service) = plan
+            .config
+            .services
             .iter()
-            .filter(|l| link_names.contains(&l.name))
-            .filter_map(|l| Some((l.node.clone()?, service_name.clone())))
+            .find(|s| &s.name == service_name)
+        else {
+            return Vec::new();
+        };
+        service
+            .strategy
+            .targets()
+            .into_iter()
+            .filter_map(|target| match target {
+                Target::Model(_) => None,
+                Target::Service(other) => Some((node_name.clone(), other.clone())),
+                Target::Upstream { upstream, service } => {
+                    let link = plan.spec.links.iter().find(|l| &l.name == upstream)?;
+                    let other = service.as_ref().unwrap_or(service_name);
+                    Some((link.node.clone()?, other.clone()))
+                }
+            })
             .collect()
     };
-    let starts = nodes.iter().flat_map(|node| {
-        node.services
+    let starts = plans.iter().flat_map(|plan| {
+        plan.config
+            .services
             .iter()
-            .map(|service| (node.name.clone(), service.name.clone()))
+            .map(|service| (plan.spec.name.clone(), service.name.clone()))
     });
     find_cycle(starts, next).map(|cycle| cycle.into_iter().map(|(node, _)| node).collect())
 }

@@ -325,6 +325,30 @@ fn forwarding_cycles_between_nodes_are_rejected() {
 }
 
 #[test]
+fn forwarding_cycles_through_ensemble_members_are_rejected() {
+    let mut manifests = example();
+    // cloud now asks access as an ensemble member: no service of the cycle has a `link`.
+    manifests.strategies.push(
+        serde_json::from_value(json!({
+            "apiVersion": "idn.dev/v1alpha1", "kind": "DeliveryStrategy",
+            "metadata": {"name": "ask-access", "namespace": "default"},
+            "spec": {"ensemble": {"members": [{"model": "mnist-cnn"}, {"link": "access"}]}}
+        }))
+        .unwrap(),
+    );
+    let cloud = &mut manifests.networks[0].spec.nodes[2];
+    cloud
+        .links
+        .push(serde_json::from_value(json!({"name": "access", "node": "access"})).unwrap());
+    cloud.services[0].strategy = "ask-access".into();
+    let problems = render(&manifests).unwrap_err();
+    assert_eq!(
+        problems,
+        ["spec.nodes: forwarding cycle access -> edge -> cloud -> access"],
+    );
+}
+
+#[test]
 fn a_newer_network_may_not_take_an_older_ones_object_names() {
     let manifests = example();
     let older: idn_operator::resources::InferenceDeliveryNetwork = serde_json::from_value(json!({
