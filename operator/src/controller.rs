@@ -15,7 +15,7 @@ use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, Patch, PatchParams};
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder};
@@ -224,7 +224,7 @@ async fn reconcile_network(
         }
     };
     let deployments = apply_all(client, &namespace, &rendered).await?;
-    let removed = delete_orphans(client, &namespace, &network.name_any(), &rendered).await?;
+    let removed = delete_orphans(client, &namespace, network, &rendered).await?;
     if !removed.is_empty() {
         publish(
             ctx,
@@ -347,10 +347,13 @@ async fn apply_all(
 async fn delete_orphans(
     client: &Client,
     namespace: &str,
-    network: &str,
+    network: &InferenceDeliveryNetwork,
     rendered: &Rendered,
 ) -> Result<Vec<String>, Error> {
-    let selector = format!("{NETWORK_LABEL}={network}");
+    let selector = format!(
+        "{NETWORK_LABEL}={},{MANAGED_BY_LABEL}={MANAGER}",
+        network.name_any()
+    );
     let mut removed = Vec::new();
     macro_rules! sweep {
         ($kind:ty, $desired:expr) => {{
@@ -358,7 +361,7 @@ async fn delete_orphans(
             let api: Api<$kind> = Api::namespaced(client.clone(), namespace);
             for object in list::<$kind>(client, namespace, Some(&selector)).await? {
                 let name = object.name_any();
-                if !desired.contains(&name) {
+                if !desired.contains(&name) && belongs_to(object.meta(), network) {
                     api.delete(&name, &DeleteParams::background()).await?;
                     removed.push(format!("{} {name}", <$kind as Resource>::kind(&())));
                 }
@@ -371,6 +374,24 @@ async fn delete_orphans(
     sweep!(HorizontalPodAutoscaler, rendered.autoscalers);
     sweep!(PodDisruptionBudget, rendered.disruption_budgets);
     Ok(removed)
+}
+
+/// Whether an object is `network`'s to delete: it carries the operator's label and the
+/// network's, and names the network (by UID, not name) among its owners. A label alone is
+/// not enough: another tool may set it, and a network deleted and created again under the same
+/// name is another owner until garbage collection has run.
+fn belongs_to(meta: &ObjectMeta, network: &InferenceDeliveryNetwork) -> bool {
+    let labels = meta.labels.as_ref();
+    let label = |key: &str| labels.and_then(|l| l.get(key)).map(String::as_str);
+    let owned = network.uid().is_some_and(|uid| {
+        meta.owner_references
+            .iter()
+            .flatten()
+            .any(|owner| owner.uid == uid)
+    });
+    label(MANAGED_BY_LABEL) == Some(MANAGER)
+        && label(NETWORK_LABEL) == Some(network.name_any().as_str())
+        && owned
 }
 
 /// Node readiness and the network's conditions, from the Deployments' status.

@@ -11,6 +11,7 @@ use idn_operator::metrics::OperatorMetrics;
 use idn_operator::render::Settings;
 use idn_operator::resources::InferenceDeliveryNetwork;
 use kube::client::Body;
+use kube::runtime::controller::Action;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::{Client, Resource};
 use serde_json::{Value, json};
@@ -78,6 +79,19 @@ async fn serve(mut handle: ApiHandle, steps: Vec<Step>) -> Vec<(String, Value)> 
         );
     }
     seen
+}
+
+/// Reconciles `network` against a server that answers `steps` in order; returns the outcome
+/// and the bodies the server received.
+async fn scenario(
+    network: InferenceDeliveryNetwork,
+    steps: Vec<Step>,
+) -> (Result<Action, Error>, Vec<(String, Value)>) {
+    let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
+    let server = tokio::spawn(serve(handle, steps));
+    let result =
+        controller::reconcile(Arc::new(network), context(Client::new(service, "default"))).await;
+    (result, server.await.unwrap())
 }
 
 fn context(client: Client) -> Arc<Context> {
@@ -156,26 +170,67 @@ fn applies(nodes: &[&str], budgets: &[&str]) -> Vec<Step> {
     steps
 }
 
-/// Label-selected lists of the network's objects, holding `existing` names (`budgets` for the
-/// disruption budgets; no autoscalers).
-fn sweeps(existing: &[&str], budgets: &[&str]) -> Vec<Step> {
+/// Metadata of an object of the network `mnist`: its labels, and an owner reference to the
+/// network of UID `owner`.
+fn owned_meta(name: &str, owner: &str) -> Value {
+    json!({
+        "name": name, "namespace": "default",
+        "labels": {"app.kubernetes.io/managed-by": "idn-operator", "idn.dev/network": "mnist"},
+        "ownerReferences": [{
+            "apiVersion": "idn.dev/v1alpha1", "kind": "InferenceDeliveryNetwork",
+            "name": "mnist", "uid": owner, "controller": true
+        }]
+    })
+}
+
+/// Label-selected lists of the network's objects, holding `existing` metadata (`budgets` for
+/// the disruption budgets; no autoscalers).
+fn sweeps_of(existing: &[Value], budgets: &[Value]) -> Vec<Step> {
     [
         ("/api/v1", "v1", "configmaps", "ConfigMap", existing),
-        ("/apis/apps/v1", "apps/v1", "deployments", "Deployment", existing),
+        (
+            "/apis/apps/v1",
+            "apps/v1",
+            "deployments",
+            "Deployment",
+            existing,
+        ),
         ("/api/v1", "v1", "services", "Service", existing),
-        ("/apis/autoscaling/v2", "autoscaling/v2", "horizontalpodautoscalers", "HorizontalPodAutoscaler", &[]),
-        ("/apis/policy/v1", "policy/v1", "poddisruptionbudgets", "PodDisruptionBudget", budgets),
+        (
+            "/apis/autoscaling/v2",
+            "autoscaling/v2",
+            "horizontalpodautoscalers",
+            "HorizontalPodAutoscaler",
+            &[],
+        ),
+        (
+            "/apis/policy/v1",
+            "policy/v1",
+            "poddisruptionbudgets",
+            "PodDisruptionBudget",
+            budgets,
+        ),
     ]
-        .into_iter()
-        .map(|(prefix, api_version, kind, k, names)| {
-            let items: Vec<Value> = names
-                .iter()
-                .map(|name| json!({"apiVersion": api_version, "kind": k, "metadata": {"name": name, "namespace": "default"}}))
-                .collect();
-            let answer = list(items);
-            step(Method::GET, &format!("{prefix}{NS}/{kind}"), move |_| answer.clone())
+    .into_iter()
+    .map(|(prefix, api_version, kind, k, metas)| {
+        let items: Vec<Value> = metas
+            .iter()
+            .map(|meta| json!({"apiVersion": api_version, "kind": k, "metadata": meta}))
+            .collect();
+        let answer = list(items);
+        step(Method::GET, &format!("{prefix}{NS}/{kind}"), move |_| {
+            answer.clone()
         })
-        .collect()
+    })
+    .collect()
+}
+
+/// [`sweeps_of`] objects of this network, by name.
+fn sweeps(existing: &[&str], budgets: &[&str]) -> Vec<Step> {
+    let owned = |names: &[&str]| -> Vec<Value> {
+        names.iter().map(|n| owned_meta(n, "0a1b2c3d")).collect()
+    };
+    sweeps_of(&owned(existing), &owned(budgets))
 }
 
 fn status_patch(network: &InferenceDeliveryNetwork) -> Step {
@@ -203,7 +258,6 @@ fn event() -> Step {
 async fn a_new_network_gets_its_objects_and_status() {
     let manifests = example();
     let network = manifests.networks[0].clone();
-    let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
     let mut steps = reads(&manifests);
     steps.extend(applies(&["access", "edge", "cloud"], &["cloud"]));
     steps.extend(sweeps(
@@ -211,11 +265,8 @@ async fn a_new_network_gets_its_objects_and_status() {
         &[],
     ));
     steps.push(status_patch(&network));
-    let server = tokio::spawn(serve(handle, steps));
-    let result =
-        controller::reconcile(Arc::new(network), context(Client::new(service, "default"))).await;
+    let (result, seen) = scenario(network, steps).await;
     assert!(result.is_ok(), "{result:?}");
-    let seen = server.await.unwrap();
 
     let deployment = &seen
         .iter()
@@ -258,7 +309,6 @@ async fn objects_of_a_removed_node_are_deleted() {
     network.spec.nodes[0].links[0].name = "edge".into();
     manifests.placements[0].spec.nodes.remove(1);
     let network = manifests.networks[0].clone();
-    let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
     let mut steps = reads(&manifests);
     steps.extend(applies(&["access", "cloud"], &["cloud"]));
     let existing = ["mnist-access", "mnist-edge", "mnist-cloud"];
@@ -279,11 +329,8 @@ async fn objects_of_a_removed_node_are_deleted() {
     steps.extend(sweep);
     steps.push(event());
     steps.push(status_patch(&network));
-    let server = tokio::spawn(serve(handle, steps));
-    let result =
-        controller::reconcile(Arc::new(network), context(Client::new(service, "default"))).await;
+    let (result, seen) = scenario(network, steps).await;
     assert!(result.is_ok(), "{result:?}");
-    let seen = server.await.unwrap();
     let event = &seen.iter().find(|(p, _)| p.ends_with("/events")).unwrap().1;
     assert_eq!(event["reason"], "Pruned");
     assert_eq!(
@@ -294,17 +341,40 @@ async fn objects_of_a_removed_node_are_deleted() {
 }
 
 #[tokio::test]
+async fn objects_the_network_does_not_own_are_not_deleted() {
+    let manifests = example();
+    let network = manifests.networks[0].clone();
+    let mut steps = reads(&manifests);
+    steps.extend(applies(&["access", "edge", "cloud"], &["cloud"]));
+    // Each carries the network's label but is not the network's: another owner (a network of
+    // the same name deleted and created again), no operator label, no owner at all.
+    let other_owner = owned_meta("mnist-old", "ffff0000");
+    let mut unmanaged = owned_meta("mnist-old", "0a1b2c3d");
+    unmanaged["labels"]
+        .as_object_mut()
+        .unwrap()
+        .remove("app.kubernetes.io/managed-by");
+    let mut unowned = owned_meta("mnist-old", "0a1b2c3d");
+    unowned.as_object_mut().unwrap().remove("ownerReferences");
+    steps.extend(sweeps_of(&[other_owner, unmanaged, unowned], &[]));
+    steps.push(status_patch(&network));
+    let (result, seen) = scenario(network, steps).await;
+    assert!(result.is_ok(), "{result:?}");
+    assert!(
+        seen.iter().all(|(path, _)| !path.contains("mnist-old")),
+        "{seen:?}"
+    );
+}
+
+#[tokio::test]
 async fn an_invalid_spec_gets_a_condition_and_an_event_and_no_objects() {
     let mut manifests = example();
     manifests.networks[0].spec.nodes[1].services[0].strategy = "no-such-strategy".into();
     let network = manifests.networks[0].clone();
-    let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
     let mut steps = reads(&manifests);
     steps.push(status_patch(&network));
     steps.push(event());
-    let server = tokio::spawn(serve(handle, steps));
-    let result =
-        controller::reconcile(Arc::new(network), context(Client::new(service, "default"))).await;
+    let (result, seen) = scenario(network, steps).await;
     let Err(Error::InvalidSpec(message)) = result else {
         panic!("expected an invalid spec, got {result:?}")
     };
@@ -314,7 +384,6 @@ async fn an_invalid_spec_gets_a_condition_and_an_event_and_no_objects() {
         ),
         "{message}"
     );
-    let seen = server.await.unwrap();
     let status = &seen[3].1["status"];
     let invalid = status["conditions"]
         .as_array()
@@ -339,7 +408,6 @@ async fn a_missing_link_secret_is_an_invalid_spec() {
         "endpoint": {"url": "http://idn.other.example:8000", "tokenSecret": {"name": "other-token", "key": "token"}}
     })).unwrap());
     let network = manifests.networks[0].clone();
-    let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
     let mut steps = reads(&manifests);
     steps.push(Step {
         status: 404,
@@ -349,14 +417,11 @@ async fn a_missing_link_secret_is_an_invalid_spec() {
     });
     steps.push(status_patch(&network));
     steps.push(event());
-    let server = tokio::spawn(serve(handle, steps));
-    let result =
-        controller::reconcile(Arc::new(network), context(Client::new(service, "default"))).await;
+    let (result, _) = scenario(network, steps).await;
     let Err(Error::InvalidSpec(message)) = result else {
         panic!("expected an invalid spec, got {result:?}")
     };
     assert!(message.contains("spec.nodes[2].links[0].endpoint.tokenSecret: Secret \"other-token\" with key \"token\" not found"), "{message}");
-    server.await.unwrap();
 }
 
 #[tokio::test]
@@ -372,7 +437,6 @@ async fn an_updated_network_reports_ready_nodes_and_keeps_transition_times() {
         ]
     })).unwrap());
     let network = manifests.networks[0].clone();
-    let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
     let mut steps = reads(&manifests);
     for mut apply in applies(&["access", "edge", "cloud"], &["cloud"]) {
         if apply.path.contains("/deployments/") {
@@ -390,11 +454,8 @@ async fn an_updated_network_reports_ready_nodes_and_keeps_transition_times() {
     steps.extend(sweeps(&[], &[]));
     steps.push(status_patch(&network));
     steps.push(event());
-    let server = tokio::spawn(serve(handle, steps));
-    let result =
-        controller::reconcile(Arc::new(network), context(Client::new(service, "default"))).await;
+    let (result, seen) = scenario(network, steps).await;
     assert!(result.is_ok(), "{result:?}");
-    let seen = server.await.unwrap();
     let status = &seen[seen.len() - 2].1["status"];
     assert_eq!(status["observedGeneration"], 2);
     assert_eq!(status["readyNodes"], "3/3");
