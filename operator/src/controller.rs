@@ -3,7 +3,9 @@
 //! A reconcile reads the network's resources, renders the desired objects (pure), applies each
 //! with server-side apply under one field manager, deletes what carries the network's label but
 //! is no longer desired, and writes the status. An invalid spec writes an `InvalidSpec`
-//! condition and a Warning event, then retries with backoff; it never crashes the process.
+//! condition and a Warning event, then retries with backoff; it never crashes the process. So
+//! does an object the API server refuses: `Degraded` (and the event) name the object, the
+//! request and the API server's message, and `Ready` turns `Unknown`.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -40,8 +42,15 @@ use crate::resources::{
 /// Why a reconcile did not complete.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("Kubernetes API: {0}")]
-    Kube(#[from] kube::Error),
+    /// The API server refused or failed a request about `object` (`Kind name`, or the kind's
+    /// plural for a list).
+    #[error("cannot {verb} {object}: {}", api_message(.source))]
+    Api {
+        verb: Verb,
+        object: String,
+        #[source]
+        source: kube::Error,
+    },
     #[error("invalid spec: {0}")]
     InvalidSpec(String),
     #[error("{0} has no namespace")]
@@ -52,10 +61,56 @@ impl Error {
     /// Label of the error in metrics.
     pub(crate) fn metric_label(&self) -> &'static str {
         match self {
-            Error::Kube(_) => "kube",
+            Error::Api { .. } => "kube",
             Error::InvalidSpec(_) => "invalid_spec",
             Error::NoNamespace(_) => "no_namespace",
         }
+    }
+}
+
+/// What the controller asked of the API server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verb {
+    List,
+    Get,
+    Apply,
+    Delete,
+    WriteStatus,
+}
+
+impl std::fmt::Display for Verb {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Verb::List => "list",
+            Verb::Get => "get",
+            Verb::Apply => "apply",
+            Verb::Delete => "delete",
+            Verb::WriteStatus => "write the status of",
+        })
+    }
+}
+
+/// The API server's own words for a refusal (its message, code and reason), or the error.
+fn api_message(error: &kube::Error) -> String {
+    match error {
+        kube::Error::Api(status) => {
+            format!("{} ({} {})", status.message, status.code, status.reason)
+        }
+        other => other.to_string(),
+    }
+}
+
+/// `Kind name`, as errors and conditions name an object.
+fn describe<K: Resource<DynamicType = ()>>(name: &str) -> String {
+    format!("{} {name}", K::kind(&()))
+}
+
+/// Wraps a failed request about `object` with what was asked.
+fn failed(verb: Verb, object: String) -> impl FnOnce(kube::Error) -> Error {
+    move |source| Error::Api {
+        verb,
+        object,
+        source,
     }
 }
 
@@ -191,40 +246,34 @@ async fn reconcile_network(
     let rendered = render::render(&declared, &ctx.settings);
     let mut conflicts = render::name_conflicts(network, &ctx.known_networks());
     conflicts.extend(missing_secrets(client, &namespace, network).await?);
+    let previous_nodes = network.status.clone().unwrap_or_default().nodes;
     let rendered = match rendered {
         Ok(rendered) if conflicts.is_empty() => rendered,
         result => {
             let mut problems = result.err().unwrap_or_default();
             problems.extend(conflicts);
             let message = problems.join("; ");
-            let observed = vec![
-                Observed::new(
-                    ConditionType::Ready,
-                    false,
-                    Reason::InvalidSpec,
-                    "the spec is invalid; see InvalidSpec",
-                ),
-                Observed::new(
-                    ConditionType::Progressing,
-                    false,
-                    Reason::InvalidSpec,
-                    "nothing is applied until the spec is fixed",
-                ),
-                Observed::new(ConditionType::Degraded, false, Reason::InvalidSpec, ""),
-                Observed::new(
-                    ConditionType::InvalidSpec,
-                    true,
-                    Reason::InvalidReference,
-                    message.clone(),
-                ),
-            ];
-            let status = network.status.clone().unwrap_or_default();
-            write_status(ctx, network, status.nodes, observed).await?;
+            let observed = conditions::invalid_spec(message.clone());
+            write_status(ctx, network, previous_nodes, observed).await?;
             return Err(Error::InvalidSpec(message));
         }
     };
-    let deployments = apply_all(client, &namespace, &rendered).await?;
-    let removed = delete_orphans(client, &namespace, network, &rendered).await?;
+    // A refused object is a state of the network, not only a log line: its status and a
+    // Warning event name the object and the API server's message.
+    let applied = match apply_all(client, &namespace, &rendered).await {
+        Ok(deployments) => delete_orphans(client, &namespace, network, &rendered)
+            .await
+            .map(|removed| (deployments, removed)),
+        Err(error) => Err(error),
+    };
+    let (deployments, removed) = match applied {
+        Ok(applied) => applied,
+        Err(error) => {
+            let observed = conditions::apply_failed(error.to_string());
+            write_status(ctx, network, previous_nodes, observed).await?;
+            return Err(error);
+        }
+    };
     if !removed.is_empty() {
         publish(
             ctx,
@@ -266,7 +315,12 @@ where
 {
     let api: Api<K> = Api::namespaced(client.clone(), namespace);
     let params = selector.map_or_else(ListParams::default, |s| ListParams::default().labels(s));
-    Ok(api.list(&params).await?.items)
+    let plural = K::plural(&());
+    let items = api.list(&params).await.map_err(failed(
+        Verb::List,
+        format!("{plural} in namespace {namespace}"),
+    ))?;
+    Ok(items.items)
 }
 
 /// Token secrets named by the network's remote links that do not exist.
@@ -289,7 +343,8 @@ async fn missing_secrets(
                 let Some(selector) = selector else { continue };
                 let present = secrets
                     .get_opt(&selector.name)
-                    .await?
+                    .await
+                    .map_err(failed(Verb::Get, describe::<Secret>(&selector.name)))?
                     .is_some_and(|s| s.data.is_some_and(|d| d.contains_key(&selector.key)));
                 if !present {
                     missing.push(format!(
@@ -313,9 +368,10 @@ where
 {
     let api: Api<K> = Api::namespaced(client.clone(), namespace);
     let params = PatchParams::apply(MANAGER).force();
-    Ok(api
-        .patch(&object.name_any(), &params, &Patch::Apply(object))
-        .await?)
+    let name = object.name_any();
+    api.patch(&name, &params, &Patch::Apply(object))
+        .await
+        .map_err(failed(Verb::Apply, describe::<K>(&name)))
 }
 
 /// Applies every object; returns the Deployments as the API server answered (with status).
@@ -362,8 +418,11 @@ async fn delete_orphans(
             for object in list::<$kind>(client, namespace, Some(&selector)).await? {
                 let name = object.name_any();
                 if !desired.contains(&name) && belongs_to(object.meta(), network) {
-                    api.delete(&name, &DeleteParams::background()).await?;
-                    removed.push(format!("{} {name}", <$kind as Resource>::kind(&())));
+                    let object = describe::<$kind>(&name);
+                    api.delete(&name, &DeleteParams::background())
+                        .await
+                        .map_err(failed(Verb::Delete, object.clone()))?;
+                    removed.push(object);
                 }
             }
         }};
@@ -486,12 +545,7 @@ impl Rollout {
                     format!("failing: {}", self.failing.join(", ")),
                 )
             },
-            Observed::new(
-                ConditionType::InvalidSpec,
-                false,
-                Reason::Valid,
-                "every reference resolves",
-            ),
+            conditions::valid_spec(),
         ]
     }
 }
@@ -534,27 +588,36 @@ async fn write_status(
         "kind": "InferenceDeliveryNetwork",
         "status": status,
     });
+    let name = network.name_any();
     api.patch_status(
-        &network.name_any(),
+        &name,
         &PatchParams::apply(MANAGER).force(),
         &Patch::Apply(&patch),
     )
-    .await?;
+    .await
+    .map_err(failed(
+        Verb::WriteStatus,
+        describe::<InferenceDeliveryNetwork>(&name),
+    ))?;
     for (type_, event_type) in [
         (ConditionType::InvalidSpec, EventType::Warning),
         (ConditionType::Ready, EventType::Normal),
         (ConditionType::Degraded, EventType::Warning),
     ] {
-        let became_true = conditions::is_true(&status.conditions, type_)
-            && !conditions::is_true(&previous.conditions, type_);
-        if became_true {
-            let message = status
-                .conditions
-                .iter()
-                .find(|c| c.type_ == type_.as_str())
-                .map(|c| c.message.clone())
-                .unwrap_or_default();
-            publish(ctx, network, event_type, type_.as_str(), message).await;
+        // News: a condition that became true, or is true for another reason than before.
+        let Some(now) = conditions::find_true(&status.conditions, type_) else {
+            continue;
+        };
+        let before = conditions::find_true(&previous.conditions, type_);
+        if before.is_none_or(|b| b.reason != now.reason) {
+            publish(
+                ctx,
+                network,
+                event_type,
+                type_.as_str(),
+                now.message.clone(),
+            )
+            .await;
         }
     }
     Ok(())

@@ -27,6 +27,13 @@ pub const AGENT_PORT: u16 = 8000;
 /// Port the node-agent serves gRPC on in a pod (Triton's convention).
 pub const AGENT_GRPC_PORT: u16 = 8001;
 
+/// The longest node name: with a network name of at most 22 characters, `<network>-<node>`
+/// stays within the 63 characters of a DNS label, as Service names must.
+const MAX_NODE_NAME: usize = 40;
+/// The longest name of a link with secrets, which the Deployment mounts as volume
+/// `link-<name>`: volume names are DNS labels of at most 63 characters.
+const MAX_SECRET_LINK_NAME: usize = 58;
+
 /// The resources a network refers to, all from its namespace.
 pub struct Declared<'a> {
     pub network: &'a InferenceDeliveryNetwork,
@@ -88,6 +95,12 @@ pub fn plan<'a>(
         .enumerate()
         .map(|(i, node)| {
             let field = format!("spec.nodes[{i}]");
+            if node.name.len() > MAX_NODE_NAME || !is_dns_label(&node.name) {
+                problems.push(format!(
+                    "{field}.name: {:?} must be a DNS label of at most {MAX_NODE_NAME} characters (objects are named <network>-<node>, at most 63)",
+                    node.name
+                ));
+            }
             let models = placed.get(node.name.as_str()).cloned().unwrap_or_default();
             plan_node(declared, node, &field, models, addressing, &mut problems)
         })
@@ -247,6 +260,11 @@ fn upstreams(
             let endpoint = link.endpoint.as_ref();
             let has_token = endpoint.is_some_and(|e| e.token_secret.is_some());
             let has_ca = endpoint.is_some_and(|e| e.ca_secret.is_some());
+            if (has_token || has_ca) && link.name.len() > MAX_SECRET_LINK_NAME {
+                problems.push(format!(
+                    "{field}.links[{i}].name: a link with secrets has a name of at most {MAX_SECRET_LINK_NAME} characters (its volume is named link-<name>, at most 63)"
+                ));
+            }
             Some(UpstreamConfig {
                 name: link.name.clone(),
                 url,

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use http::{Method, Request, Response};
-use idn_operator::controller::{self, Context, Error};
+use idn_operator::controller::{self, Context, Error, Verb};
 use idn_operator::manifests::Manifests;
 use idn_operator::metrics::OperatorMetrics;
 use idn_operator::render::Settings;
@@ -246,6 +246,17 @@ fn status_patch(network: &InferenceDeliveryNetwork) -> Step {
     )
 }
 
+/// Condition `type_` of a status as written.
+fn condition(status: &Value, type_: &str) -> Value {
+    status["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == type_)
+        .unwrap()
+        .clone()
+}
+
 fn event() -> Step {
     step(
         Method::POST,
@@ -367,6 +378,55 @@ async fn objects_the_network_does_not_own_are_not_deleted() {
 }
 
 #[tokio::test]
+async fn a_refused_apply_is_reported_in_status_and_an_event() {
+    let mut manifests = example();
+    manifests.networks[0].status = Some(serde_json::from_value(json!({
+        "observedGeneration": 1,
+        "conditions": [
+            {"type": "Ready", "status": "True", "reason": "AllNodesReady", "message": "3/3 nodes ready", "lastTransitionTime": "2026-01-01T00:00:00Z", "observedGeneration": 1},
+            {"type": "Degraded", "status": "False", "reason": "NoFailures", "message": "", "lastTransitionTime": "2026-01-01T00:00:00Z", "observedGeneration": 1}
+        ]
+    })).unwrap());
+    let network = manifests.networks[0].clone();
+    let refusal = "Deployment.apps \"mnist-edge\" is invalid: spec.template.spec.containers[0].image: Required value";
+    let mut steps = reads(&manifests);
+    // The config maps and the first Deployment are applied; the second is refused.
+    steps.extend(
+        applies(&["access", "edge", "cloud"], &[])
+            .into_iter()
+            .take(4),
+    );
+    steps.push(Step {
+        status: 422,
+        ..step(Method::PATCH, &format!("/apis/apps/v1{NS}/deployments/mnist-edge"), move |_| {
+            json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "message": refusal, "reason": "Invalid", "code": 422, "metadata": {}})
+        })
+    });
+    steps.push(status_patch(&network));
+    steps.push(event());
+    let (result, seen) = scenario(network, steps).await;
+    let Err(Error::Api { verb, object, .. }) = &result else {
+        panic!("expected a refused apply, got {result:?}")
+    };
+    assert_eq!(
+        (*verb, object.as_str()),
+        (Verb::Apply, "Deployment mnist-edge")
+    );
+    let expected = format!("cannot apply Deployment mnist-edge: {refusal} (422 Invalid)");
+    let status = &seen[seen.len() - 2].1["status"];
+    let condition = |t: &str| condition(status, t);
+    assert_eq!(condition("Ready")["status"], "Unknown");
+    assert_eq!(condition("Ready")["reason"], "ApplyFailed");
+    assert_eq!(condition("Ready")["message"], expected.as_str());
+    assert_eq!(condition("Degraded")["status"], "True");
+    assert_eq!(condition("Degraded")["message"], expected.as_str());
+    let event = &seen.last().unwrap().1;
+    assert_eq!(event["type"], "Warning");
+    assert_eq!(event["reason"], "Degraded");
+    assert_eq!(event["note"], expected.as_str());
+}
+
+#[tokio::test]
 async fn an_invalid_spec_gets_a_condition_and_an_event_and_no_objects() {
     let mut manifests = example();
     manifests.networks[0].spec.nodes[1].services[0].strategy = "no-such-strategy".into();
@@ -385,12 +445,7 @@ async fn an_invalid_spec_gets_a_condition_and_an_event_and_no_objects() {
         "{message}"
     );
     let status = &seen[3].1["status"];
-    let invalid = status["conditions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["type"] == "InvalidSpec")
-        .unwrap();
+    let invalid = condition(status, "InvalidSpec");
     assert_eq!(invalid["status"], "True");
     assert_eq!(invalid["reason"], "InvalidReference");
     let event = &seen[4].1;
@@ -460,15 +515,7 @@ async fn an_updated_network_reports_ready_nodes_and_keeps_transition_times() {
     assert_eq!(status["observedGeneration"], 2);
     assert_eq!(status["readyNodes"], "3/3");
     assert_eq!(status["nodes"][2]["readyReplicas"], 2);
-    let condition = |t: &str| {
-        status["conditions"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|c| c["type"] == t)
-            .unwrap()
-            .clone()
-    };
+    let condition = |t: &str| condition(status, t);
     assert_eq!(condition("Ready")["status"], "True");
     assert_ne!(
         condition("Ready")["lastTransitionTime"],
