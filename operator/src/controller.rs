@@ -56,9 +56,13 @@ pub enum Error {
     InvalidSpec(String),
     #[error("{0} has no namespace")]
     NoNamespace(String),
-    /// No running controller caches the namespace (or its caches stopped, on shutdown).
+    /// No running controller caches the namespace.
     #[error("namespace {0} is not watched")]
     NotWatched(String),
+    /// A watch of the namespace has not listed within [`CACHE_SYNC_TIMEOUT`] (its errors are in
+    /// the log: a refused list, an API server away), or stopped.
+    #[error("the caches of namespace {0} are not filled yet; see the watch errors in the log")]
+    CachesNotReady(String),
 }
 
 impl Error {
@@ -69,6 +73,7 @@ impl Error {
             Error::InvalidSpec(_) => "invalid_spec",
             Error::NoNamespace(_) => "no_namespace",
             Error::NotWatched(_) => "not_watched",
+            Error::CachesNotReady(_) => "caches_not_ready",
         }
     }
 }
@@ -301,8 +306,11 @@ async fn reconcile_network(
     let stores = ctx
         .stores_for(&namespace)
         .ok_or_else(|| Error::NotWatched(namespace.clone()))?;
-    if !stores.ready().await {
-        return Err(Error::NotWatched(namespace));
+    // A reconcile waits for its caches, but not for ever: a watch that cannot list (refused,
+    // API server away) is an error retried with backoff, not a silent hang.
+    let ready = tokio::time::timeout(CACHE_SYNC_TIMEOUT, stores.ready()).await;
+    if ready != Ok(true) {
+        return Err(Error::CachesNotReady(namespace));
     }
     let models = in_namespace(&stores.models, &namespace);
     let strategies = in_namespace(&stores.strategies, &namespace);
@@ -369,6 +377,9 @@ async fn reconcile_network(
     };
     Ok(Action::requeue(next))
 }
+
+/// How long a reconcile waits for its watches' first lists.
+const CACHE_SYNC_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Time to the next reconcile of a ready network, without any change to trigger one.
 const SETTLED_RESYNC: Duration = Duration::from_secs(300);

@@ -187,10 +187,19 @@ async fn scenario(
     cluster: Cluster,
     steps: Vec<Step>,
 ) -> (Result<Action, Error>, Vec<(String, Value)>) {
+    scenario_with(network, cluster.stores(), steps).await
+}
+
+/// [`scenario`] with the caches as given.
+async fn scenario_with(
+    network: InferenceDeliveryNetwork,
+    stores: controller::Stores,
+    steps: Vec<Step>,
+) -> (Result<Action, Error>, Vec<(String, Value)>) {
     let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
     let server = tokio::spawn(serve(handle, steps));
     let ctx = context(Client::new(service, "default"));
-    ctx.watch(Some("default"), cluster.stores());
+    ctx.watch(Some("default"), stores);
     let result = controller::reconcile(Arc::new(network), ctx).await;
     (result, server.await.unwrap())
 }
@@ -477,6 +486,23 @@ async fn a_refused_apply_is_reported_in_status_and_an_event() {
     assert_eq!(event["type"], "Warning");
     assert_eq!(event["reason"], "Degraded");
     assert_eq!(event["note"], expected.as_str());
+}
+
+/// A watch that cannot list (its list refused, say) never fills its cache: the reconcile gives
+/// up after a while and is retried with backoff, rather than waiting for ever.
+#[tokio::test(start_paused = true)]
+async fn a_cache_that_never_fills_is_an_error_not_a_hang() {
+    let manifests = example();
+    let network = manifests.networks[0].clone();
+    let mut stores = Cluster::new(&manifests).stores();
+    let (secrets, _still_watching) = reflector::store();
+    stores.secrets = secrets;
+    let (result, seen) = scenario_with(network, stores, Vec::new()).await;
+    assert!(
+        matches!(&result, Err(Error::CachesNotReady(namespace)) if namespace == "default"),
+        "{result:?}"
+    );
+    assert!(seen.is_empty());
 }
 
 #[tokio::test]
