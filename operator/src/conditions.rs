@@ -29,12 +29,14 @@ impl ConditionType {
     }
 }
 
-/// A condition's status, as Kubernetes spells it. (Kubernetes also knows `Unknown`; no state the
-/// controller observes calls for it: it reports a condition once it has read what decides it.)
+/// A condition's status, as Kubernetes spells it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ConditionStatus {
     True,
     False,
+    /// The controller could not read what decides it (an apply failed before the Deployments'
+    /// status was read back).
+    Unknown,
 }
 
 impl ConditionStatus {
@@ -42,6 +44,7 @@ impl ConditionStatus {
         match self {
             ConditionStatus::True => "True",
             ConditionStatus::False => "False",
+            ConditionStatus::Unknown => "Unknown",
         }
     }
 }
@@ -70,6 +73,8 @@ pub enum Reason {
     InvalidReference,
     /// Set on the other conditions while the spec is invalid.
     InvalidSpec,
+    /// The API server refused or failed a request about one of the network's objects.
+    ApplyFailed,
 }
 
 impl Reason {
@@ -84,6 +89,7 @@ impl Reason {
             Reason::Valid => "Valid",
             Reason::InvalidReference => "InvalidReference",
             Reason::InvalidSpec => "InvalidSpec",
+            Reason::ApplyFailed => "ApplyFailed",
         }
     }
 }
@@ -111,6 +117,64 @@ impl Observed {
             message: message.into(),
         }
     }
+}
+
+/// The conditions of a network whose spec is invalid (`message`: every problem): nothing is
+/// applied.
+pub fn invalid_spec(message: String) -> Vec<Observed> {
+    vec![
+        Observed::new(
+            ConditionType::Ready,
+            false,
+            Reason::InvalidSpec,
+            "the spec is invalid; see InvalidSpec",
+        ),
+        Observed::new(
+            ConditionType::Progressing,
+            false,
+            Reason::InvalidSpec,
+            "nothing is applied until the spec is fixed",
+        ),
+        Observed::new(ConditionType::Degraded, false, Reason::InvalidSpec, ""),
+        Observed::new(
+            ConditionType::InvalidSpec,
+            true,
+            Reason::InvalidReference,
+            message,
+        ),
+    ]
+}
+
+/// The conditions of a network whose valid spec the API server refused in part (`message`
+/// names the object, the request and the API server's answer). Whether its nodes are ready was
+/// not read, so Ready is Unknown; the objects already applied stay.
+pub fn apply_failed(message: String) -> Vec<Observed> {
+    vec![
+        Observed::new(
+            ConditionType::Ready,
+            ConditionStatus::Unknown,
+            Reason::ApplyFailed,
+            message.clone(),
+        ),
+        Observed::new(
+            ConditionType::Progressing,
+            false,
+            Reason::ApplyFailed,
+            "stopped at the refused object; retried with backoff",
+        ),
+        Observed::new(ConditionType::Degraded, true, Reason::ApplyFailed, message),
+        valid_spec(),
+    ]
+}
+
+/// InvalidSpec False: planning found no problem.
+pub fn valid_spec() -> Observed {
+    Observed::new(
+        ConditionType::InvalidSpec,
+        false,
+        Reason::Valid,
+        "every reference resolves",
+    )
 }
 
 /// The conditions to write: `observed`, keeping each previous transition time when its status
@@ -141,11 +205,11 @@ pub fn merge(
         .collect()
 }
 
-/// Whether condition `type_` is True in `conditions`.
-pub fn is_true(conditions: &[Condition], type_: ConditionType) -> bool {
+/// Condition `type_` of `conditions`, if it is True.
+pub fn find_true(conditions: &[Condition], type_: ConditionType) -> Option<&Condition> {
     conditions
         .iter()
-        .any(|c| c.type_ == type_.as_str() && c.status == ConditionStatus::True.as_str())
+        .find(|c| c.type_ == type_.as_str() && c.status == ConditionStatus::True.as_str())
 }
 
 #[cfg(test)]
@@ -190,7 +254,7 @@ mod tests {
             at(300),
         );
         assert_eq!(flipped[0].last_transition_time, Time(at(300)));
-        assert!(is_true(&flipped, ready));
-        assert!(!is_true(&flipped, ConditionType::Degraded));
+        assert!(find_true(&flipped, ready).is_some());
+        assert!(find_true(&flipped, ConditionType::Degraded).is_none());
     }
 }

@@ -1,9 +1,12 @@
 //! The controller: reconciles each InferenceDeliveryNetwork into its nodes' objects.
 //!
-//! A reconcile reads the network's resources, renders the desired objects (pure), applies each
-//! with server-side apply under one field manager, deletes what carries the network's label but
-//! is no longer desired, and writes the status. An invalid spec writes an `InvalidSpec`
-//! condition and a Warning event, then retries with backoff; it never crashes the process.
+//! A reconcile reads the network's resources from its watches' caches, renders the desired
+//! objects (pure), applies each with server-side apply under one field manager, deletes what is
+//! the network's (labels and owner reference) but no longer desired, and writes the status. An
+//! invalid spec writes an `InvalidSpec` condition and a Warning event, then retries with
+//! backoff; it never crashes the process. So does an object the API server refuses: `Degraded`
+//! (and the event) name the object, the request and the API server's message, and `Ready` turns
+//! `Unknown`.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -12,14 +15,14 @@ use std::time::{Duration, Instant};
 use futures_util::{Stream, StreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, SecretKeySelector, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams};
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder};
-use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::reflector::{ObjectRef, Store, store::Writer};
 use kube::runtime::{WatchStreamExt, reflector as store, watcher};
 use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
@@ -40,22 +43,80 @@ use crate::resources::{
 /// Why a reconcile did not complete.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("Kubernetes API: {0}")]
-    Kube(#[from] kube::Error),
+    /// The API server refused or failed a request about `object` (`Kind name`, or the kind's
+    /// plural for a list).
+    #[error("cannot {verb} {object}: {}", api_message(.source))]
+    Api {
+        verb: Verb,
+        object: String,
+        #[source]
+        source: kube::Error,
+    },
     #[error("invalid spec: {0}")]
     InvalidSpec(String),
     #[error("{0} has no namespace")]
     NoNamespace(String),
+    /// No running controller caches the namespace.
+    #[error("namespace {0} is not watched")]
+    NotWatched(String),
+    /// A watch of the namespace has not listed within [`CACHE_SYNC_TIMEOUT`] (its errors are in
+    /// the log: a refused list, an API server away), or stopped.
+    #[error("the caches of namespace {0} are not filled yet; see the watch errors in the log")]
+    CachesNotReady(String),
 }
 
 impl Error {
     /// Label of the error in metrics.
     pub(crate) fn metric_label(&self) -> &'static str {
         match self {
-            Error::Kube(_) => "kube",
+            Error::Api { .. } => "kube",
             Error::InvalidSpec(_) => "invalid_spec",
             Error::NoNamespace(_) => "no_namespace",
+            Error::NotWatched(_) => "not_watched",
+            Error::CachesNotReady(_) => "caches_not_ready",
         }
+    }
+}
+
+/// What the controller asked of the API server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verb {
+    Apply,
+    Delete,
+    WriteStatus,
+}
+
+impl std::fmt::Display for Verb {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Verb::Apply => "apply",
+            Verb::Delete => "delete",
+            Verb::WriteStatus => "write the status of",
+        })
+    }
+}
+
+/// The API server's own words for a refusal (its message, code and reason), or the error.
+fn api_message(error: &kube::Error) -> String {
+    match error {
+        kube::Error::Api(status) => {
+            format!("{} ({} {})", status.message, status.code, status.reason)
+        }
+        other => other.to_string(),
+    }
+}
+
+/// `Kind name`, as errors and conditions name an object.
+fn describe<K: Resource<DynamicType = ()>>(name: &str) -> String {
+    format!("{} {name}", K::kind(&()))
+}
+
+/// Wraps a failed request about `object` with what was asked.
+fn failed(verb: Verb, object: String) -> impl FnOnce(kube::Error) -> Error {
+    move |source| Error::Api {
+        verb,
+        object,
+        source,
     }
 }
 
@@ -67,8 +128,56 @@ pub struct Context {
     pub metrics: Arc<OperatorMetrics>,
     /// Consecutive failures per network, for the retry backoff.
     failures: Mutex<HashMap<String, u32>>,
-    /// The networks each running controller watches, to catch object name clashes.
-    networks: Mutex<Vec<Store<InferenceDeliveryNetwork>>>,
+    /// The caches of each running controller, by the namespace it watches (`None`: all).
+    scopes: Mutex<Vec<(Option<String>, Stores)>>,
+}
+
+/// What a controller's watches have seen, which reconciles read instead of asking the API
+/// server: a reconcile lists nothing and gets nothing.
+#[derive(Clone)]
+pub struct Stores {
+    pub networks: Store<InferenceDeliveryNetwork>,
+    pub models: Store<InferenceModel>,
+    pub strategies: Store<DeliveryStrategy>,
+    pub placements: Store<ModelPlacement>,
+    /// Secrets with their values dropped: which keys they have is all a reconcile reads.
+    pub secrets: Store<Secret>,
+    /// The operator's own objects (by its label), for the orphan sweep.
+    pub config_maps: Store<PartialObjectMeta<ConfigMap>>,
+    pub deployments: Store<PartialObjectMeta<Deployment>>,
+    pub services: Store<PartialObjectMeta<Service>>,
+    pub autoscalers: Store<PartialObjectMeta<HorizontalPodAutoscaler>>,
+    pub disruption_budgets: Store<PartialObjectMeta<PodDisruptionBudget>>,
+}
+
+impl Stores {
+    /// Waits until every watch has listed once; `false` if one of them stopped first.
+    async fn ready(&self) -> bool {
+        // The watches list meanwhile, so waiting for each in turn takes as long as the slowest.
+        self.networks.wait_until_ready().await.is_ok()
+            && self.models.wait_until_ready().await.is_ok()
+            && self.strategies.wait_until_ready().await.is_ok()
+            && self.placements.wait_until_ready().await.is_ok()
+            && self.secrets.wait_until_ready().await.is_ok()
+            && self.config_maps.wait_until_ready().await.is_ok()
+            && self.deployments.wait_until_ready().await.is_ok()
+            && self.services.wait_until_ready().await.is_ok()
+            && self.autoscalers.wait_until_ready().await.is_ok()
+            && self.disruption_budgets.wait_until_ready().await.is_ok()
+    }
+}
+
+/// The cached objects of `namespace`.
+fn in_namespace<K>(store: &Store<K>, namespace: &str) -> Vec<K>
+where
+    K: Resource<DynamicType = ()> + Clone,
+{
+    store
+        .state()
+        .iter()
+        .filter(|o| o.namespace().as_deref() == Some(namespace))
+        .map(|o| (**o).clone())
+        .collect()
 }
 
 impl Context {
@@ -84,16 +193,31 @@ impl Context {
             recorder,
             metrics,
             failures: Mutex::default(),
-            networks: Mutex::default(),
+            scopes: Mutex::default(),
         }
+    }
+
+    /// Makes `stores` the caches reconciles read for `namespace` (`None`: every namespace).
+    pub fn watch(&self, namespace: Option<&str>, stores: Stores) {
+        let mut scopes = self.scopes.lock().expect("not poisoned");
+        scopes.push((namespace.map(str::to_owned), stores));
+    }
+
+    /// The caches that hold `namespace`.
+    fn stores_for(&self, namespace: &str) -> Option<Stores> {
+        let scopes = self.scopes.lock().expect("not poisoned");
+        scopes
+            .iter()
+            .find(|(scope, _)| scope.as_deref().is_none_or(|s| s == namespace))
+            .map(|(_, stores)| stores.clone())
     }
 
     /// Every network the controllers know of.
     fn known_networks(&self) -> Vec<InferenceDeliveryNetwork> {
-        let stores = self.networks.lock().expect("not poisoned");
-        stores
+        let scopes = self.scopes.lock().expect("not poisoned");
+        scopes
             .iter()
-            .flat_map(|s| s.state())
+            .flat_map(|(_, stores)| stores.networks.state())
             .map(|n| (*n).clone())
             .collect()
     }
@@ -179,9 +303,18 @@ async fn reconcile_network(
         .namespace()
         .ok_or_else(|| Error::NoNamespace(network.name_any()))?;
     let client = &ctx.client;
-    let models: Vec<InferenceModel> = list(client, &namespace, None).await?;
-    let strategies: Vec<DeliveryStrategy> = list(client, &namespace, None).await?;
-    let placements: Vec<ModelPlacement> = list(client, &namespace, None).await?;
+    let stores = ctx
+        .stores_for(&namespace)
+        .ok_or_else(|| Error::NotWatched(namespace.clone()))?;
+    // A reconcile waits for its caches, but not for ever: a watch that cannot list (refused,
+    // API server away) is an error retried with backoff, not a silent hang.
+    let ready = tokio::time::timeout(CACHE_SYNC_TIMEOUT, stores.ready()).await;
+    if ready != Ok(true) {
+        return Err(Error::CachesNotReady(namespace));
+    }
+    let models = in_namespace(&stores.models, &namespace);
+    let strategies = in_namespace(&stores.strategies, &namespace);
+    let placements = in_namespace(&stores.placements, &namespace);
     let declared = Declared {
         network,
         models: &models,
@@ -190,41 +323,35 @@ async fn reconcile_network(
     };
     let rendered = render::render(&declared, &ctx.settings);
     let mut conflicts = render::name_conflicts(network, &ctx.known_networks());
-    conflicts.extend(missing_secrets(client, &namespace, network).await?);
+    conflicts.extend(missing_secrets(&stores.secrets, &namespace, network));
+    let previous_nodes = network.status.clone().unwrap_or_default().nodes;
     let rendered = match rendered {
         Ok(rendered) if conflicts.is_empty() => rendered,
         result => {
             let mut problems = result.err().unwrap_or_default();
             problems.extend(conflicts);
             let message = problems.join("; ");
-            let observed = vec![
-                Observed::new(
-                    ConditionType::Ready,
-                    false,
-                    Reason::InvalidSpec,
-                    "the spec is invalid; see InvalidSpec",
-                ),
-                Observed::new(
-                    ConditionType::Progressing,
-                    false,
-                    Reason::InvalidSpec,
-                    "nothing is applied until the spec is fixed",
-                ),
-                Observed::new(ConditionType::Degraded, false, Reason::InvalidSpec, ""),
-                Observed::new(
-                    ConditionType::InvalidSpec,
-                    true,
-                    Reason::InvalidReference,
-                    message.clone(),
-                ),
-            ];
-            let status = network.status.clone().unwrap_or_default();
-            write_status(ctx, network, status.nodes, observed).await?;
+            let observed = conditions::invalid_spec(message.clone());
+            write_status(ctx, network, previous_nodes, observed).await?;
             return Err(Error::InvalidSpec(message));
         }
     };
-    let deployments = apply_all(client, &namespace, &rendered).await?;
-    let removed = delete_orphans(client, &namespace, &network.name_any(), &rendered).await?;
+    // A refused object is a state of the network, not only a log line: its status and a
+    // Warning event name the object and the API server's message.
+    let applied = match apply_all(client, &namespace, &rendered).await {
+        Ok(deployments) => delete_orphans(client, &stores, &namespace, network, &rendered)
+            .await
+            .map(|removed| (deployments, removed)),
+        Err(error) => Err(error),
+    };
+    let (deployments, removed) = match applied {
+        Ok(applied) => applied,
+        Err(error) => {
+            let observed = conditions::apply_failed(error.to_string());
+            write_status(ctx, network, previous_nodes, observed).await?;
+            return Err(error);
+        }
+    };
     if !removed.is_empty() {
         publish(
             ctx,
@@ -251,32 +378,17 @@ async fn reconcile_network(
     Ok(Action::requeue(next))
 }
 
+/// How long a reconcile waits for its watches' first lists.
+const CACHE_SYNC_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Time to the next reconcile of a ready network, without any change to trigger one.
 const SETTLED_RESYNC: Duration = Duration::from_secs(300);
 /// Time to the next reconcile of a network still rolling out.
 const ROLLOUT_RESYNC: Duration = Duration::from_secs(15);
 
-/// Every object of the network's namespace of kind `K`, optionally selected by label.
-async fn list<K>(client: &Client, namespace: &str, selector: Option<&str>) -> Result<Vec<K>, Error>
-where
-    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
-        + Clone
-        + DeserializeOwned
-        + std::fmt::Debug,
-{
-    let api: Api<K> = Api::namespaced(client.clone(), namespace);
-    let params = selector.map_or_else(ListParams::default, |s| ListParams::default().labels(s));
-    Ok(api.list(&params).await?.items)
-}
-
-/// Token secrets named by the network's remote links that do not exist.
-async fn missing_secrets(
-    client: &Client,
-    namespace: &str,
-    network: &InferenceDeliveryNetwork,
-) -> Result<Vec<String>, Error> {
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
-    let mut missing = Vec::new();
+/// The secrets a network's remote links name, each with the field that names it.
+fn secret_refs(network: &InferenceDeliveryNetwork) -> Vec<(String, &SecretKeySelector)> {
+    let mut refs = Vec::new();
     for (i, node) in network.spec.nodes.iter().enumerate() {
         for (j, link) in node.links.iter().enumerate() {
             let Some(endpoint) = &link.endpoint else {
@@ -286,21 +398,39 @@ async fn missing_secrets(
                 ("tokenSecret", &endpoint.token_secret),
                 ("caSecret", &endpoint.ca_secret),
             ] {
-                let Some(selector) = selector else { continue };
-                let present = secrets
-                    .get_opt(&selector.name)
-                    .await?
-                    .is_some_and(|s| s.data.is_some_and(|d| d.contains_key(&selector.key)));
-                if !present {
-                    missing.push(format!(
-                        "spec.nodes[{i}].links[{j}].endpoint.{field}: Secret {:?} with key {:?} not found",
-                        selector.name, selector.key
-                    ));
+                if let Some(selector) = selector {
+                    let field = format!("spec.nodes[{i}].links[{j}].endpoint.{field}");
+                    refs.push((field, selector));
                 }
             }
         }
     }
-    Ok(missing)
+    refs
+}
+
+/// The secrets (or keys) named by the network's remote links that do not exist.
+fn missing_secrets(
+    secrets: &Store<Secret>,
+    namespace: &str,
+    network: &InferenceDeliveryNetwork,
+) -> Vec<String> {
+    secret_refs(network)
+        .into_iter()
+        .filter(|(_, selector)| {
+            let key = ObjectRef::new(&selector.name).within(namespace);
+            !secrets.get(&key).is_some_and(|s| {
+                s.data
+                    .as_ref()
+                    .is_some_and(|d| d.contains_key(&selector.key))
+            })
+        })
+        .map(|(field, selector)| {
+            format!(
+                "{field}: Secret {:?} with key {:?} not found",
+                selector.name, selector.key
+            )
+        })
+        .collect()
 }
 
 async fn apply<K>(client: &Client, namespace: &str, object: &K) -> Result<K, Error>
@@ -313,9 +443,10 @@ where
 {
     let api: Api<K> = Api::namespaced(client.clone(), namespace);
     let params = PatchParams::apply(MANAGER).force();
-    Ok(api
-        .patch(&object.name_any(), &params, &Patch::Apply(object))
-        .await?)
+    let name = object.name_any();
+    api.patch(&name, &params, &Patch::Apply(object))
+        .await
+        .map_err(failed(Verb::Apply, describe::<K>(&name)))
 }
 
 /// Applies every object; returns the Deployments as the API server answered (with status).
@@ -343,34 +474,94 @@ async fn apply_all(
     Ok(deployments)
 }
 
-/// Deletes the network's objects that are no longer desired (a node removed from the spec).
+/// Deletes the network's objects that are no longer desired (a node removed from the spec),
+/// as the caches of the operator's own objects know them.
 async fn delete_orphans(
     client: &Client,
+    stores: &Stores,
     namespace: &str,
-    network: &str,
+    network: &InferenceDeliveryNetwork,
     rendered: &Rendered,
 ) -> Result<Vec<String>, Error> {
-    let selector = format!("{NETWORK_LABEL}={network}");
-    let mut removed = Vec::new();
-    macro_rules! sweep {
-        ($kind:ty, $desired:expr) => {{
-            let desired: HashSet<String> = $desired.iter().map(|o| o.name_any()).collect();
-            let api: Api<$kind> = Api::namespaced(client.clone(), namespace);
-            for object in list::<$kind>(client, namespace, Some(&selector)).await? {
-                let name = object.name_any();
-                if !desired.contains(&name) {
-                    api.delete(&name, &DeleteParams::background()).await?;
-                    removed.push(format!("{} {name}", <$kind as Resource>::kind(&())));
-                }
-            }
-        }};
-    }
-    sweep!(ConfigMap, rendered.config_maps);
-    sweep!(Deployment, rendered.deployments);
-    sweep!(Service, rendered.services);
-    sweep!(HorizontalPodAutoscaler, rendered.autoscalers);
-    sweep!(PodDisruptionBudget, rendered.disruption_budgets);
+    let sweep = Sweep {
+        client,
+        namespace,
+        network,
+    };
+    let mut removed = sweep
+        .run(&stores.config_maps, &rendered.config_maps)
+        .await?;
+    removed.extend(
+        sweep
+            .run(&stores.deployments, &rendered.deployments)
+            .await?,
+    );
+    removed.extend(sweep.run(&stores.services, &rendered.services).await?);
+    removed.extend(
+        sweep
+            .run(&stores.autoscalers, &rendered.autoscalers)
+            .await?,
+    );
+    let budgets = &rendered.disruption_budgets;
+    removed.extend(sweep.run(&stores.disruption_budgets, budgets).await?);
     Ok(removed)
+}
+
+/// The orphan sweep of one network.
+struct Sweep<'a> {
+    client: &'a Client,
+    namespace: &'a str,
+    network: &'a InferenceDeliveryNetwork,
+}
+
+impl Sweep<'_> {
+    /// Deletes the cached objects of kind `K` that are the network's but not `desired`;
+    /// returns them as `Kind name`.
+    async fn run<K: Watched>(
+        &self,
+        cached: &Store<PartialObjectMeta<K>>,
+        desired: &[K],
+    ) -> Result<Vec<String>, Error> {
+        let desired: HashSet<String> = desired.iter().map(|o| o.name_any()).collect();
+        let api: Api<K> = Api::namespaced(self.client.clone(), self.namespace);
+        let mut removed = Vec::new();
+        for object in cached.state() {
+            let name = object.name_any();
+            if object.namespace().as_deref() != Some(self.namespace)
+                || desired.contains(&name)
+                || !belongs_to(&object.metadata, self.network)
+            {
+                continue;
+            }
+            let described = describe::<K>(&name);
+            match api.delete(&name, &DeleteParams::background()).await {
+                Ok(_) => removed.push(described),
+                // Deleted since the cache saw it (by an earlier sweep, whose watch event is
+                // still on its way): nothing left to do.
+                Err(kube::Error::Api(status)) if status.code == 404 => {}
+                Err(source) => return Err(failed(Verb::Delete, described)(source)),
+            }
+        }
+        Ok(removed)
+    }
+}
+
+/// Whether an object is `network`'s to delete: it carries the operator's label and the
+/// network's, and names the network (by UID, not name) among its owners. A label alone is
+/// not enough: another tool may set it, and a network deleted and created again under the same
+/// name is another owner until garbage collection has run.
+fn belongs_to(meta: &ObjectMeta, network: &InferenceDeliveryNetwork) -> bool {
+    let labels = meta.labels.as_ref();
+    let label = |key: &str| labels.and_then(|l| l.get(key)).map(String::as_str);
+    let owned = network.uid().is_some_and(|uid| {
+        meta.owner_references
+            .iter()
+            .flatten()
+            .any(|owner| owner.uid == uid)
+    });
+    label(MANAGED_BY_LABEL) == Some(MANAGER)
+        && label(NETWORK_LABEL) == Some(network.name_any().as_str())
+        && owned
 }
 
 /// Node readiness and the network's conditions, from the Deployments' status.
@@ -465,12 +656,7 @@ impl Rollout {
                     format!("failing: {}", self.failing.join(", ")),
                 )
             },
-            Observed::new(
-                ConditionType::InvalidSpec,
-                false,
-                Reason::Valid,
-                "every reference resolves",
-            ),
+            conditions::valid_spec(),
         ]
     }
 }
@@ -513,27 +699,36 @@ async fn write_status(
         "kind": "InferenceDeliveryNetwork",
         "status": status,
     });
+    let name = network.name_any();
     api.patch_status(
-        &network.name_any(),
+        &name,
         &PatchParams::apply(MANAGER).force(),
         &Patch::Apply(&patch),
     )
-    .await?;
+    .await
+    .map_err(failed(
+        Verb::WriteStatus,
+        describe::<InferenceDeliveryNetwork>(&name),
+    ))?;
     for (type_, event_type) in [
         (ConditionType::InvalidSpec, EventType::Warning),
         (ConditionType::Ready, EventType::Normal),
         (ConditionType::Degraded, EventType::Warning),
     ] {
-        let became_true = conditions::is_true(&status.conditions, type_)
-            && !conditions::is_true(&previous.conditions, type_);
-        if became_true {
-            let message = status
-                .conditions
-                .iter()
-                .find(|c| c.type_ == type_.as_str())
-                .map(|c| c.message.clone())
-                .unwrap_or_default();
-            publish(ctx, network, event_type, type_.as_str(), message).await;
+        // News: a condition that became true, or is true for another reason than before.
+        let Some(now) = conditions::find_true(&status.conditions, type_) else {
+            continue;
+        };
+        let before = conditions::find_true(&previous.conditions, type_);
+        if before.is_none_or(|b| b.reason != now.reason) {
+            publish(
+                ctx,
+                network,
+                event_type,
+                type_.as_str(),
+                now.message.clone(),
+            )
+            .await;
         }
     }
     Ok(())
@@ -591,39 +786,69 @@ impl<K> Watched for K where
 {
 }
 
-/// The metadata of the operator's own objects of kind `K`, as triggers of their owners.
-fn owned_by<K>(
+/// A watch of `api` whose objects `writer` caches, trimmed by `trim` first, as the stream of
+/// the objects it touches.
+fn cached<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    writer: Writer<K>,
+    trim: impl FnMut(&mut K) + Send + 'static,
+) -> impl Stream<Item = Result<K, watcher::Error>> + Send + 'static
+where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    let kind = K::kind(&()).into_owned();
+    let stream = watcher(api, config).modify(trim).default_backoff();
+    logged(kind, stream.reflect(writer).touched_objects())
+}
+
+/// The server-side apply bookkeeping, which no reconcile reads: not worth its memory.
+fn without_managed_fields<K: Resource>(object: &mut K) {
+    object.meta_mut().managed_fields = None;
+}
+
+/// A Secret as the cache keeps it: which keys it has, not their values.
+fn without_values(secret: &mut Secret) {
+    without_managed_fields(secret);
+    secret.string_data = None;
+    for value in secret.data.iter_mut().flat_map(|d| d.values_mut()) {
+        value.0.clear();
+    }
+}
+
+/// Objects of kind `K` whose changes may concern any network of their namespace, cached.
+fn related<K: Watched + Sync>(
     client: &Client,
     namespace: Option<&str>,
-    owned: &watcher::Config,
-) -> impl Stream<Item = Result<PartialObjectMeta<K>, watcher::Error>> + Send + 'static
-where
-    K: Watched,
-{
+    writer: Writer<K>,
+) -> impl Stream<Item = Result<K, watcher::Error>> + Send + 'static {
+    let config = watcher::Config::default();
+    cached(
+        scoped(client, namespace),
+        config,
+        writer,
+        without_managed_fields,
+    )
+}
+
+/// The metadata of the operator's own objects of kind `K`, cached for the orphan sweep.
+fn owned_by<K: Watched + Sync>(
+    client: &Client,
+    namespace: Option<&str>,
+    writer: Writer<PartialObjectMeta<K>>,
+) -> impl Stream<Item = Result<PartialObjectMeta<K>, watcher::Error>> + Send + 'static {
+    let owned = watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGER}"));
     let api: Api<PartialObjectMeta<K>> = match namespace {
         Some(namespace) => Api::namespaced(client.clone(), namespace),
         None => Api::all(client.clone()),
     };
-    let stream = watcher(api, owned.clone());
-    logged(
-        K::kind(&()).into_owned(),
-        stream.default_backoff().touched_objects(),
-    )
-}
-
-/// Objects of kind `K` whose changes may concern any network of their namespace.
-fn related<K>(
-    client: &Client,
-    namespace: Option<&str>,
-) -> impl Stream<Item = Result<K, watcher::Error>> + Send + 'static
-where
-    K: Watched,
-{
-    let stream = watcher(scoped::<K>(client, namespace), watcher::Config::default());
-    logged(
-        K::kind(&()).into_owned(),
-        stream.default_backoff().touched_objects(),
-    )
+    cached(api, owned, writer, without_managed_fields)
 }
 
 /// A watch with its own backoff, whose errors are logged and kept out of the controller.
@@ -646,6 +871,22 @@ fn logged<T: Send + 'static>(
     })
 }
 
+/// The networks a change to `object` concerns: those of its namespace, and of those only the
+/// ones whose links name `secret` when the object is a Secret.
+fn concerned<K: Resource>(
+    networks: &Store<InferenceDeliveryNetwork>,
+    object: &K,
+    secret: Option<&str>,
+) -> Vec<ObjectRef<InferenceDeliveryNetwork>> {
+    networks
+        .state()
+        .into_iter()
+        .filter(|n| n.namespace() == object.namespace())
+        .filter(|n| secret.is_none_or(|name| secret_refs(n).iter().any(|(_, s)| s.name == name)))
+        .map(|n| ObjectRef::from_obj(&*n))
+        .collect()
+}
+
 /// Runs the controller over the networks of one namespace (or all) until `shutdown` resolves.
 pub async fn run(
     ctx: Arc<Context>,
@@ -653,57 +894,92 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     let client = &ctx.client;
-    let owned = watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGER}"));
-    let (store, writer) = store::store();
-    let networks = store::reflector(
-        writer,
-        watcher(
-            scoped::<InferenceDeliveryNetwork>(client, namespace),
-            watcher::Config::default(),
-        ),
-    );
+    let (networks, networks_writer) = store::store();
+    let network_events = watcher(
+        scoped::<InferenceDeliveryNetwork>(client, namespace),
+        watcher::Config::default(),
+    )
+    .modify(without_managed_fields)
+    .reflect(networks_writer);
     let controller = Controller::for_stream(
         logged(
             InferenceDeliveryNetwork::kind(&()).into_owned(),
-            networks.default_backoff().applied_objects(),
+            network_events.default_backoff().applied_objects(),
         ),
-        store.clone(),
+        networks.clone(),
     );
-    ctx.networks
-        .lock()
-        .expect("not poisoned")
-        .push(store.clone());
-    // A change to a model, strategy or placement may affect any network of its namespace.
-    let same_namespace = move |namespace: Option<String>| {
-        store
-            .state()
-            .into_iter()
-            .filter(|n| n.namespace() == namespace)
-            .map(|n| ObjectRef::from_obj(&*n))
-            .collect::<Vec<_>>()
-    };
-    let (by_model, by_strategy, by_placement) = (
-        same_namespace.clone(),
-        same_namespace.clone(),
-        same_namespace,
+    let (models, models_writer) = store::store();
+    let (strategies, strategies_writer) = store::store();
+    let (placements, placements_writer) = store::store();
+    let (secrets, secrets_writer) = store::store();
+    let (config_maps, config_maps_writer) = store::store();
+    let (deployments, deployments_writer) = store::store();
+    let (services, services_writer) = store::store();
+    let (autoscalers, autoscalers_writer) = store::store();
+    let (disruption_budgets, disruption_budgets_writer) = store::store();
+    ctx.watch(
+        namespace,
+        Stores {
+            networks: networks.clone(),
+            models,
+            strategies,
+            placements,
+            secrets,
+            config_maps,
+            deployments,
+            services,
+            autoscalers,
+            disruption_budgets,
+        },
+    );
+    // A change to a model, strategy or placement may affect any network of its namespace; a
+    // Secret, those that name it (a Secret created after its network is reconciled at once,
+    // not after the InvalidSpec backoff).
+    let (by_model, by_strategy, by_placement, by_secret) = (
+        networks.clone(),
+        networks.clone(),
+        networks.clone(),
+        networks,
     );
     controller
-        .owns_stream(owned_by::<Deployment>(client, namespace, &owned))
-        .owns_stream(owned_by::<ConfigMap>(client, namespace, &owned))
-        .owns_stream(owned_by::<Service>(client, namespace, &owned))
-        .owns_stream(owned_by::<HorizontalPodAutoscaler>(
-            client, namespace, &owned,
+        .owns_stream(owned_by::<ConfigMap>(client, namespace, config_maps_writer))
+        .owns_stream(owned_by::<Deployment>(
+            client,
+            namespace,
+            deployments_writer,
         ))
-        .owns_stream(owned_by::<PodDisruptionBudget>(client, namespace, &owned))
-        .watches_stream(related::<InferenceModel>(client, namespace), move |m| {
-            by_model(m.namespace())
-        })
-        .watches_stream(related::<DeliveryStrategy>(client, namespace), move |s| {
-            by_strategy(s.namespace())
-        })
-        .watches_stream(related::<ModelPlacement>(client, namespace), move |p| {
-            by_placement(p.namespace())
-        })
+        .owns_stream(owned_by::<Service>(client, namespace, services_writer))
+        .owns_stream(owned_by::<HorizontalPodAutoscaler>(
+            client,
+            namespace,
+            autoscalers_writer,
+        ))
+        .owns_stream(owned_by::<PodDisruptionBudget>(
+            client,
+            namespace,
+            disruption_budgets_writer,
+        ))
+        .watches_stream(
+            related(client, namespace, models_writer),
+            move |m: InferenceModel| concerned(&by_model, &m, None),
+        )
+        .watches_stream(
+            related(client, namespace, strategies_writer),
+            move |s: DeliveryStrategy| concerned(&by_strategy, &s, None),
+        )
+        .watches_stream(
+            related(client, namespace, placements_writer),
+            move |p: ModelPlacement| concerned(&by_placement, &p, None),
+        )
+        .watches_stream(
+            cached(
+                scoped(client, namespace),
+                watcher::Config::default(),
+                secrets_writer,
+                without_values,
+            ),
+            move |s: Secret| concerned(&by_secret, &s, Some(&s.name_any())),
+        )
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, Arc::clone(&ctx))
         .for_each(|result| async move {
@@ -774,6 +1050,56 @@ mod tests {
             "1/2 nodes ready; waiting for b (0/1)"
         );
         assert_eq!(conditions[1].message, "rolling out a, b");
+    }
+
+    fn network(name: &str, namespace: &str, secret: Option<&str>) -> InferenceDeliveryNetwork {
+        let links = match secret {
+            Some(secret) => serde_json::json!([{"name": "remote", "endpoint": {
+                "url": "https://idn.other.example", "tokenSecret": {"name": secret, "key": "token"}}}]),
+            None => serde_json::json!([]),
+        };
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "idn.dev/v1alpha1", "kind": "InferenceDeliveryNetwork",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {"nodes": [{"name": "a", "links": links}]}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_secret_concerns_the_networks_that_name_it_and_a_strategy_every_network_beside_it() {
+        let (networks, mut writer) = store::store();
+        for n in [
+            network("uses-it", "default", Some("token")),
+            network("other-secret", "default", Some("other")),
+            network("no-secret", "default", None),
+            network("elsewhere", "prod", Some("token")),
+        ] {
+            writer.apply_watcher_event(&watcher::Event::Apply(n));
+        }
+        let names = |refs: Vec<ObjectRef<InferenceDeliveryNetwork>>| {
+            let mut names: Vec<String> = refs.into_iter().map(|r| r.name).collect();
+            names.sort();
+            names
+        };
+        let secret: Secret = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "token", "namespace": "default"}
+        }))
+        .unwrap();
+        assert_eq!(
+            names(concerned(&networks, &secret, Some("token"))),
+            ["uses-it"]
+        );
+        let strategy: DeliveryStrategy = serde_json::from_value(serde_json::json!({
+            "apiVersion": "idn.dev/v1alpha1", "kind": "DeliveryStrategy",
+            "metadata": {"name": "serve-local", "namespace": "default"},
+            "spec": {"local": {}}
+        }))
+        .unwrap();
+        assert_eq!(
+            names(concerned(&networks, &strategy, None)),
+            ["no-secret", "other-secret", "uses-it"]
+        );
     }
 
     #[test]

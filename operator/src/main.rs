@@ -5,7 +5,6 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
 
 use anyhow::Context as _;
 use idn_telemetry::{self as telemetry, LogFormat};
@@ -17,7 +16,7 @@ use tokio::sync::watch;
 use idn_contract::names::MANAGER;
 use idn_operator::controller::{self, Context};
 use idn_operator::endpoints::{self, Health};
-use idn_operator::leader::LeaderElection;
+use idn_operator::leader::{LeaderElection, Timing};
 use idn_operator::metrics::OperatorMetrics;
 use idn_operator::render::{OtlpExport, Settings};
 
@@ -64,9 +63,6 @@ struct Args {
     identity: Option<String>,
 }
 
-/// How long a leader's lease lasts without renewal.
-const LEASE_DURATION: Duration = Duration::from_secs(15);
-
 fn main() -> ExitCode {
     let args = <Args as clap::Parser>::parse();
     let _telemetry = telemetry::init(args.log_format, &args.log_level, "idn-operator");
@@ -96,20 +92,19 @@ async fn operate(args: &Args) -> anyhow::Result<ExitCode> {
             std::process::id()
         )
     });
-    let election = (!args.no_leader_election).then(|| {
+    // The election and when this replica took the lease; none without leader election.
+    let mut leading = None;
+    if !args.no_leader_election {
         let leases = Api::<Lease>::namespaced(client.clone(), &args.lease_namespace);
-        LeaderElection::new(leases, &args.lease_name, &identity, LEASE_DURATION)
-    });
-    if let Some(election) = &election {
+        let mut election =
+            LeaderElection::new(leases, &args.lease_name, &identity, Timing::default());
         tracing::info!(lease = %args.lease_name, %identity, "waiting for the leader lease");
         let acquired = tokio::select! {
-            () = acquire(election) => true,
-            () = shutdown() => false,
+            at = election.acquire() => at,
+            () = shutdown() => return Ok(ExitCode::SUCCESS),
         };
-        if !acquired {
-            return Ok(ExitCode::SUCCESS);
-        }
         tracing::info!("leading");
+        leading = Some((election, acquired));
     }
     metrics.leader.set(1);
 
@@ -137,10 +132,10 @@ async fn operate(args: &Args) -> anyhow::Result<ExitCode> {
             .into_iter()
             .map(|namespace| controller::run(Arc::clone(&ctx), namespace, shutdown())),
     );
-    let lost = match &election {
-        Some(election) => tokio::select! {
+    let lost = match &mut leading {
+        Some((election, acquired)) => tokio::select! {
             _ = controllers => false,
-            () = keep_lease(election) => true,
+            () = election.hold(*acquired) => true,
         },
         None => {
             controllers.await;
@@ -153,7 +148,7 @@ async fn operate(args: &Args) -> anyhow::Result<ExitCode> {
         tracing::error!("lost the leader lease; exiting");
         return Ok(ExitCode::FAILURE);
     }
-    if let Some(election) = &election {
+    if let Some((election, _)) = &leading {
         election.release().await;
     }
     tracing::info!("stopped");
@@ -193,18 +188,6 @@ fn shutdown_trigger() -> impl Fn() -> std::pin::Pin<Box<dyn Future<Output = ()> 
     }
 }
 
-/// Tries for the lease until this replica holds it.
-async fn acquire(election: &LeaderElection) {
-    loop {
-        match election.try_acquire().await {
-            Ok(true) => return,
-            Ok(false) => {}
-            Err(e) => tracing::warn!(error = %e, "leader election failed; retrying"),
-        }
-        tokio::time::sleep(election.renew_interval()).await;
-    }
-}
-
 /// Rendering settings: the defaults, with the images and the OTLP collector the flags name.
 fn settings(args: &Args) -> Settings {
     let mut settings = Settings::default();
@@ -219,20 +202,4 @@ fn settings(args: &Args) -> Settings {
         protocol: args.otlp_protocol.clone(),
     });
     settings
-}
-
-/// Renews the lease until it cannot be renewed for a whole lease duration.
-async fn keep_lease(election: &LeaderElection) {
-    let mut last_renewal = tokio::time::Instant::now();
-    loop {
-        tokio::time::sleep(election.renew_interval()).await;
-        match election.try_acquire().await {
-            Ok(true) => last_renewal = tokio::time::Instant::now(),
-            Ok(false) => return,
-            Err(e) => tracing::warn!(error = %e, "cannot renew the leader lease"),
-        }
-        if last_renewal.elapsed() > LEASE_DURATION {
-            return;
-        }
-    }
 }

@@ -5,7 +5,7 @@
 //! files are, whether link latency is emulated — is an [`Addressing`]. Every problem of the
 //! declared resources is collected with the field it comes from.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::path::PathBuf;
 
 use idn_contract::config::{
@@ -26,6 +26,13 @@ use crate::resources::{
 pub const AGENT_PORT: u16 = 8000;
 /// Port the node-agent serves gRPC on in a pod (Triton's convention).
 pub const AGENT_GRPC_PORT: u16 = 8001;
+
+/// The longest node name: with a network name of at most 22 characters, `<network>-<node>`
+/// stays within the 63 characters of a DNS label, as Service names must.
+const MAX_NODE_NAME: usize = 40;
+/// The longest name of a link with secrets, which the Deployment mounts as volume
+/// `link-<name>`: volume names are DNS labels of at most 63 characters.
+const MAX_SECRET_LINK_NAME: usize = 58;
 
 /// The resources a network refers to, all from its namespace.
 pub struct Declared<'a> {
@@ -92,11 +99,17 @@ pub fn plan<'a>(
         .enumerate()
         .map(|(i, node)| {
             let field = format!("spec.nodes[{i}]");
+            if node.name.len() > MAX_NODE_NAME || !is_dns_label(&node.name) {
+                problems.push(format!(
+                    "{field}.name: {:?} must be a DNS label of at most {MAX_NODE_NAME} characters (objects are named <network>-<node>, at most 63)",
+                    node.name
+                ));
+            }
             let models = placed.get(node.name.as_str()).cloned().unwrap_or_default();
             plan_node(declared, node, &field, models, addressing, &mut problems)
         })
         .collect();
-    if let Some(cycle) = forwarding_cycle(nodes) {
+    if let Some(cycle) = forwarding_cycle(&plans) {
         problems.push(format!(
             "spec.nodes: forwarding cycle {}",
             cycle.join(" -> ")
@@ -251,6 +264,11 @@ fn upstreams(
             let endpoint = link.endpoint.as_ref();
             let has_token = endpoint.is_some_and(|e| e.token_secret.is_some());
             let has_ca = endpoint.is_some_and(|e| e.ca_secret.is_some());
+            if (has_token || has_ca) && link.name.len() > MAX_SECRET_LINK_NAME {
+                problems.push(format!(
+                    "{field}.links[{i}].name: a link with secrets has a name of at most {MAX_SECRET_LINK_NAME} characters (its volume is named link-<name>, at most 63)"
+                ));
+            }
             Some(UpstreamConfig {
                 name: link.name.clone(),
                 url,
@@ -487,27 +505,43 @@ fn link_target(link: String) -> Target {
     }
 }
 
-/// A cycle of (node, service) hops over links between nodes of the network, if any. Services
-/// are forwarded under their own name, so a hop goes from `(a, s)` to `(b, s)`.
-fn forwarding_cycle(nodes: &[NodeSpec]) -> Option<Vec<String>> {
+/// A cycle of (node, service) hops along every target of every bound service, if any: a link
+/// to another node of the network (of a forward, a threshold or an ensemble member) goes to the
+/// same service there unless the target names another, and a local service target stays on the
+/// node. Models end a path.
+fn forwarding_cycle(plans: &[NodePlan]) -> Option<Vec<String>> {
     let next = |(node_name, service_name): &(String, String)| -> Vec<(String, String)> {
-        let Some(node) = nodes.iter().find(|n| &n.name == node_name) else {
+        let Some(plan) = plans.iter().find(|p| &p.spec.name == node_name) else {
             return Vec::new();
         };
-        let Some(service) = node.services.iter().find(|s| &s.name == service_name) else {
-            return Vec::new();
-        };
-        let link_names: BTreeSet<&String> = service.link.iter().collect();
-        node.links
+        let Some(service) = plan
+            .config
+            .services
             .iter()
-            .filter(|l| link_names.contains(&l.name))
-            .filter_map(|l| Some((l.node.clone()?, service_name.clone())))
+            .find(|s| &s.name == service_name)
+        else {
+            return Vec::new();
+        };
+        service
+            .strategy
+            .targets()
+            .into_iter()
+            .filter_map(|target| match target {
+                Target::Model(_) => None,
+                Target::Service(other) => Some((node_name.clone(), other.clone())),
+                Target::Upstream { upstream, service } => {
+                    let link = plan.spec.links.iter().find(|l| &l.name == upstream)?;
+                    let other = service.as_ref().unwrap_or(service_name);
+                    Some((link.node.clone()?, other.clone()))
+                }
+            })
             .collect()
     };
-    let starts = nodes.iter().flat_map(|node| {
-        node.services
+    let starts = plans.iter().flat_map(|plan| {
+        plan.config
+            .services
             .iter()
-            .map(|service| (node.name.clone(), service.name.clone()))
+            .map(|service| (plan.spec.name.clone(), service.name.clone()))
     });
     find_cycle(starts, next).map(|cycle| cycle.into_iter().map(|(node, _)| node).collect())
 }

@@ -1,17 +1,28 @@
-//! The controller against a scripted API server (tower-test): each scenario lists the requests
-//! a reconcile must make, in order, with canned responses. An unexpected request fails the test.
+//! The controller against a scripted API server (tower-test): each scenario fills the caches
+//! the controller's watches would hold and lists the requests a reconcile must make, in order,
+//! with canned responses. An unexpected request, a missing one or one more fails the test, and
+//! so does any read: a reconcile reads its caches, never the API server.
 
 use std::path::Path;
 use std::sync::Arc;
 
 use http::{Method, Request, Response};
-use idn_operator::controller::{self, Context, Error};
+use idn_operator::controller::{self, Context, Error, Verb};
 use idn_operator::manifests::Manifests;
 use idn_operator::metrics::OperatorMetrics;
 use idn_operator::render::Settings;
 use idn_operator::resources::InferenceDeliveryNetwork;
+use idn_operator::resources::{DeliveryStrategy, InferenceModel, ModelPlacement};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::api::{ObjectMeta, PartialObjectMeta, PartialObjectMetaExt};
 use kube::client::Body;
+use kube::runtime::controller::Action;
 use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::watcher;
 use kube::{Client, Resource};
 use serde_json::{Value, json};
 use tower_test::mock::{self, Handle};
@@ -25,10 +36,6 @@ fn example() -> Manifests {
     network.meta_mut().uid = Some("0a1b2c3d".into());
     network.meta_mut().generation = Some(1);
     manifests
-}
-
-fn list(items: Vec<Value>) -> Value {
-    json!({"apiVersion": "v1", "kind": "List", "metadata": {"resourceVersion": "1"}, "items": items})
 }
 
 /// One expected request: method, path, and how to answer given the request body.
@@ -48,7 +55,8 @@ fn step(method: Method, path: &str, answer: impl Fn(&Value) -> Value + Send + 's
     }
 }
 
-/// Serves `steps` in order and returns the bodies received.
+/// Serves `steps` in order and returns the bodies received, once the client is gone without
+/// another request.
 async fn serve(mut handle: ApiHandle, steps: Vec<Step>) -> Vec<(String, Value)> {
     let mut seen = Vec::new();
     for step in steps {
@@ -56,6 +64,12 @@ async fn serve(mut handle: ApiHandle, steps: Vec<Step>) -> Vec<(String, Value)> 
             .next_request()
             .await
             .expect("the controller stopped calling the API");
+        assert_ne!(
+            request.method(),
+            Method::GET,
+            "the reconcile read {} from the API server, not from its caches",
+            request.uri()
+        );
         assert_eq!(
             (request.method(), request.uri().path()),
             (&step.method, step.path.as_str()),
@@ -77,7 +91,117 @@ async fn serve(mut handle: ApiHandle, steps: Vec<Step>) -> Vec<(String, Value)> 
                 .unwrap(),
         );
     }
+    if let Some((request, _)) = handle.next_request().await {
+        panic!(
+            "a request after the last expected one: {} {}",
+            request.method(),
+            request.uri()
+        );
+    }
     seen
+}
+
+/// What the namespace holds before the reconcile, as the controller's watches have seen it:
+/// the manifests, the operator's objects (metadata, by kind) and Secrets.
+struct Cluster {
+    manifests: Manifests,
+    owned: Vec<(&'static str, Value)>,
+    secrets: Vec<Value>,
+}
+
+impl Cluster {
+    fn new(manifests: &Manifests) -> Self {
+        Cluster {
+            manifests: manifests.clone(),
+            owned: Vec::new(),
+            secrets: Vec::new(),
+        }
+    }
+
+    /// With the operator's objects of `nodes` (ConfigMap, Deployment and Service each) and the
+    /// disruption budgets of `budgets`, all owned by the network.
+    fn with_objects(mut self, nodes: &[&str], budgets: &[&str]) -> Self {
+        for node in nodes {
+            let meta = owned_meta(&format!("mnist-{node}"), "0a1b2c3d");
+            for kind in ["ConfigMap", "Deployment", "Service"] {
+                self.owned.push((kind, meta.clone()));
+            }
+        }
+        for node in budgets {
+            let meta = owned_meta(&format!("mnist-{node}"), "0a1b2c3d");
+            self.owned.push(("PodDisruptionBudget", meta));
+        }
+        self
+    }
+
+    fn stores(&self) -> controller::Stores {
+        let m = &self.manifests;
+        controller::Stores {
+            networks: cache(m.networks.clone()),
+            models: cache::<InferenceModel>(m.models.clone()),
+            strategies: cache::<DeliveryStrategy>(m.strategies.clone()),
+            placements: cache::<ModelPlacement>(m.placements.clone()),
+            secrets: cache::<Secret>(
+                self.secrets
+                    .iter()
+                    .map(|s| serde_json::from_value(s.clone()).unwrap())
+                    .collect(),
+            ),
+            config_maps: self.owned::<ConfigMap>(),
+            deployments: self.owned::<Deployment>(),
+            services: self.owned::<Service>(),
+            autoscalers: self.owned::<HorizontalPodAutoscaler>(),
+            disruption_budgets: self.owned::<PodDisruptionBudget>(),
+        }
+    }
+
+    fn owned<K: Resource<DynamicType = ()> + Clone>(&self) -> Store<PartialObjectMeta<K>> {
+        cache(
+            self.owned
+                .iter()
+                .filter(|(kind, _)| *kind == K::kind(&()))
+                .map(|(_, meta)| {
+                    let meta: ObjectMeta = serde_json::from_value(meta.clone()).unwrap();
+                    meta.into_response_partial::<K>()
+                })
+                .collect(),
+        )
+    }
+}
+
+/// A cache that has listed `objects`.
+fn cache<K: Resource<DynamicType = ()> + Clone>(objects: Vec<K>) -> Store<K> {
+    let (store, mut writer) = reflector::store();
+    writer.apply_watcher_event(&watcher::Event::Init);
+    for object in objects {
+        writer.apply_watcher_event(&watcher::Event::InitApply(object));
+    }
+    writer.apply_watcher_event(&watcher::Event::InitDone);
+    store
+}
+
+/// Reconciles `network` with caches holding `cluster`, against a server that answers `steps`
+/// in order; returns the outcome and the bodies the server received.
+async fn scenario(
+    network: InferenceDeliveryNetwork,
+    cluster: Cluster,
+    steps: Vec<Step>,
+) -> (Result<Action, Error>, Vec<(String, Value)>) {
+    scenario_with(network, cluster.stores(), steps).await
+}
+
+/// [`scenario`] with the caches as given.
+async fn scenario_with(
+    network: InferenceDeliveryNetwork,
+    stores: controller::Stores,
+    steps: Vec<Step>,
+) -> (Result<Action, Error>, Vec<(String, Value)>) {
+    let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
+    let server = tokio::spawn(serve(handle, steps));
+    let ctx = context(Client::new(service, "default"));
+    ctx.watch(Some("default"), stores);
+    let result = controller::reconcile(Arc::new(network), ctx).await;
+    (result, server.await.unwrap())
 }
 
 fn context(client: Client) -> Arc<Context> {
@@ -98,36 +222,6 @@ fn context(client: Client) -> Arc<Context> {
 
 const NS: &str = "/namespaces/default";
 const IDN: &str = "/apis/idn.dev/v1alpha1/namespaces/default";
-
-/// The requests that read a network's resources.
-fn reads(manifests: &Manifests) -> Vec<Step> {
-    fn items<T: serde::Serialize>(resources: &[T]) -> Value {
-        list(
-            resources
-                .iter()
-                .map(|r| serde_json::to_value(r).unwrap())
-                .collect(),
-        )
-    }
-    let (models, strategies, placements) = (
-        items(&manifests.models),
-        items(&manifests.strategies),
-        items(&manifests.placements),
-    );
-    vec![
-        step(Method::GET, &format!("{IDN}/inferencemodels"), move |_| {
-            models.clone()
-        }),
-        step(
-            Method::GET,
-            &format!("{IDN}/deliverystrategies"),
-            move |_| strategies.clone(),
-        ),
-        step(Method::GET, &format!("{IDN}/modelplacements"), move |_| {
-            placements.clone()
-        }),
-    ]
-}
 
 /// Server-side applies of every node's objects (and the disruption budgets of `budgets`, the
 /// nodes with several replicas), answered with the applied object.
@@ -156,26 +250,17 @@ fn applies(nodes: &[&str], budgets: &[&str]) -> Vec<Step> {
     steps
 }
 
-/// Label-selected lists of the network's objects, holding `existing` names (`budgets` for the
-/// disruption budgets; no autoscalers).
-fn sweeps(existing: &[&str], budgets: &[&str]) -> Vec<Step> {
-    [
-        ("/api/v1", "v1", "configmaps", "ConfigMap", existing),
-        ("/apis/apps/v1", "apps/v1", "deployments", "Deployment", existing),
-        ("/api/v1", "v1", "services", "Service", existing),
-        ("/apis/autoscaling/v2", "autoscaling/v2", "horizontalpodautoscalers", "HorizontalPodAutoscaler", &[]),
-        ("/apis/policy/v1", "policy/v1", "poddisruptionbudgets", "PodDisruptionBudget", budgets),
-    ]
-        .into_iter()
-        .map(|(prefix, api_version, kind, k, names)| {
-            let items: Vec<Value> = names
-                .iter()
-                .map(|name| json!({"apiVersion": api_version, "kind": k, "metadata": {"name": name, "namespace": "default"}}))
-                .collect();
-            let answer = list(items);
-            step(Method::GET, &format!("{prefix}{NS}/{kind}"), move |_| answer.clone())
-        })
-        .collect()
+/// Metadata of an object of the network `mnist`: its labels, and an owner reference to the
+/// network of UID `owner`.
+fn owned_meta(name: &str, owner: &str) -> Value {
+    json!({
+        "name": name, "namespace": "default",
+        "labels": {"app.kubernetes.io/managed-by": "idn-operator", "idn.dev/network": "mnist"},
+        "ownerReferences": [{
+            "apiVersion": "idn.dev/v1alpha1", "kind": "InferenceDeliveryNetwork",
+            "name": "mnist", "uid": owner, "controller": true
+        }]
+    })
 }
 
 fn status_patch(network: &InferenceDeliveryNetwork) -> Step {
@@ -191,6 +276,17 @@ fn status_patch(network: &InferenceDeliveryNetwork) -> Step {
     )
 }
 
+/// Condition `type_` of a status as written.
+fn condition(status: &Value, type_: &str) -> Value {
+    status["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == type_)
+        .unwrap()
+        .clone()
+}
+
 fn event() -> Step {
     step(
         Method::POST,
@@ -203,19 +299,12 @@ fn event() -> Step {
 async fn a_new_network_gets_its_objects_and_status() {
     let manifests = example();
     let network = manifests.networks[0].clone();
-    let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
-    let mut steps = reads(&manifests);
-    steps.extend(applies(&["access", "edge", "cloud"], &["cloud"]));
-    steps.extend(sweeps(
-        &["mnist-access", "mnist-edge", "mnist-cnn-old"][..2],
-        &[],
-    ));
+    // Two nodes' objects exist already: they are applied again, not deleted.
+    let cluster = Cluster::new(&manifests).with_objects(&["access", "edge"], &[]);
+    let mut steps = applies(&["access", "edge", "cloud"], &["cloud"]);
     steps.push(status_patch(&network));
-    let server = tokio::spawn(serve(handle, steps));
-    let result =
-        controller::reconcile(Arc::new(network), context(Client::new(service, "default"))).await;
+    let (result, seen) = scenario(network, cluster, steps).await;
     assert!(result.is_ok(), "{result:?}");
-    let seen = server.await.unwrap();
 
     let deployment = &seen
         .iter()
@@ -248,42 +337,56 @@ async fn a_new_network_gets_its_objects_and_status() {
     assert_eq!(status["conditions"][3]["status"], "False");
 }
 
-#[tokio::test]
-async fn objects_of_a_removed_node_are_deleted() {
+/// The example without its edge node: access links straight to the cloud.
+fn without_edge() -> Manifests {
     let mut manifests = example();
-    // The edge node leaves; access now links straight to the cloud.
     let network = &mut manifests.networks[0];
     network.spec.nodes.remove(1);
     network.spec.nodes[0].links[0].node = Some("cloud".into());
-    network.spec.nodes[0].links[0].name = "edge".into();
     manifests.placements[0].spec.nodes.remove(1);
-    let network = manifests.networks[0].clone();
-    let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
-    let mut steps = reads(&manifests);
-    steps.extend(applies(&["access", "cloud"], &["cloud"]));
-    let existing = ["mnist-access", "mnist-edge", "mnist-cloud"];
-    let mut sweep = sweeps(&existing, &["mnist-cloud"]).into_iter();
-    for (prefix, kind) in [
+    manifests
+}
+
+/// Deletes of the edge node's ConfigMap, Deployment and Service, answered `status` with a
+/// Status of `fields`.
+fn edge_deletes(status: u16, fields: Value) -> Vec<Step> {
+    let mut answer = json!({"kind": "Status", "apiVersion": "v1", "metadata": {}});
+    answer
+        .as_object_mut()
+        .unwrap()
+        .extend(fields.as_object().unwrap().clone());
+    [
         ("/api/v1", "configmaps"),
         ("/apis/apps/v1", "deployments"),
         ("/api/v1", "services"),
-    ] {
-        steps.push(sweep.next().unwrap());
-        steps.push(step(
-            Method::DELETE,
-            &format!("{prefix}{NS}/{kind}/mnist-edge"),
-            |_| json!({"kind": "Status", "apiVersion": "v1", "status": "Success", "metadata": {}}),
-        ));
-    }
+    ]
+    .into_iter()
+    .map(|(prefix, kind)| {
+        let answer = answer.clone();
+        Step {
+            status,
+            ..step(
+                Method::DELETE,
+                &format!("{prefix}{NS}/{kind}/mnist-edge"),
+                move |_| answer.clone(),
+            )
+        }
+    })
+    .collect()
+}
+
+#[tokio::test]
+async fn objects_of_a_removed_node_are_deleted() {
+    let manifests = without_edge();
+    let network = manifests.networks[0].clone();
+    let cluster = Cluster::new(&manifests).with_objects(&["access", "edge", "cloud"], &["cloud"]);
+    let mut steps = applies(&["access", "cloud"], &["cloud"]);
+    steps.extend(edge_deletes(200, json!({"status": "Success"})));
     // Nothing to delete among the scaling objects: cloud keeps its disruption budget.
-    steps.extend(sweep);
     steps.push(event());
     steps.push(status_patch(&network));
-    let server = tokio::spawn(serve(handle, steps));
-    let result =
-        controller::reconcile(Arc::new(network), context(Client::new(service, "default"))).await;
+    let (result, seen) = scenario(network, cluster, steps).await;
     assert!(result.is_ok(), "{result:?}");
-    let seen = server.await.unwrap();
     let event = &seen.iter().find(|(p, _)| p.ends_with("/events")).unwrap().1;
     assert_eq!(event["reason"], "Pruned");
     assert_eq!(
@@ -294,17 +397,121 @@ async fn objects_of_a_removed_node_are_deleted() {
 }
 
 #[tokio::test]
+async fn objects_already_gone_are_not_reported_as_pruned() {
+    let manifests = without_edge();
+    let network = manifests.networks[0].clone();
+    // The edge node's objects are gone already, though the caches have not seen it yet.
+    let cluster = Cluster::new(&manifests).with_objects(&["edge"], &[]);
+    let mut steps = applies(&["access", "cloud"], &["cloud"]);
+    let gone = json!({"status": "Failure", "reason": "NotFound", "code": 404});
+    steps.extend(edge_deletes(404, gone));
+    // No Pruned event: the status patch follows at once.
+    steps.push(status_patch(&network));
+    let (result, _) = scenario(network, cluster, steps).await;
+    assert!(result.is_ok(), "{result:?}");
+}
+
+#[tokio::test]
+async fn objects_the_network_does_not_own_are_not_deleted() {
+    let manifests = example();
+    let network = manifests.networks[0].clone();
+    let mut steps = applies(&["access", "edge", "cloud"], &["cloud"]);
+    // Each carries the network's label but is not the network's: another owner (a network of
+    // the same name deleted and created again), no operator label, no owner at all.
+    let other_owner = owned_meta("mnist-old", "ffff0000");
+    let mut unmanaged = owned_meta("mnist-old", "0a1b2c3d");
+    unmanaged["labels"]
+        .as_object_mut()
+        .unwrap()
+        .remove("app.kubernetes.io/managed-by");
+    let mut unowned = owned_meta("mnist-old", "0a1b2c3d");
+    unowned.as_object_mut().unwrap().remove("ownerReferences");
+    let mut cluster = Cluster::new(&manifests);
+    for meta in [other_owner, unmanaged, unowned] {
+        for kind in ["ConfigMap", "Deployment", "Service"] {
+            cluster.owned.push((kind, meta.clone()));
+        }
+    }
+    steps.push(status_patch(&network));
+    let (result, seen) = scenario(network, cluster, steps).await;
+    assert!(result.is_ok(), "{result:?}");
+    assert!(
+        seen.iter().all(|(path, _)| !path.contains("mnist-old")),
+        "{seen:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_refused_apply_is_reported_in_status_and_an_event() {
+    let mut manifests = example();
+    manifests.networks[0].status = Some(serde_json::from_value(json!({
+        "observedGeneration": 1,
+        "conditions": [
+            {"type": "Ready", "status": "True", "reason": "AllNodesReady", "message": "3/3 nodes ready", "lastTransitionTime": "2026-01-01T00:00:00Z", "observedGeneration": 1},
+            {"type": "Degraded", "status": "False", "reason": "NoFailures", "message": "", "lastTransitionTime": "2026-01-01T00:00:00Z", "observedGeneration": 1}
+        ]
+    })).unwrap());
+    let network = manifests.networks[0].clone();
+    let refusal = "Deployment.apps \"mnist-edge\" is invalid: spec.template.spec.containers[0].image: Required value";
+    // The config maps and the first Deployment are applied; the second is refused.
+    let mut steps: Vec<Step> = applies(&["access", "edge", "cloud"], &[])
+        .into_iter()
+        .take(4)
+        .collect();
+    steps.push(Step {
+        status: 422,
+        ..step(Method::PATCH, &format!("/apis/apps/v1{NS}/deployments/mnist-edge"), move |_| {
+            json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "message": refusal, "reason": "Invalid", "code": 422, "metadata": {}})
+        })
+    });
+    steps.push(status_patch(&network));
+    steps.push(event());
+    let (result, seen) = scenario(network, Cluster::new(&manifests), steps).await;
+    let Err(Error::Api { verb, object, .. }) = &result else {
+        panic!("expected a refused apply, got {result:?}")
+    };
+    assert_eq!(
+        (*verb, object.as_str()),
+        (Verb::Apply, "Deployment mnist-edge")
+    );
+    let expected = format!("cannot apply Deployment mnist-edge: {refusal} (422 Invalid)");
+    let status = &seen[seen.len() - 2].1["status"];
+    let condition = |t: &str| condition(status, t);
+    assert_eq!(condition("Ready")["status"], "Unknown");
+    assert_eq!(condition("Ready")["reason"], "ApplyFailed");
+    assert_eq!(condition("Ready")["message"], expected.as_str());
+    assert_eq!(condition("Degraded")["status"], "True");
+    assert_eq!(condition("Degraded")["message"], expected.as_str());
+    let event = &seen.last().unwrap().1;
+    assert_eq!(event["type"], "Warning");
+    assert_eq!(event["reason"], "Degraded");
+    assert_eq!(event["note"], expected.as_str());
+}
+
+/// A watch that cannot list (its list refused, say) never fills its cache: the reconcile gives
+/// up after a while and is retried with backoff, rather than waiting for ever.
+#[tokio::test(start_paused = true)]
+async fn a_cache_that_never_fills_is_an_error_not_a_hang() {
+    let manifests = example();
+    let network = manifests.networks[0].clone();
+    let mut stores = Cluster::new(&manifests).stores();
+    let (secrets, _still_watching) = reflector::store();
+    stores.secrets = secrets;
+    let (result, seen) = scenario_with(network, stores, Vec::new()).await;
+    assert!(
+        matches!(&result, Err(Error::CachesNotReady(namespace)) if namespace == "default"),
+        "{result:?}"
+    );
+    assert!(seen.is_empty());
+}
+
+#[tokio::test]
 async fn an_invalid_spec_gets_a_condition_and_an_event_and_no_objects() {
     let mut manifests = example();
     manifests.networks[0].spec.nodes[1].services[0].strategy = "no-such-strategy".into();
     let network = manifests.networks[0].clone();
-    let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
-    let mut steps = reads(&manifests);
-    steps.push(status_patch(&network));
-    steps.push(event());
-    let server = tokio::spawn(serve(handle, steps));
-    let result =
-        controller::reconcile(Arc::new(network), context(Client::new(service, "default"))).await;
+    let steps = vec![status_patch(&network), event()];
+    let (result, seen) = scenario(network, Cluster::new(&manifests), steps).await;
     let Err(Error::InvalidSpec(message)) = result else {
         panic!("expected an invalid spec, got {result:?}")
     };
@@ -314,17 +521,11 @@ async fn an_invalid_spec_gets_a_condition_and_an_event_and_no_objects() {
         ),
         "{message}"
     );
-    let seen = server.await.unwrap();
-    let status = &seen[3].1["status"];
-    let invalid = status["conditions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["type"] == "InvalidSpec")
-        .unwrap();
+    let status = &seen[0].1["status"];
+    let invalid = condition(status, "InvalidSpec");
     assert_eq!(invalid["status"], "True");
     assert_eq!(invalid["reason"], "InvalidReference");
-    let event = &seen[4].1;
+    let event = &seen[1].1;
     assert_eq!(event["type"], "Warning");
     assert_eq!(event["reason"], "InvalidSpec");
     assert!(event["note"].as_str().unwrap().contains("no-such-strategy"));
@@ -339,24 +540,31 @@ async fn a_missing_link_secret_is_an_invalid_spec() {
         "endpoint": {"url": "http://idn.other.example:8000", "tokenSecret": {"name": "other-token", "key": "token"}}
     })).unwrap());
     let network = manifests.networks[0].clone();
-    let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
-    let mut steps = reads(&manifests);
-    steps.push(Step {
-        status: 404,
-        ..step(Method::GET, "/api/v1/namespaces/default/secrets/other-token", |_| {
-            json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404, "metadata": {}})
-        })
-    });
-    steps.push(status_patch(&network));
-    steps.push(event());
-    let server = tokio::spawn(serve(handle, steps));
-    let result =
-        controller::reconcile(Arc::new(network), context(Client::new(service, "default"))).await;
+    // A Secret of that name without the key is no better than none.
+    let mut cluster = Cluster::new(&manifests);
+    cluster.secrets.push(json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "other-token", "namespace": "default"},
+        "data": {"tokn": ""}
+    }));
+    let steps = vec![status_patch(&network), event()];
+    let (result, _) = scenario(network.clone(), cluster, steps).await;
     let Err(Error::InvalidSpec(message)) = result else {
         panic!("expected an invalid spec, got {result:?}")
     };
     assert!(message.contains("spec.nodes[2].links[0].endpoint.tokenSecret: Secret \"other-token\" with key \"token\" not found"), "{message}");
-    server.await.unwrap();
+
+    // Once the Secret has the key, the network is applied (the cache keeps keys, not values).
+    let mut cluster = Cluster::new(&manifests);
+    cluster.secrets.push(json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "other-token", "namespace": "default"},
+        "data": {"token": ""}
+    }));
+    let mut steps = applies(&["access", "edge", "cloud"], &["cloud"]);
+    steps.push(status_patch(&network));
+    let (result, _) = scenario(network, cluster, steps).await;
+    assert!(result.is_ok(), "{result:?}");
 }
 
 #[tokio::test]
@@ -372,8 +580,7 @@ async fn an_updated_network_reports_ready_nodes_and_keeps_transition_times() {
         ]
     })).unwrap());
     let network = manifests.networks[0].clone();
-    let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
-    let mut steps = reads(&manifests);
+    let mut steps = Vec::new();
     for mut apply in applies(&["access", "edge", "cloud"], &["cloud"]) {
         if apply.path.contains("/deployments/") {
             // The kubelets have started every replica.
@@ -387,27 +594,15 @@ async fn an_updated_network_reports_ready_nodes_and_keeps_transition_times() {
         }
         steps.push(apply);
     }
-    steps.extend(sweeps(&[], &[]));
     steps.push(status_patch(&network));
     steps.push(event());
-    let server = tokio::spawn(serve(handle, steps));
-    let result =
-        controller::reconcile(Arc::new(network), context(Client::new(service, "default"))).await;
+    let (result, seen) = scenario(network, Cluster::new(&manifests), steps).await;
     assert!(result.is_ok(), "{result:?}");
-    let seen = server.await.unwrap();
     let status = &seen[seen.len() - 2].1["status"];
     assert_eq!(status["observedGeneration"], 2);
     assert_eq!(status["readyNodes"], "3/3");
     assert_eq!(status["nodes"][2]["readyReplicas"], 2);
-    let condition = |t: &str| {
-        status["conditions"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|c| c["type"] == t)
-            .unwrap()
-            .clone()
-    };
+    let condition = |t: &str| condition(status, t);
     assert_eq!(condition("Ready")["status"], "True");
     assert_ne!(
         condition("Ready")["lastTransitionTime"],

@@ -261,10 +261,28 @@ fn pods_are_hardened() {
 #[test]
 fn mistakes_are_reported_with_their_field() {
     type Edit = fn(&mut Manifests);
-    let cases: [(Edit, &str); 8] = [
+    let cases: [(Edit, &str); 10] = [
         (
             |m| m.networks[0].meta_mut().name = Some("1-very-long-network-name-x".into()),
             "metadata.name: \"1-very-long-network-name-x\" must be a DNS label of at most 22 characters",
+        ),
+        // Names the API server would refuse: a Service "mnist-<node>" over 63 characters, a
+        // volume "link-<link>" over 63.
+        (
+            |m| m.networks[0].spec.nodes[2].name = "c".repeat(60),
+            "spec.nodes[2].name: \"cccccccccccccccccccccccccccccccccccccccccccccccccccccccccccc\" must be a DNS label of at most 40 characters",
+        ),
+        (
+            |m| {
+                m.networks[0].spec.nodes[2].links.push(
+                    serde_json::from_value(json!({
+                        "name": "l".repeat(60),
+                        "endpoint": {"url": "https://idn.other.example", "caSecret": {"name": "ca", "key": "ca.crt"}}
+                    }))
+                    .unwrap(),
+                )
+            },
+            "spec.nodes[2].links[0].name: a link with secrets has a name of at most 58 characters",
         ),
         (
             |m| m.placements[0].spec.nodes[0].models[0] = "resnet".into(),
@@ -321,6 +339,30 @@ fn forwarding_cycles_between_nodes_are_rejected() {
         problems
             .contains(&"spec.nodes: forwarding cycle access -> edge -> cloud -> access".to_owned()),
         "{problems:?}"
+    );
+}
+
+#[test]
+fn forwarding_cycles_through_ensemble_members_are_rejected() {
+    let mut manifests = example();
+    // cloud now asks access as an ensemble member: no service of the cycle has a `link`.
+    manifests.strategies.push(
+        serde_json::from_value(json!({
+            "apiVersion": "idn.dev/v1alpha1", "kind": "DeliveryStrategy",
+            "metadata": {"name": "ask-access", "namespace": "default"},
+            "spec": {"ensemble": {"members": [{"model": "mnist-cnn"}, {"link": "access"}]}}
+        }))
+        .unwrap(),
+    );
+    let cloud = &mut manifests.networks[0].spec.nodes[2];
+    cloud
+        .links
+        .push(serde_json::from_value(json!({"name": "access", "node": "access"})).unwrap());
+    cloud.services[0].strategy = "ask-access".into();
+    let problems = render(&manifests).unwrap_err();
+    assert_eq!(
+        problems,
+        ["spec.nodes: forwarding cycle access -> edge -> cloud -> access"],
     );
 }
 

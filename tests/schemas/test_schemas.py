@@ -47,7 +47,7 @@ WATCH_PERMISSIONS = {
     ("apps", "deployments"): {"list", "watch", "create", "patch", "delete"},
     ("autoscaling", "horizontalpodautoscalers"): {"list", "watch", "create", "patch", "delete"},
     ("policy", "poddisruptionbudgets"): {"list", "watch", "create", "patch", "delete"},
-    ("", "secrets"): {"get"},
+    ("", "secrets"): {"list", "watch"},
     ("events.k8s.io", "events"): {"create", "patch"},
 }
 LEASE_PERMISSIONS = {("coordination.k8s.io", "leases"): {"get", "create", "update"}}

@@ -57,7 +57,8 @@ Service per node), reads link token secrets to check they exist, and records eve
 */}}
 {{- define "idn-operator.watchRules" -}}
 # What the operator asks for, checked against the API server's audit log in tests/e2e/test_rbac.py.
-# It lists and watches; it never gets one object by name (but for the secrets of remote links).
+# It lists and watches, and reads what it watched from its caches: it never gets one object by
+# name.
 - apiGroups: ["idn.dev"]
   resources: ["inferencedeliverynetworks", "inferencemodels", "deliverystrategies", "modelplacements"]
   verbs: ["list", "watch"]
@@ -78,9 +79,11 @@ Service per node), reads link token secrets to check they exist, and records eve
 - apiGroups: ["policy"]
   resources: ["poddisruptionbudgets"]
   verbs: ["list", "watch", "create", "patch", "delete"]
+# The secrets of remote links: watched so that one created after its network is reconciled at
+# once. The operator keeps which keys they have, not their values.
 - apiGroups: [""]
   resources: ["secrets"]
-  verbs: ["get"]
+  verbs: ["list", "watch"]
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
   verbs: ["create", "patch"]
