@@ -34,6 +34,11 @@ app.kubernetes.io/name: {{ include "idn-operator.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 
+{{/* The ConfigMap of the Grafana dashboard. */}}
+{{- define "idn-operator.dashboardName" -}}
+{{- printf "%s-dashboard" (include "idn-operator.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
 {{- define "idn-operator.serviceAccountName" -}}
 {{- if .Values.serviceAccount.create }}
 {{- default (include "idn-operator.fullname" .) .Values.serviceAccount.name }}
