@@ -95,9 +95,30 @@ demo-agent: build ## A single node-agent on the three example models, answering 
 components: ## Build the real Kubernetes control plane, Helm, Prometheus and Jaeger the tests run against (cached)
 	tests/cluster/build.sh kubernetes etcd kwok helm prometheus jaeger
 
+.PHONY: node-deps
+node-deps: ## Install what real nodes need on the host from Debian's packages: runc, CNI plugins, iptables, conntrack (root)
+	tests/cluster/install-node-deps.sh
+
+.PHONY: node-components
+node-components: ## Build what real nodes add: kubelet and kube-proxy 1.37, containerd 2, CoreDNS, crane, pause (cached)
+	tests/cluster/build.sh --nodes
+
+# Real nodes need root (namespaces, mounts, cgroups): elsewhere `make test` says so and runs the rest.
+.PHONY: real-nodes
+real-nodes: ## node-deps and node-components where real nodes can run; says why not where they cannot
+	@if [[ $$(id -u) != 0 ]]; then \
+	  echo "real nodes: not on this machine (they need root); make test runs every other suite"; \
+	else $(MAKE) --no-print-directory node-deps node-components; fi
+
+# `make cluster REAL_NODES=2`: real nodes (kubelet, kube-proxy, containerd) instead of kwok's fake
+# ones, with idn's images built from this checkout and imported.
+REAL_NODES ?= 0
+
 .PHONY: cluster
-cluster: components ## A real Kubernetes control plane on loopback (etcd, API server, controllers, kwok); Ctrl-C stops it
-	python3 tests/cluster/cluster.py
+cluster: components ## A real Kubernetes control plane (etcd, API server, controllers; kwok nodes, or REAL_NODES=N real ones); Ctrl-C stops it
+	@if [[ "$(REAL_NODES)" == 0 ]]; then python3 tests/cluster/cluster.py; else \
+	  $(MAKE) --no-print-directory ort node-deps node-components && cargo build --workspace --bins && \
+	  python3 tests/cluster/cluster.py --nodes 0 --real-nodes $(REAL_NODES) --images; fi
 
 .PHONY: test
 test: ort $(PYTHON) $(TRITON_PYTHON) $(FED_PYTHON) components ## Run every test: Rust, interop (tritonclient, Triton as an upstream, traces in Jaeger), schemas, end to end on a real control plane, the federated loop (Flower)

@@ -1,14 +1,21 @@
 #!/usr/bin/env python3
-"""A real Kubernetes control plane on loopback for the end-to-end tests.
+"""A real Kubernetes control plane on this machine for the end-to-end tests.
 
 etcd, kube-apiserver, kube-controller-manager and kube-scheduler are the real
-upstream programs (built by build.sh from pinned Go modules); kwok acts as the
-kubelet of a few fake Node objects, so pods are scheduled by the real
-scheduler, become Ready, and Deployments become Available through the real
-controllers. Nothing runs containers: images are never pulled.
+upstream programs (built by build.sh from pinned Go modules). Two kinds of
+nodes:
 
-Every server listens on 127.0.0.1 only, on free ports; certificates are made
-with the openssl CLI. Standard library only.
+- fake nodes (`nodes=N`): kwok acts as their kubelet, so pods are scheduled by
+  the real scheduler, become Ready, and Deployments become Available through
+  the real controllers, but nothing runs: images are never pulled. Every
+  server then listens on 127.0.0.1 only.
+- real nodes (`real_nodes=N`, root only; see nodes.py): a kubelet, kube-proxy
+  and containerd per node, each node in network and mount namespaces of its
+  own; pods run for real, resolve Services through CoreDNS, and the host
+  reaches pod and Service addresses. The API server and CoreDNS then listen on
+  the host bridge's address, which the nodes reach.
+
+Free ports; certificates made with the openssl CLI. Standard library only.
 
 As a library (e.g. a pytest session fixture):
 
@@ -22,7 +29,7 @@ As a library (e.g. a pytest session fixture):
 
 As a program:
 
-    python3 tests/cluster/cluster.py [--workdir DIR] [--nodes N]
+    python3 tests/cluster/cluster.py [--workdir DIR] [--nodes N] [--real-nodes N]
 
 builds what is missing, starts the cluster, prints how to use it, and stops
 everything on Ctrl-C or SIGTERM.
@@ -47,6 +54,9 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import images
+import nodes as realnodes
+
 HERE = Path(__file__).resolve().parent
 BUILD_SH = HERE / "build.sh"
 
@@ -60,16 +70,19 @@ SA_ISSUER = f"https://kubernetes.default.svc.{CLUSTER_DOMAIN}"
 KWOK_NODE_ANNOTATION = "kwok.x-k8s.io/node"
 
 COMPONENTS = ("kubernetes", "etcd", "kwok")
+CONTROL_PLANE = ("kubernetes", "etcd")
+# what real nodes add (build.sh --nodes)
+NODE_COMPONENTS = ("kubelet", "containerd", "coredns", "crane", "pause")
 
 
 class ClusterError(RuntimeError):
     pass
 
 
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now."""
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port free on `host` right now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind((host, 0))
         return s.getsockname()[1]
 
 
@@ -177,7 +190,8 @@ class Cluster:
 
     def __init__(self, workdir: str | os.PathLike | None = None, *, nodes: int = 2,
                  node_cpu: str = "32", node_memory: str = "256Gi", node_pods: str = "110",
-                 verbosity: int = 1, build: bool = True, kubectl: str | None = None):
+                 verbosity: int = 1, build: bool = True, kubectl: str | None = None,
+                 real_nodes: int = 0, index: int = 0, images: list[Path] = ()):
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="idn-cluster-")).resolve()
         self.node_names = [f"kwok-node-{i}" for i in range(nodes)]
         self.node_resources = {"cpu": node_cpu, "memory": node_memory, "pods": node_pods}
@@ -192,11 +206,21 @@ class Cluster:
         self.procs: dict[str, Process] = {}
         self.ports: dict[str, int] = {}
         self._ssl: ssl.SSLContext | None = None
+        # Real nodes: `index` numbers this cluster among those on the machine (its addresses).
+        self.index = index
+        self.real_node_names = [f"node-{i}" for i in range(real_nodes)]
+        self.real_nodes: list[realnodes.RealNode] = []
+        # image tarballs (images.py) imported into every real node before its kubelet starts
+        self.images = list(images)
+        self.host = realnodes.HOST_IP if real_nodes else "127.0.0.1"
+        self.service_cidr = realnodes.service_cidr(index) if real_nodes else SERVICE_CIDR
+        self.service_ip = realnodes.service_ip(index, 1) if real_nodes else SERVICE_IP
+        self.dns_ip = realnodes.service_ip(index, 10) if real_nodes else None
 
     # ------------------------------------------------------------ public API
     @property
     def server(self) -> str:
-        return f"https://127.0.0.1:{self.ports['apiserver']}"
+        return f"https://{self.host}:{self.ports['apiserver']}"
 
     @property
     def etcd_url(self) -> str:
@@ -223,11 +247,24 @@ class Cluster:
         return self
 
     def stop(self):
-        """Stops every component (each process group), kwok and the controllers first."""
-        for name in ("kwok", "kube-scheduler", "kube-controller-manager", "kube-apiserver", "etcd"):
+        """Stops every component (each process group): the nodes first, then the controllers,
+        the API server and etcd; then removes what the real nodes left on the machine."""
+        for node in self.real_nodes:
+            if node.process is not None:
+                node.process.stop(timeout=30)
+        for node in self.real_nodes:
+            node.cleanup()
+        for name in ("kwok", "coredns", "kube-scheduler", "kube-controller-manager", "kube-apiserver", "etcd"):
             p = self.procs.get(name)
             if p is not None:
                 p.stop()
+        if self.real_nodes:
+            realnodes.remove_host_network_if_unused()
+
+    def import_image(self, tarball: Path):
+        """Imports an image (a tarball, see images.py) into every real node's containerd."""
+        for node in self.real_nodes:
+            node.import_image(tarball)
 
     def stop_apiserver(self, graceful: bool = True):
         """SIGTERM (graceful, ~1 s) or SIGKILL (a crash) to kube-apiserver only."""
@@ -289,13 +326,16 @@ class Cluster:
         self._wait(ready, timeout, "kube-apiserver /readyz", "kube-apiserver")
 
     def wait_nodes_ready(self, timeout: float = 60):
+        names = self.node_names + self.real_node_names
+
         def ready():
-            self.procs["kwok"].check()
+            self.check()
             items = self.api("GET", "/api/v1/nodes")["items"]
             ok = {n["metadata"]["name"] for n in items
                   if any(c["type"] == "Ready" and c["status"] == "True" for c in n.get("status", {}).get("conditions", []))}
-            return set(self.node_names) <= ok
-        self._wait(ready, timeout, f"nodes {self.node_names} Ready", "kwok")
+            return set(names) <= ok
+        component = "kwok" if self.node_names else f"node-{self.real_node_names[0]}" if names else None
+        self._wait(ready, timeout, f"nodes {names} Ready", component)
 
     def wait_default_service_account(self, namespace: str = "default", timeout: float = 60):
         def ready():
@@ -334,16 +374,24 @@ class Cluster:
 
     def _start(self, timeout):
         t0 = time.monotonic()
-        bins = ensure_built() if self.build else {c: bin_dir(c) for c in COMPONENTS}
-        for c in COMPONENTS:
+        components = CONTROL_PLANE + (("kwok",) if self.node_names else ()) + (
+            NODE_COMPONENTS if self.real_node_names else ())
+        if self.real_node_names and (why := realnodes.why_not_supported()):
+            raise ClusterError(f"real nodes cannot run here: {why}")
+        bins = ensure_built(components) if self.build else {c: bin_dir(c) for c in components}
+        for c in components:
             if not bins[c].is_dir():
                 raise ClusterError(f"{c} is not built: run {BUILD_SH} {c}")
         self.workdir.mkdir(parents=True, exist_ok=True)
-        for name in ("etcd", "etcd-peer", "apiserver", "controller-manager", "scheduler", "kwok"):
+        if self.real_node_names:
+            realnodes.ensure_host_network()
+        for name in ("etcd", "etcd-peer", "controller-manager", "scheduler", "kwok"):
             self.ports.setdefault(name, free_port())
+        for name in ("apiserver", "coredns"):
+            self.ports.setdefault(name, free_port(self.host))
         self._make_pki()
         self._make_kubeconfigs()
-        kube, etcd, kwok = bins["kubernetes"], bins["etcd"], bins["kwok"]
+        kube, etcd, kwok = bins["kubernetes"], bins["etcd"], bins.get("kwok")
         self.kube_version = bins["kubernetes"].parent.name.removeprefix("kubernetes-")
         self._define_processes(kube, etcd, kwok)
 
@@ -353,11 +401,88 @@ class Cluster:
         self.wait_apiserver_ready(timeout)
         self.procs["kube-controller-manager"].start()
         self.procs["kube-scheduler"].start()
-        self._create_nodes()
-        self.procs["kwok"].start()
+        if self.node_names:
+            self._create_nodes()
+            self.procs["kwok"].start()
+        if self.real_node_names:
+            self._start_dns(bins["coredns"])
+            self._start_real_nodes(bins)
         self.wait_nodes_ready(timeout)
         self.wait_default_service_account(timeout=timeout)
         self.started_in = time.monotonic() - t0
+
+    # ------------------------------------------------------------- real nodes
+    def _start_dns(self, coredns: Path):
+        """CoreDNS on the host bridge, behind a selector-less kube-dns Service at the cluster's DNS
+        address: the pods' resolver, as in any cluster."""
+        port = self.ports["coredns"]
+        corefile = self.workdir / "coredns" / "Corefile"
+        corefile.parent.mkdir(parents=True, exist_ok=True)
+        corefile.write_text(f""".:{port} {{
+    bind {self.host}
+    errors
+    health 127.0.0.1:{free_port()}
+    kubernetes {CLUSTER_DOMAIN} in-addr.arpa ip6.arpa {{
+        kubeconfig {self.workdir / 'kubeconfigs' / 'coredns.kubeconfig'} idn
+        pods insecure
+        fallthrough in-addr.arpa ip6.arpa
+    }}
+    cache 5
+}}
+""")
+        self._add("coredns", [str(coredns / "coredns"), "-conf", str(corefile)], {**os.environ})
+        self.procs["coredns"].start()
+        ports = [{"name": "dns", "port": 53, "protocol": "UDP", "targetPort": port},
+                 {"name": "dns-tcp", "port": 53, "protocol": "TCP", "targetPort": port}]
+        self._ensure("/api/v1/namespaces/kube-system/services", {
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "kube-dns", "namespace": "kube-system", "labels": {"k8s-app": "kube-dns"}},
+            "spec": {"clusterIP": self.dns_ip, "ports": ports},
+        })
+        self._ensure("/apis/discovery.k8s.io/v1/namespaces/kube-system/endpointslices", {
+            "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice", "addressType": "IPv4",
+            "metadata": {"name": "kube-dns-host", "namespace": "kube-system",
+                         "labels": {"kubernetes.io/service-name": "kube-dns",
+                                    "endpointslice.kubernetes.io/managed-by": "idn-tests"}},
+            "endpoints": [{"addresses": [self.host], "conditions": {"ready": True}}],
+            "ports": [{"name": p["name"], "port": port, "protocol": p["protocol"]} for p in ports],
+        })
+
+    def _start_real_nodes(self, bins: dict[str, Path]):
+        pause = images.pause_image(bins["pause"], bins["crane"] / "crane", self.workdir / "images")
+        for i, name in enumerate(self.real_node_names):
+            node = realnodes.RealNode(cluster=self.index, index=i, name=name, workdir=self.workdir, bins=bins,
+                                      pki=self.pki, server=self.server, cluster_domain=CLUSTER_DOMAIN,
+                                      peers=self.real_nodes)
+            self.real_nodes.append(node)
+        for node in self.real_nodes:
+            stem = f"node-{node.name}"
+            self._cert(f"{stem}-serving", f"system:node:{node.name}", [],
+                       server_sans=[f"IP:{node.ip}", f"DNS:{node.name}"])
+            self._client_cert(stem, f"system:node:{node.name}", ["system:nodes"])
+            kubeconfig = self.workdir / "kubeconfigs" / f"{stem}.kubeconfig"
+            self._write_kubeconfig(kubeconfig, stem, f"system:node:{node.name}")
+            node.write_config(sandbox_image=images.normalized(images.PAUSE_IMAGE),
+                              image_tarballs=[pause, *self.images], cluster_dns=self.dns_ip,
+                              kubelet_kubeconfig=kubeconfig,
+                              proxy_kubeconfig=self.workdir / "kubeconfigs" / "kube-proxy.kubeconfig",
+                              serving_cert=self.pki / f"{stem}-serving.crt",
+                              serving_key=self.pki / f"{stem}-serving.key",
+                              cluster_cidr_=realnodes.cluster_cidr(self.index))
+            node.prepare()
+            node.process = Process(f"node-{node.name}", node.argv(), self.logs_dir / f"node-{node.name}.log")
+            self.procs[f"node-{node.name}"] = node.process
+            node.process.start()
+        # the host reaches Services through the first node's kube-proxy
+        realnodes.run("ip", "route", "replace", self.service_cidr, "via", self.real_nodes[0].ip)
+
+    def _ensure(self, path: str, obj: dict):
+        try:
+            self.api("POST", path, obj)
+        except urllib.error.HTTPError as e:
+            if e.code != 409:
+                raise ClusterError(f"creating {obj['kind']} {obj['metadata']['name']}: {e.code} "
+                                   f"{e.read().decode(errors='replace')}")
 
     def _etcd_healthy(self):
         self.procs["etcd"].check()
@@ -375,7 +500,8 @@ class Cluster:
         self._add("kube-controller-manager", self._controller_manager_argv(kube), env)
         self._add("kube-scheduler", self._scheduler_argv(kube), env)
         # kwok also reads ~/.kwok/kwok.yaml when it exists: give it a HOME of its own
-        self._add("kwok", self._kwok_argv(kwok), {**env, "HOME": str(self.workdir / "kwok")})
+        if kwok is not None:
+            self._add("kwok", self._kwok_argv(kwok), {**env, "HOME": str(self.workdir / "kwok")})
 
     def _etcd_argv(self, etcd: Path) -> list[str]:
         peer = f"http://127.0.0.1:{self.ports['etcd-peer']}"
@@ -393,10 +519,14 @@ class Cluster:
         return [
             str(kube / "kube-apiserver"),
             f"--etcd-servers={self.etcd_url}",
-            "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1", f"--secure-port={self.ports['apiserver']}",
+            f"--bind-address={self.host}", f"--advertise-address={self.host}",
+            f"--secure-port={self.ports['apiserver']}",
             # the reconciler of the `kubernetes` Service endpoints refuses a loopback
-            # address (and exits the server): that Service keeps no endpoints here
-            "--endpoint-reconciler-type=none",
+            # address (and exits the server): without real nodes that Service keeps no
+            # endpoints; with them it points at the host bridge, which pods reach
+            *([] if self.real_node_names else ["--endpoint-reconciler-type=none"]),
+            # real nodes are reached at their address (kubectl logs, exec): their names resolve nowhere
+            "--kubelet-preferred-address-types=InternalIP",
             f"--tls-cert-file={pki / 'apiserver.crt'}", f"--tls-private-key-file={pki / 'apiserver.key'}",
             f"--client-ca-file={pki / 'ca.crt'}",
             "--authorization-mode=Node,RBAC",
@@ -404,7 +534,7 @@ class Cluster:
             f"--service-account-issuer={SA_ISSUER}",
             f"--service-account-key-file={pki / 'sa.pub'}",
             f"--service-account-signing-key-file={pki / 'sa.key'}",
-            f"--service-cluster-ip-range={SERVICE_CIDR}",
+            f"--service-cluster-ip-range={self.service_cidr}",
             # front proxy (aggregation layer): fills the requestheader CA of the
             # extension-apiserver-authentication ConfigMap that the controller
             # manager and scheduler read, and lets aggregated API servers work
@@ -443,7 +573,7 @@ class Cluster:
             f"--root-ca-file={pki / 'ca.crt'}",
             f"--service-account-private-key-file={pki / 'sa.key'}",
             f"--cluster-signing-cert-file={pki / 'ca.crt'}", f"--cluster-signing-key-file={pki / 'ca.key'}",
-            f"--service-cluster-ip-range={SERVICE_CIDR}",
+            f"--service-cluster-ip-range={self.service_cidr}",
             "--allocate-node-cidrs=false",
             "--leader-elect=false",
             "--profiling=false",
@@ -539,7 +669,7 @@ class Cluster:
         if not (pki / "sa.key").exists():
             self._openssl("genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", str(pki / "sa.key"))
             self._openssl("pkey", "-in", str(pki / "sa.key"), "-pubout", "-out", str(pki / "sa.pub"))
-        sans = ["IP:127.0.0.1", f"IP:{SERVICE_IP}", "DNS:localhost", "DNS:kubernetes", "DNS:kubernetes.default",
+        sans = ["IP:127.0.0.1", f"IP:{self.host}", f"IP:{self.service_ip}", "DNS:localhost", "DNS:kubernetes", "DNS:kubernetes.default",
                 "DNS:kubernetes.default.svc", f"DNS:kubernetes.default.svc.{CLUSTER_DOMAIN}"]
         self._cert("apiserver", "kube-apiserver", [], server_sans=sans)
         # kwok's kubelet-like server (logs/exec/port-forward of the fake pods)
@@ -552,6 +682,10 @@ class Cluster:
         # kwok plays the kubelet of every fake node (node status, leases, pod status):
         # a cluster admin, as the Node authorizer allows one node per identity only
         self._client_cert("kwok", "system:kwok", ["system:masters"])
+        if self.real_node_names:
+            # bound to the system:node-proxier role by the API server's default policy
+            self._client_cert("kube-proxy", "system:kube-proxy", [])
+            self._client_cert("coredns", "idn-coredns", ["system:masters"])
 
     def _client_cert(self, stem, cn, groups):
         self._cert(stem, cn, groups)
@@ -598,6 +732,9 @@ class Cluster:
         for stem, user in (("kube-controller-manager", "system:kube-controller-manager"),
                            ("kube-scheduler", "system:kube-scheduler"), ("kwok", "system:kwok")):
             self._write_kubeconfig(kc / f"{stem}.kubeconfig", stem, user)
+        if self.real_node_names:
+            for stem, user in (("kube-proxy", "system:kube-proxy"), ("coredns", "idn-coredns")):
+                self._write_kubeconfig(kc / f"{stem}.kubeconfig", stem, user)
 
     def _client_ssl(self) -> ssl.SSLContext:
         if self._ssl is None:
@@ -611,10 +748,22 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--workdir", help="work directory (default: a new temporary one)")
     ap.add_argument("--nodes", type=int, default=2, help="fake kwok nodes (default 2)")
+    ap.add_argument("--real-nodes", type=int, default=0,
+                    help="real nodes: kubelet, kube-proxy and containerd each (root only; default 0)")
+    ap.add_argument("--images", action="store_true",
+                    help="with real nodes: build idn's images from this checkout's debug binaries (the "
+                         "Dockerfile's targets) and import them into every node")
     ap.add_argument("-v", "--verbosity", type=int, default=1, help="--v of the Kubernetes components")
     args = ap.parse_args(argv)
+    tarballs = []
+    if args.images and args.real_nodes:
+        built = images.build_targets(None, profile="debug", out_dir=images.REPO / "target" / "images",
+                                     crane=ensure_built(("crane",))["crane"] / "crane",
+                                     cache=Path.home() / ".cache" / "idn" / "images")
+        tarballs = list(built.values())
 
-    c = Cluster(args.workdir, nodes=args.nodes, verbosity=args.verbosity)
+    c = Cluster(args.workdir, nodes=args.nodes, verbosity=args.verbosity, real_nodes=args.real_nodes,
+                images=tarballs)
 
     def on_signal(signum, frame):
         raise KeyboardInterrupt
@@ -624,6 +773,7 @@ def main(argv=None) -> int:
         print(f"""
 cluster up in {c.started_in:.1f}s, work dir {c.workdir}
   API server  {c.server}  (etcd {c.etcd_url})
+  nodes       {', '.join(c.node_names + c.real_node_names)}
   logs        {c.logs_dir}/
   export KUBECONFIG={c.kubeconfig}
   kubectl get nodes

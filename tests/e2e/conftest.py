@@ -1,8 +1,7 @@
 """Fixtures of the end-to-end suite: a real Kubernetes control plane (tests/cluster: etcd,
 kube-apiserver, kube-controller-manager, kube-scheduler and kwok, built from their pinned Go
 modules), shared by every module of the session, or the cluster of IDN_E2E_KUBECONFIG; the
-binaries under test; and the "incremental" marker (the steps of a module run in order on one
-cluster: once a step fails, the later ones are skipped instead of failing for the same cause).
+binaries under test. (The "incremental" marker is tests/conftest.py's.)
 
 Environment:
   IDN_E2E_KUBECONFIG    run against this cluster (kind, a real one) instead of starting one
@@ -30,27 +29,10 @@ from kube import Kube, install_crds, start_operator, stop, token_kubeconfig  # n
 # and Lease name): helm install idn-operator charts/idn-operator -n idn-system.
 RELEASE, RELEASE_NAMESPACE = "idn-operator", "idn-system"
 
-_failed: dict[str, str] = {}
-
-
-def pytest_runtest_makereport(item, call):
-    if "incremental" in item.keywords and call.excinfo is not None and not call.excinfo.errisinstance(pytest.skip.Exception):
-        _failed.setdefault(str(item.path), item.name)
-
-
-def pytest_runtest_setup(item):
-    if "incremental" in item.keywords and str(item.path) in _failed:
-        pytest.skip(f"an earlier step failed: {_failed[str(item.path)]}")
-
-
 def pytest_collection_modifyitems(items):
     """The RBAC check reads the audit log of everything the other modules made the operator do:
     it runs last."""
     items.sort(key=lambda item: item.module.__name__ == "test_rbac")
-
-
-def pytest_configure(config):
-    config.addinivalue_line("markers", "incremental: later tests of the module depend on the earlier ones")
 
 
 @pytest.fixture(scope="session")
