@@ -121,11 +121,11 @@ cluster: components ## A real Kubernetes control plane (etcd, API server, contro
 	  python3 tests/cluster/cluster.py --nodes 0 --real-nodes $(REAL_NODES) --images; fi
 
 .PHONY: test
-test: ort $(PYTHON) $(TRITON_PYTHON) $(FED_PYTHON) components ## Run every test: Rust, interop (tritonclient, Triton as an upstream, traces in Jaeger), schemas, end to end on a real control plane, the federated loop (Flower)
+test: ort $(PYTHON) $(TRITON_PYTHON) $(FED_PYTHON) components real-nodes ## Run every test: Rust, interop (tritonclient, Triton as an upstream, traces in Jaeger), schemas, end to end on a real control plane and on real nodes, the federated loop (Flower)
 	cargo test --workspace
 	cargo build --workspace --bins
 	$(FED_PYTHON) -m pytest -q examples/federated/tests
-	$(PYTHON) -m pytest -q tests/interop tests/schemas tests/e2e tests/federated
+	$(PYTHON) -m pytest -q tests/interop tests/schemas tests/e2e tests/federated tests/nodes
 
 .PHONY: bench
 bench: ort ## Benchmarks (see docs/benchmarks.md)

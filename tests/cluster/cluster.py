@@ -378,6 +378,8 @@ class Cluster:
             NODE_COMPONENTS if self.real_node_names else ())
         if self.real_node_names and (why := realnodes.why_not_supported()):
             raise ClusterError(f"real nodes cannot run here: {why}")
+        if self.real_node_names and not 0 <= self.index < realnodes.MAX_CLUSTERS:
+            raise ClusterError(f"index {self.index}: real-node clusters are numbered 0 to {realnodes.MAX_CLUSTERS - 1}")
         bins = ensure_built(components) if self.build else {c: bin_dir(c) for c in components}
         for c in components:
             if not bins[c].is_dir():
@@ -452,8 +454,7 @@ class Cluster:
         pause = images.pause_image(bins["pause"], bins["crane"] / "crane", self.workdir / "images")
         for i, name in enumerate(self.real_node_names):
             node = realnodes.RealNode(cluster=self.index, index=i, name=name, workdir=self.workdir, bins=bins,
-                                      pki=self.pki, server=self.server, cluster_domain=CLUSTER_DOMAIN,
-                                      peers=self.real_nodes)
+                                      pki=self.pki, cluster_domain=CLUSTER_DOMAIN)
             self.real_nodes.append(node)
         for node in self.real_nodes:
             stem = f"node-{node.name}"

@@ -130,7 +130,7 @@ def ensure_host_network():
 
 
 def remove_host_network_if_unused():
-    if any(n.startswith("idn") for n in _netns_names()):
+    if _real_nodes():
         return
     run("ip", "link", "del", BRIDGE, check=False)
     run("ip", "route", "del", "unreachable", SUPERNET, check=False)
@@ -139,6 +139,16 @@ def remove_host_network_if_unused():
 
 def _netns_names() -> list[str]:
     return [line.split()[0] for line in run("ip", "netns", "list", check=False).stdout.splitlines() if line.strip()]
+
+
+def _real_nodes() -> list[tuple[str, tuple[int, int]]]:
+    """The real nodes' namespaces on this machine, with their (cluster, index)."""
+    found = []
+    for name in _netns_names():
+        m = re.fullmatch(r"idn(\d)n(\d+)", name)
+        if m:
+            found.append((name, (int(m.group(1)), int(m.group(2)))))
+    return found
 
 
 def _save_sysctls():
@@ -221,11 +231,10 @@ class RealNode:
     """One real node: its namespaces, its configuration files and its supervisor process."""
 
     def __init__(self, *, cluster: int, index: int, name: str, workdir: Path, bins: dict[str, Path],
-                 pki: Path, server: str, cluster_domain: str, peers: list["RealNode"]):
+                 pki: Path, cluster_domain: str):
         self.cluster, self.index, self.name = cluster, index, name
         self.dir = workdir / "nodes" / name
-        self.bins, self.pki, self.server, self.cluster_domain = bins, pki, server, cluster_domain
-        self.peers = peers  # the other real nodes of the same cluster (routes to their pods)
+        self.bins, self.pki, self.cluster_domain = bins, pki, cluster_domain
         self.ip = node_ip(cluster, index)
         self.pod_cidr = pod_cidr(cluster, index)
         self.netns = f"idn{cluster}n{index}"
@@ -253,9 +262,14 @@ class RealNode:
         for key in ("net.ipv4.ip_forward=1", "net.bridge.bridge-nf-call-iptables=1",
                     "net.ipv4.conf.all.route_localnet=1"):
             run(*ns, "sysctl", "-q", "-w", key)
-        for peer in self.peers:
-            if peer is not self:
-                run(*ns, "ip", "route", "replace", peer.pod_cidr, "via", peer.ip)
+        # every real node on the machine, of any cluster, reaches every other node's pods: what
+        # one flat network between clusters gives (a node answering a NodePort call from another
+        # cluster's pod routes its answer back directly)
+        for other, (cluster, index) in _real_nodes():
+            if other != self.netns:
+                run(*ns, "ip", "route", "replace", pod_cidr(cluster, index), "via", node_ip(cluster, index))
+                run("ip", "netns", "exec", other, "ip", "route", "replace", self.pod_cidr, "via", self.ip,
+                    check=False)
         run("ip", "route", "replace", self.pod_cidr, "via", self.ip)
 
     def teardown_network(self):
@@ -357,7 +371,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
             "path": str(self.bins["containerd"]),
             "kubelet": [str(k / "kubelet"), f"--config={d / 'kubelet.yaml'}", f"--kubeconfig={kubelet_kubeconfig}",
                         f"--hostname-override={self.name}", f"--node-ip={self.ip}",
-                        f"--node-labels=idn.dev/test-node=real", "--v=1"],
+                        "--node-labels=idn.dev/test-node=real", "--v=1"],
             "kube-proxy": [str(k / "kube-proxy"), f"--config={d / 'kube-proxy.yaml'}", "--v=1"],
             "logs": str(self.logs_dir),
             # imported before the kubelet starts, so that no pod ever waits for a pull
@@ -372,6 +386,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
                 sys.executable, str(Path(__file__).resolve()), "supervise", str(self.dir)]
 
     def prepare(self):
+        self.cleanup()  # what a run that died without stopping its nodes left behind
         _save_sysctls()
         _make_cgroup_root(self.cgroup_root)
         self.setup_network()
