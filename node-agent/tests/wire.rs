@@ -1,0 +1,180 @@
+//! The wire under clients that misbehave: connections that send nothing, half a handshake or
+//! part of a message are closed by the configured limits, and an idle connection does not keep
+//! the agent from stopping. The limits are set short here; what is asserted is that the agent
+//! lets go, within a bound far above them.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::*;
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::Frame;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use idn_contract::config::NodeAgentConfig;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::timeout;
+
+/// Far above every limit configured here: reaching it means the agent held on.
+const LET_GO: Duration = Duration::from_secs(20);
+
+const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+const MAX_STREAMS: u32 = 7;
+
+/// One model, gRPC beside REST, and one-second connection limits.
+fn short_limits() -> NodeAgentConfig {
+    let mut config = tier_config("edge", "mnist-mlp");
+    config.grpc_listen = Some("127.0.0.1:0".parse().unwrap());
+    let limits = &mut config.limits;
+    limits.header_read_timeout_seconds = 1;
+    limits.idle_timeout_seconds = 1;
+    limits.read_timeout_seconds = 1;
+    limits.max_concurrent_streams = MAX_STREAMS;
+    config
+}
+
+/// Reads until the agent closes the connection, returning what it sent; panics if it holds on.
+async fn read_until_closed(stream: &mut TcpStream, what: &str) -> Vec<u8> {
+    let mut received = Vec::new();
+    timeout(LET_GO, async {
+        let mut buf = [0u8; 4096];
+        // A reset is a close as well.
+        while let Ok(n @ 1..) = stream.read(&mut buf).await {
+            received.extend_from_slice(&buf[..n]);
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{what}: the connection is still open after {LET_GO:?}"));
+    received
+}
+
+/// The HTTP/2 frames in `bytes`, as (type, payload).
+fn frames(mut bytes: &[u8]) -> Vec<(u8, Vec<u8>)> {
+    let mut frames = Vec::new();
+    while bytes.len() >= 9 {
+        let length =
+            usize::from(bytes[0]) << 16 | usize::from(bytes[1]) << 8 | usize::from(bytes[2]);
+        let end = (9 + length).min(bytes.len());
+        frames.push((bytes[3], bytes[9..end].to_vec()));
+        bytes = &bytes[end..];
+    }
+    frames
+}
+
+/// The value of SETTINGS_MAX_CONCURRENT_STREAMS in the first SETTINGS frame.
+fn max_concurrent_streams(received: &[u8]) -> Option<u32> {
+    let (_, settings) = frames(received)
+        .into_iter()
+        .find(|(kind, _)| *kind == 0x4)?;
+    settings
+        .chunks_exact(6)
+        .find(|s| s[..2] == [0, 3])
+        .map(|s| u32::from_be_bytes(s[2..].try_into().unwrap()))
+}
+
+#[tokio::test]
+async fn grpc_connections_that_never_send_a_request_are_closed() {
+    let agent = TestAgent::start(short_limits()).await;
+    let addr = agent.grpc_addr.unwrap();
+    for (what, sent) in [
+        ("nothing", &b""[..]),
+        ("half the preface", &PREFACE[..10]),
+        ("the preface without SETTINGS", PREFACE),
+    ] {
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        stream.write_all(sent).await.unwrap();
+        let received = read_until_closed(&mut stream, what).await;
+        if sent == PREFACE {
+            assert_eq!(
+                max_concurrent_streams(&received),
+                Some(MAX_STREAMS),
+                "the server's SETTINGS announce the configured cap on streams"
+            );
+        }
+    }
+    // The agent still serves.
+    assert_eq!(agent.get("/v2/health/live").await.status, 200);
+    agent.stop().await;
+}
+
+/// An HTTP/2 connection to `addr`, and a task that ends when the agent closes it.
+async fn http2(
+    addr: SocketAddr,
+) -> (
+    hyper::client::conn::http2::SendRequest<
+        http_body_util::combinators::BoxBody<Bytes, std::io::Error>,
+    >,
+    tokio::task::JoinHandle<()>,
+) {
+    let io = TokioIo::new(TcpStream::connect(addr).await.unwrap());
+    let (sender, connection) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
+        .await
+        .unwrap();
+    (
+        sender,
+        tokio::spawn(async move {
+            let _ = connection.await;
+        }),
+    )
+}
+
+fn model_infer(
+    body: http_body_util::combinators::BoxBody<Bytes, std::io::Error>,
+) -> http::Request<http_body_util::combinators::BoxBody<Bytes, std::io::Error>> {
+    http::Request::post("http://agent/inference.GRPCInferenceService/ModelInfer")
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(body)
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_grpc_message_announced_but_not_sent_is_refused_and_idle_connections_close() {
+    let agent = TestAgent::start(short_limits()).await;
+    let (mut sender, connection) = http2(agent.grpc_addr.unwrap()).await;
+    // A message announced as 1 MB, of which 95 bytes arrive; the stream stays open.
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(1);
+    let mut message = vec![0u8];
+    message.extend_from_slice(&(1u32 << 20).to_be_bytes());
+    message.extend_from_slice(&[0u8; 95]);
+    tx.send(Ok(Frame::data(Bytes::from(message))))
+        .await
+        .unwrap();
+    let body = StreamBody::new(tokio_stream_from(rx)).boxed();
+    let response = timeout(LET_GO, sender.send_request(model_infer(body)))
+        .await
+        .expect("the agent answers a partial message")
+        .unwrap();
+    let headers = response.headers().clone();
+    let trailers = timeout(LET_GO, response.into_body().collect())
+        .await
+        .unwrap()
+        .unwrap()
+        .trailers()
+        .cloned()
+        .unwrap_or_default();
+    let status = trailers.get("grpc-status").or(headers.get("grpc-status"));
+    assert_eq!(
+        status.map(|s| s.to_str().unwrap()),
+        Some("4"),
+        "DEADLINE_EXCEEDED: {headers:?} {trailers:?}"
+    );
+    drop(tx);
+    // With no call in flight, the connection is closed.
+    timeout(LET_GO, connection)
+        .await
+        .expect("the idle connection is closed")
+        .unwrap();
+    agent.stop().await;
+}
+
+/// A stream of the frames `rx` receives.
+fn tokio_stream_from<T>(
+    mut rx: tokio::sync::mpsc::Receiver<T>,
+) -> impl futures_util::Stream<Item = T> {
+    futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
