@@ -178,3 +178,86 @@ fn tokio_stream_from<T>(
 ) -> impl futures_util::Stream<Item = T> {
     futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }
+
+/// A loopback port free at the time of asking.
+fn free_port() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+/// Whether /v2/health/live at `addr` answers 200 (on a connection of its own).
+async fn live(addr: SocketAddr) -> bool {
+    let probe = async {
+        let mut stream = TcpStream::connect(addr).await?;
+        stream
+            .write_all(b"GET /v2/health/live HTTP/1.1\r\nhost: agent\r\nconnection: close\r\n\r\n")
+            .await?;
+        let mut reply = Vec::new();
+        stream.read_to_end(&mut reply).await?;
+        Ok::<_, std::io::Error>(reply.starts_with(b"HTTP/1.1 200"))
+    };
+    matches!(timeout(Duration::from_secs(2), probe).await, Ok(Ok(true)))
+}
+
+/// Waits until /v2/health/live at `addr` answers; panics after [`LET_GO`].
+async fn until_live(addr: SocketAddr, what: &str) {
+    let answered = timeout(LET_GO, async {
+        while !live(addr).await {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    assert!(answered.is_ok(), "{what}: /v2/health/live does not answer");
+}
+
+#[tokio::test]
+async fn out_of_descriptors_the_agent_backs_off_and_answers_again() {
+    let dir = std::env::temp_dir().join(format!("idn-wire-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut config = short_limits();
+    config.listen = free_port();
+    let grpc = free_port();
+    config.grpc_listen = Some(grpc);
+    // Accepted connections stay open while the test holds them.
+    config.limits.header_read_timeout_seconds = 60;
+    config.limits.idle_timeout_seconds = 60;
+    let config_path = dir.join("agent.yaml");
+    std::fs::write(&config_path, serde_norway::to_string(&config).unwrap()).unwrap();
+    let log_path = dir.join("agent.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let mut agent = std::process::Command::new("prlimit")
+        .arg("--nofile=64")
+        .arg("--")
+        .arg(env!("CARGO_BIN_EXE_idn-node-agent"))
+        .arg("--config")
+        .arg(&config_path)
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("prlimit (util-linux) runs the agent");
+    until_live(config.listen, "at start").await;
+
+    // More connections than the agent has descriptors, fewer than its listen queue holds.
+    let mut held = Vec::new();
+    for _ in 0..100 {
+        held.push(TcpStream::connect(grpc).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let logged = std::fs::metadata(&log_path).unwrap().len();
+    drop(held);
+    until_live(config.listen, "after the connections closed").await;
+    let _ = agent.kill();
+    let _ = agent.wait();
+    let text = std::fs::read_to_string(&log_path).unwrap();
+    assert!(
+        text.contains("accept failed"),
+        "the agent ran out of descriptors: {text}"
+    );
+    assert!(
+        logged < 64 * 1024,
+        "out of descriptors for 3 s, the agent logged {logged} bytes"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -37,6 +37,7 @@ use tokio::sync::watch;
 
 use crate::error::{Error, Result};
 use crate::node::Node;
+use crate::ratelog::RateLimited;
 use connection::{Activity, Timeouts, Tracked};
 use response::{Body, error_response, json_response};
 use route::Route;
@@ -181,6 +182,10 @@ async fn serve_rest(node: Arc<Node>, listener: TcpListener, shutdown: impl Futur
     .await;
 }
 
+/// The pause after a failed accept, doubled on each further failure up to the maximum.
+const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(5);
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+
 /// Accepts connections on `listener`, serving each with `serve` (which counts its requests in
 /// the connection's [`Activity`]) under `timeouts`, until `shutdown` resolves; then stops
 /// accepting and lets open connections finish, up to `drain`.
@@ -197,17 +202,26 @@ async fn accept<C>(
     // Each connection holds a receiver: the sender tells them to close, and sees them gone.
     let (closing, watcher) = watch::channel(());
     let mut shutdown = std::pin::pin!(shutdown);
+    let failures = RateLimited::default();
+    let mut backoff = ACCEPT_BACKOFF_MIN;
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
+                    // Out of descriptors, the next accept fails at once as well: retrying
+                    // without a pause spins a core and starves the connections being served.
+                    if let Some(left_out) = failures.admit() {
+                        tracing::warn!(error = %e, left_out, retry_in = ?backoff, "accept failed");
+                    }
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
                     continue;
                 }
             },
             () = &mut shutdown => break,
         };
+        backoff = ACCEPT_BACKOFF_MIN;
         let _ = stream.set_nodelay(true);
         let activity = Arc::new(Activity::default());
         let connection = serve(TokioIo::new(stream), Arc::clone(&activity));
