@@ -14,6 +14,7 @@ use crate::error::{Error, RequestError, Result, UpstreamError};
 use crate::metrics::Metrics;
 use crate::model::ort_library;
 use crate::model::{Inference, InferencePool, Model};
+use crate::ratelog::RateLimited;
 use crate::trace;
 use crate::wire::InferResponse;
 use crate::wire::context::RequestContext;
@@ -31,6 +32,8 @@ pub struct Node {
     /// Token callers must present, when `auth` is configured.
     token: Option<String>,
     metrics: Metrics,
+    /// Where failures that repeat per request are logged, a line per kind and interval.
+    failures: RateLimited,
 }
 
 /// What a name in a request path is at this node.
@@ -85,6 +88,7 @@ impl Node {
             upstreams,
             token,
             metrics,
+            failures: RateLimited::default(),
         }))
     }
 
@@ -195,6 +199,11 @@ impl Node {
         Ok(inference)
     }
 
+    /// Where failures that repeat per request are logged.
+    pub(crate) fn failures(&self) -> &RateLimited {
+        &self.failures
+    }
+
     /// The node's delivery: its services answered by their strategies, with this node's
     /// models and upstreams.
     pub(crate) fn delivery(&self) -> Delivery<'_, Node> {
@@ -203,6 +212,7 @@ impl Node {
             services: &self.services,
             backend: self,
             metrics: &self.metrics,
+            failures: &self.failures,
         }
     }
 }

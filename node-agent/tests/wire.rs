@@ -1,7 +1,8 @@
-//! The wire under clients that misbehave: connections that send nothing, half a handshake or
-//! part of a message are closed by the configured limits, and an idle connection does not keep
-//! the agent from stopping. The limits are set short here; what is asserted is that the agent
-//! lets go, within a bound far above them.
+//! The wire under clients that misbehave and failures that repeat: connections that send
+//! nothing, half a handshake or part of a message are closed by the configured limits, running
+//! out of descriptors or hitting a failure on every request does not flood the log, and an
+//! idle connection does not keep the agent from stopping. The limits are set short here; what
+//! is asserted is that the agent lets go, within a bound far above them.
 
 mod common;
 
@@ -212,10 +213,55 @@ async fn until_live(addr: SocketAddr, what: &str) {
     assert!(answered.is_ok(), "{what}: /v2/health/live does not answer");
 }
 
+/// The agent binary serving a config, with its output in a log file; killed when dropped.
+struct Process {
+    child: std::process::Child,
+    dir: std::path::PathBuf,
+}
+
+impl Process {
+    /// Starts the agent on `config` (whose listen addresses must be fixed ports), with at most
+    /// `descriptors` open files, and waits until it is live.
+    async fn start(config: &NodeAgentConfig, descriptors: u32, name: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("idn-wire-{}-{name}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let config_path = dir.join("agent.yaml");
+        std::fs::write(&config_path, serde_norway::to_string(config).unwrap()).unwrap();
+        let log = std::fs::File::create(dir.join("agent.log")).unwrap();
+        let child = std::process::Command::new("prlimit")
+            .arg(format!("--nofile={descriptors}"))
+            .arg("--")
+            .arg(env!("CARGO_BIN_EXE_idn-node-agent"))
+            .arg("--config")
+            .arg(&config_path)
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("prlimit (util-linux) runs the agent");
+        let process = Process { child, dir };
+        until_live(config.listen, "at start").await;
+        process
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("agent.log")).unwrap()
+    }
+
+    fn log_bytes(&self) -> u64 {
+        std::fs::metadata(self.dir.join("agent.log")).unwrap().len()
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 #[tokio::test]
 async fn out_of_descriptors_the_agent_backs_off_and_answers_again() {
-    let dir = std::env::temp_dir().join(format!("idn-wire-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
     let mut config = short_limits();
     config.listen = free_port();
     let grpc = free_port();
@@ -223,21 +269,7 @@ async fn out_of_descriptors_the_agent_backs_off_and_answers_again() {
     // Accepted connections stay open while the test holds them.
     config.limits.header_read_timeout_seconds = 60;
     config.limits.idle_timeout_seconds = 60;
-    let config_path = dir.join("agent.yaml");
-    std::fs::write(&config_path, serde_norway::to_string(&config).unwrap()).unwrap();
-    let log_path = dir.join("agent.log");
-    let log = std::fs::File::create(&log_path).unwrap();
-    let mut agent = std::process::Command::new("prlimit")
-        .arg("--nofile=64")
-        .arg("--")
-        .arg(env!("CARGO_BIN_EXE_idn-node-agent"))
-        .arg("--config")
-        .arg(&config_path)
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .expect("prlimit (util-linux) runs the agent");
-    until_live(config.listen, "at start").await;
+    let agent = Process::start(&config, 64, "descriptors").await;
 
     // More connections than the agent has descriptors, fewer than its listen queue holds.
     let mut held = Vec::new();
@@ -245,19 +277,58 @@ async fn out_of_descriptors_the_agent_backs_off_and_answers_again() {
         held.push(TcpStream::connect(grpc).await.unwrap());
     }
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let logged = std::fs::metadata(&log_path).unwrap().len();
+    let logged = agent.log_bytes();
     drop(held);
     until_live(config.listen, "after the connections closed").await;
-    let _ = agent.kill();
-    let _ = agent.wait();
-    let text = std::fs::read_to_string(&log_path).unwrap();
+    let log = agent.log();
     assert!(
-        text.contains("accept failed"),
-        "the agent ran out of descriptors: {text}"
+        log.contains("accept failed"),
+        "the agent ran out of descriptors: {log}"
     );
     assert!(
         logged < 64 * 1024,
         "out of descriptors for 3 s, the agent logged {logged} bytes"
     );
-    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[tokio::test]
+async fn failures_that_repeat_per_request_are_counted_and_logged_once() {
+    let mut config = edge_forwarding_all(closed_port().await, 300);
+    let mut absent = config.models[0].clone();
+    absent.name = "absent".into();
+    absent.path = repo_root().join("absent.onnx");
+    config.models.push(absent);
+    config.listen = free_port();
+    let agent = Process::start(&config, 1024, "failures").await;
+    let (images, _) = sample();
+    let body = Bytes::from(infer_body(&images[..1]).to_string());
+    const REQUESTS: usize = 20;
+    for _ in 0..REQUESTS {
+        for (path, status) in [
+            ("/v2/models/absent/infer", 503),
+            ("/v2/models/mnist/infer", 200),
+        ] {
+            let reply = send(config.listen, http::Method::POST, path, &[], body.clone()).await;
+            assert_eq!(reply.status, status, "{path}");
+        }
+    }
+    let metrics = send(
+        config.listen,
+        http::Method::GET,
+        "/metrics",
+        &[],
+        Bytes::new(),
+    )
+    .await;
+    let metrics = String::from_utf8(metrics.body.to_vec()).unwrap();
+    for line in [
+        format!("idn_requests_total{{model=\"absent\",status=\"503\"}} {REQUESTS}"),
+        format!("idn_upstream_errors_total{{upstream=\"cloud\",kind=\"unreachable\"}} {REQUESTS}"),
+    ] {
+        assert!(metrics.contains(&line), "{line} not in\n{metrics}");
+    }
+    let log = agent.log();
+    for line in ["inference failed", "upstream failed"] {
+        assert_eq!(log.matches(line).count(), 1, "{line:?} in\n{log}");
+    }
 }

@@ -30,6 +30,7 @@ pub(crate) use service::{Service, resolve};
 
 use crate::error::{RequestError, UpstreamError};
 use crate::metrics::Metrics;
+use crate::ratelog::RateLimited;
 use crate::wire::InferResponse;
 use crate::wire::context::RequestContext;
 use crate::wire::tensor::Tensor;
@@ -71,6 +72,7 @@ pub(crate) struct Delivery<'a, B> {
     pub services: &'a [Service],
     pub backend: &'a B,
     pub metrics: &'a Metrics,
+    pub failures: &'a RateLimited,
 }
 
 /// An answer on its way. Boxed because a service may send to another service of the node,
@@ -135,7 +137,10 @@ impl<B: Backend> Delivery<'_, B> {
                 if service.config.on_upstream_failure == FailurePolicy::Fallback
                     && !e.is_routing_error() =>
             {
-                tracing::warn!(service = %service.name(), error = %e, "upstream failed; answering locally");
+                // Counted per upstream and kind in the metrics; logged as a summary.
+                if let Some(left_out) = self.failures.admit("fallback") {
+                    tracing::warn!(service = %service.name(), error = %e, left_out, "upstream failed; answering locally");
+                }
                 Ok(failure)
             }
             _ => Err(failure),

@@ -68,10 +68,18 @@ pub(super) async fn observed<T>(
         Ok(_) => StatusCode::OK,
         Err(e) => {
             let status = http_status(e);
-            if status.is_server_error() {
-                tracing::warn!(model = %name, kind = e.kind(), error = %e, "inference failed");
-            } else {
-                tracing::debug!(model = %name, kind = e.kind(), error = %e, "inference request refused");
+            // Counted by status in the metrics; server errors are logged as a summary.
+            let summary = status
+                .is_server_error()
+                .then(|| node.failures().admit(e.kind()))
+                .flatten();
+            match summary {
+                Some(left_out) => {
+                    tracing::warn!(model = %name, kind = e.kind(), error = %e, left_out, "inference failed");
+                }
+                None => {
+                    tracing::debug!(model = %name, kind = e.kind(), error = %e, "inference request failed");
+                }
             }
             status
         }

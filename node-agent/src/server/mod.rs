@@ -211,7 +211,7 @@ async fn accept<C>(
                 Err(e) => {
                     // Out of descriptors, the next accept fails at once as well: retrying
                     // without a pause spins a core and starves the connections being served.
-                    if let Some(left_out) = failures.admit() {
+                    if let Some(left_out) = failures.admit("accept") {
                         tracing::warn!(error = %e, left_out, retry_in = ?backoff, "accept failed");
                     }
                     tokio::time::sleep(backoff).await;
