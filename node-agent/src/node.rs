@@ -8,6 +8,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use crate::delivery::upstream::{self, Upstreams};
 use crate::delivery::{self, Backend, Delivery, Service, UpstreamCall};
 use crate::error::{Error, RequestError, Result, UpstreamError};
@@ -182,19 +184,21 @@ impl Node {
         }
     }
 
-    /// Checks inputs against a model and runs it on the pool, recording the inference time.
+    /// Checks inputs against a model and runs it on the pool (unless `deadline` passes while
+    /// it waits), recording the inference time.
     pub(crate) async fn infer(
         &self,
         index: usize,
         inputs: Vec<Tensor>,
         outputs: Vec<String>,
+        deadline: Option<Instant>,
     ) -> Result<Inference, RequestError> {
         let model = &self.models[index];
         let name = model.name();
         model
             .ready_signature()?
             .check_inputs(name, &inputs, self.config.limits.max_batch_size)?;
-        let inference = self.pool.infer(index, inputs, outputs).await?;
+        let inference = self.pool.infer(index, inputs, outputs, deadline).await?;
         self.metrics.observe_inference(name, inference.elapsed);
         Ok(inference)
     }
@@ -224,9 +228,15 @@ impl Backend for Node {
         model: usize,
         output: &str,
         inputs: &[Tensor],
+        deadline: Instant,
     ) -> Result<Tensor, RequestError> {
         let inference = self
-            .infer(model, inputs.to_vec(), vec![output.to_owned()])
+            .infer(
+                model,
+                inputs.to_vec(),
+                vec![output.to_owned()],
+                Some(deadline),
+            )
             .await?;
         inference.outputs.into_iter().next().ok_or_else(|| {
             RequestError::Internal(format!("model #{model} returned no output {output:?}"))

@@ -24,6 +24,8 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 pub(crate) use answer::Answer;
 use service::Strategy;
 pub(crate) use service::{Service, resolve};
@@ -40,12 +42,13 @@ use idn_contract::config::FailurePolicy;
 /// were resolved to.
 pub(crate) trait Backend: Sync {
     /// Runs model `model` on `inputs` (checked against its signature first) and returns its
-    /// output `output`.
+    /// output `output`; not run when `deadline` passes before a worker is free.
     fn run_model(
         &self,
         model: usize,
         output: &str,
         inputs: &[Tensor],
+        deadline: Instant,
     ) -> impl Future<Output = Result<Tensor, RequestError>> + Send;
 
     /// Makes `call` for `inputs`; returns the response and how long the call took.

@@ -294,6 +294,7 @@ impl Backend for Script {
         model: usize,
         output: &str,
         inputs: &[Tensor],
+        _deadline: tokio::time::Instant,
     ) -> Result<Tensor, RequestError> {
         let name = &self.config.models[model].name;
         let (tensor, _) = self.play(name, name.clone(), output, inputs).await?;

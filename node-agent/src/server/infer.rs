@@ -213,7 +213,8 @@ async fn infer_model(
             })
             .collect::<Result<_, _>>()?
     };
-    let inference = node.infer(index, inputs, outputs).await?;
+    // A model request has no deadline of its own: its job is dropped if the caller goes away.
+    let inference = node.infer(index, inputs, outputs, None).await?;
     Ok(InferResponse {
         model_name: name.to_owned(),
         model_version: model.config().version.clone(),
