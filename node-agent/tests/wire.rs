@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::*;
-use http_body_util::{BodyExt, StreamBody};
+use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::Frame;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use idn_contract::config::NodeAgentConfig;
@@ -25,6 +25,8 @@ const LET_GO: Duration = Duration::from_secs(20);
 const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 const MAX_STREAMS: u32 = 7;
+
+type BoxBody = http_body_util::combinators::BoxBody<Bytes, std::io::Error>;
 
 /// One model, gRPC beside REST, and one-second connection limits.
 fn short_limits() -> NodeAgentConfig {
@@ -106,9 +108,7 @@ async fn grpc_connections_that_never_send_a_request_are_closed() {
 async fn http2(
     addr: SocketAddr,
 ) -> (
-    hyper::client::conn::http2::SendRequest<
-        http_body_util::combinators::BoxBody<Bytes, std::io::Error>,
-    >,
+    hyper::client::conn::http2::SendRequest<BoxBody>,
     tokio::task::JoinHandle<()>,
 ) {
     let io = TokioIo::new(TcpStream::connect(addr).await.unwrap());
@@ -123,14 +123,15 @@ async fn http2(
     )
 }
 
-fn model_infer(
-    body: http_body_util::combinators::BoxBody<Bytes, std::io::Error>,
-) -> http::Request<http_body_util::combinators::BoxBody<Bytes, std::io::Error>> {
-    http::Request::post("http://agent/inference.GRPCInferenceService/ModelInfer")
-        .header("content-type", "application/grpc")
-        .header("te", "trailers")
-        .body(body)
-        .unwrap()
+/// A call of gRPC method `method` with `body` (length-prefixed messages).
+fn grpc_call(method: &str, body: BoxBody) -> http::Request<BoxBody> {
+    http::Request::post(format!(
+        "http://agent/inference.GRPCInferenceService/{method}"
+    ))
+    .header("content-type", "application/grpc")
+    .header("te", "trailers")
+    .body(body)
+    .unwrap()
 }
 
 #[tokio::test]
@@ -146,7 +147,7 @@ async fn a_grpc_message_announced_but_not_sent_is_refused_and_idle_connections_c
         .await
         .unwrap();
     let body = StreamBody::new(tokio_stream_from(rx)).boxed();
-    let response = timeout(LET_GO, sender.send_request(model_infer(body)))
+    let response = timeout(LET_GO, sender.send_request(grpc_call("ModelInfer", body)))
         .await
         .expect("the agent answers a partial message")
         .unwrap();
@@ -330,5 +331,53 @@ async fn failures_that_repeat_per_request_are_counted_and_logged_once() {
     let log = agent.log();
     for line in ["inference failed", "upstream failed"] {
         assert_eq!(log.matches(line).count(), 1, "{line:?} in\n{log}");
+    }
+}
+
+#[tokio::test]
+async fn stopping_closes_idle_connections_at_once() {
+    let mut config = short_limits();
+    // Far beyond the bound: only the shutdown can close these connections in time.
+    config.limits.header_read_timeout_seconds = 600;
+    config.limits.idle_timeout_seconds = 600;
+    config.limits.drain_timeout_seconds = 600;
+    let agent = TestAgent::start(config).await;
+    let grpc = agent.grpc_addr.unwrap();
+    // REST: a connection that sent nothing, and one kept alive after a request.
+    let silent = TcpStream::connect(agent.addr).await.unwrap();
+    let mut kept_alive = TcpStream::connect(agent.addr).await.unwrap();
+    kept_alive
+        .write_all(b"GET /v2/health/live HTTP/1.1\r\nhost: agent\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = [0u8; 12];
+    kept_alive.read_exact(&mut answer).await.unwrap();
+    assert_eq!(&answer, b"HTTP/1.1 200");
+    // gRPC: a connection that sent half the preface, and one that made a call.
+    let mut half = TcpStream::connect(grpc).await.unwrap();
+    half.write_all(&PREFACE[..10]).await.unwrap();
+    let (mut sender, called) = http2(grpc).await;
+    let empty_message = Full::new(Bytes::from_static(&[0; 5]))
+        .map_err(|never| match never {})
+        .boxed();
+    let live = sender
+        .send_request(grpc_call("ServerLive", empty_message))
+        .await
+        .unwrap();
+    assert_eq!(live.status(), 200);
+
+    timeout(LET_GO, agent.stop())
+        .await
+        .expect("stopping does not wait for idle connections");
+    timeout(LET_GO, called)
+        .await
+        .expect("the gRPC client is sent away")
+        .unwrap();
+    for (mut stream, what) in [
+        (silent, "REST, silent"),
+        (kept_alive, "REST, kept alive"),
+        (half, "gRPC, half a preface"),
+    ] {
+        read_until_closed(&mut stream, what).await;
     }
 }

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use idn_contract::config::Protocol;
+use idn_contract::config::{NodeAgentConfig, Protocol};
 use idn_contract::names::{MANAGED_BY_LABEL, MANAGER, sha256_hex};
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
@@ -308,6 +308,17 @@ fn config_hash(config: &str, models: &[&InferenceModel]) -> String {
     hash
 }
 
+/// Seconds a pod gets beyond its agent's drain timeout before Kubernetes kills it: enough to
+/// save learned state and exit after the drain.
+const GRACE_AFTER_DRAIN_SECONDS: u64 = 10;
+
+/// The pod's termination grace period: longer than the agent's drain, so that SIGKILL never
+/// cuts a drain short (Kubernetes' default, 30 s, equals the default drain timeout).
+fn termination_grace_seconds(config: &NodeAgentConfig) -> i64 {
+    let seconds = config.limits.drain_timeout_seconds + GRACE_AFTER_DRAIN_SECONDS;
+    i64::try_from(seconds).unwrap_or(i64::MAX)
+}
+
 fn deployment(
     network: &InferenceDeliveryNetwork,
     node: &NodePlan,
@@ -357,6 +368,7 @@ fn deployment(
                     node_selector: node.spec.node_selector.clone(),
                     tolerations: node.spec.tolerations.clone(),
                     affinity: node.spec.affinity.clone(),
+                    termination_grace_period_seconds: Some(termination_grace_seconds(&node.config)),
                     ..PodSpec::default()
                 }),
             },

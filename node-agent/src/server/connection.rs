@@ -1,9 +1,10 @@
 //! One connection's life, whichever protocol carries it. A new connection has
 //! `limits.headerReadTimeoutSeconds` to send its first request's headers, and an open one is
 //! closed after `limits.idleTimeoutSeconds` with no request in flight: a client that sends
-//! nothing, or half a handshake, does not hold a socket. Closing is graceful first (GOAWAY over
-//! HTTP/2, the end of keep-alive over HTTP/1.1); a peer that does not then let go within
-//! [`CLOSE_GRACE`] is dropped. A request is in flight from its headers until its response has
+//! nothing, or half a handshake, does not hold a socket. On shutdown every connection starts
+//! closing: an idle one at once, a busy one once its requests are answered (the drain). Closing
+//! is graceful first (GOAWAY over HTTP/2, the end of keep-alive over HTTP/1.1); a peer that
+//! does not then let go within [`CLOSE_GRACE`] of its last answer is dropped. A request is in flight from its headers until its response has
 //! been sent ([`Activity::start`], [`Tracked`]).
 
 use std::pin::{Pin, pin};
@@ -117,8 +118,8 @@ impl<B: Body + Unpin> Body for Tracked<B> {
     }
 }
 
-/// Drives `connection` to its end: closes it when it stays idle past `timeouts`, and starts
-/// closing it gracefully when `shutdown` changes.
+/// Drives `connection` to its end: closes it when it stays idle past `timeouts`, or once it is
+/// idle after `shutdown` changes.
 pub(super) async fn drive<C: GracefulConnection>(
     connection: C,
     activity: &Activity,
@@ -127,7 +128,6 @@ pub(super) async fn drive<C: GracefulConnection>(
 ) -> Result<(), C::Error> {
     let mut connection = pin!(connection);
     let mut closing = false;
-    let mut shutting_down = false;
     loop {
         let limit = |started: bool| match (closing, started) {
             (true, _) => CLOSE_GRACE,
@@ -144,9 +144,9 @@ pub(super) async fn drive<C: GracefulConnection>(
                 connection.as_mut().graceful_shutdown();
                 closing = true;
             }
-            _ = shutdown.changed(), if !shutting_down => {
+            _ = shutdown.changed(), if !closing => {
                 connection.as_mut().graceful_shutdown();
-                shutting_down = true;
+                closing = true;
             }
         }
     }
