@@ -28,7 +28,7 @@ const MAX_STREAMS: u32 = 7;
 
 type BoxBody = http_body_util::combinators::BoxBody<Bytes, std::io::Error>;
 
-/// One model, gRPC beside REST, and one-second connection limits.
+/// One model, gRPC beside REST, and one-second connection limits and pings.
 fn short_limits() -> NodeAgentConfig {
     let mut config = tier_config("edge", "mnist-mlp");
     config.grpc_listen = Some("127.0.0.1:0".parse().unwrap());
@@ -37,6 +37,8 @@ fn short_limits() -> NodeAgentConfig {
     limits.idle_timeout_seconds = 1;
     limits.read_timeout_seconds = 1;
     limits.max_concurrent_streams = MAX_STREAMS;
+    limits.keepalive_interval_seconds = 1;
+    limits.keepalive_timeout_seconds = 1;
     config
 }
 
@@ -101,6 +103,60 @@ async fn grpc_connections_that_never_send_a_request_are_closed() {
     }
     // The agent still serves.
     assert_eq!(agent.get("/v2/health/live").await.status, 200);
+    agent.stop().await;
+}
+
+/// An HTTP/2 frame: its 9-byte header and `payload`.
+fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let length = u32::try_from(payload.len()).unwrap().to_be_bytes();
+    let mut frame = length[1..].to_vec();
+    frame.extend([kind, flags]);
+    frame.extend(stream.to_be_bytes());
+    frame.extend_from_slice(payload);
+    frame
+}
+
+/// A HEADERS block of literal fields (HPACK, not indexed, not Huffman-coded).
+fn header_block(fields: &[(&str, &str)]) -> Vec<u8> {
+    let mut block = Vec::new();
+    for (name, value) in fields {
+        // A literal field without indexing, with a new name.
+        block.push(0);
+        for text in [name, value] {
+            block.push(u8::try_from(text.len()).unwrap());
+            block.extend_from_slice(text.as_bytes());
+        }
+    }
+    block
+}
+
+#[tokio::test]
+async fn a_grpc_peer_that_stops_answering_pings_is_closed_with_a_call_open() {
+    let mut config = short_limits();
+    // Neither the idle nor the read timeout may close it first: the call stays open.
+    config.limits.idle_timeout_seconds = 600;
+    config.limits.read_timeout_seconds = 600;
+    let agent = TestAgent::start(config).await;
+    let mut stream = TcpStream::connect(agent.grpc_addr.unwrap()).await.unwrap();
+    let headers = header_block(&[
+        (":method", "POST"),
+        (":scheme", "http"),
+        (":path", "/inference.GRPCInferenceService/ModelInfer"),
+        (":authority", "agent"),
+        ("content-type", "application/grpc"),
+        ("te", "trailers"),
+    ]);
+    let mut opening = PREFACE.to_vec();
+    opening.extend(frame(0x4, 0, 0, &[]));
+    // HEADERS with END_HEADERS and without END_STREAM: a call whose message is still to come.
+    opening.extend(frame(0x1, 0x4, 1, &headers));
+    stream.write_all(&opening).await.unwrap();
+    // Reading without ever answering a ping.
+    let received = read_until_closed(&mut stream, "a call open, pings unanswered").await;
+    assert!(
+        frames(&received).iter().any(|(kind, _)| *kind == 0x6),
+        "the agent pinged"
+    );
     agent.stop().await;
 }
 
