@@ -253,7 +253,7 @@ fn validate_confidence(confidence: &Confidence, field: &str, problems: &mut Vec<
 
 impl Limits {
     fn validate(&self, problems: &mut Vec<String>) {
-        // A zero timeout would close every connection, or refuse every body, at once.
+        // Zero would refuse every request, or close every connection at once.
         for (field, value) in [
             ("limits.maxBodyBytes", self.max_body_bytes as u64),
             ("limits.maxBatchSize", self.max_batch_size as u64),
