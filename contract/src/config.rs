@@ -391,9 +391,22 @@ pub struct Limits {
     pub queue_depth: usize,
     /// Inference worker threads; 0 means one per available core.
     pub inference_threads: usize,
-    /// Seconds a client may take to send a request body; slower bodies get 408.
+    /// Seconds a client may take to send a request body (over gRPC, a call's message); slower
+    /// bodies get 408 (DEADLINE_EXCEEDED).
     pub read_timeout_seconds: u64,
-    /// Seconds to let in-flight requests finish after SIGTERM.
+    /// Seconds a new connection may take to send its first request's headers (REST: every
+    /// request's headers); a connection that sends nothing, or half a handshake, is closed.
+    pub header_read_timeout_seconds: u64,
+    /// Seconds a connection may stay open with no request in flight before it is closed
+    /// (GOAWAY over HTTP/2); clients reconnect when they next need it.
+    pub idle_timeout_seconds: u64,
+    /// Seconds between HTTP/2 pings on a gRPC connection, to find peers that went away.
+    pub keepalive_interval_seconds: u64,
+    /// Seconds a gRPC peer has to answer a ping before its connection is closed.
+    pub keepalive_timeout_seconds: u64,
+    /// Calls open at once on one gRPC connection; beyond it the client is refused new streams.
+    pub max_concurrent_streams: u32,
+    /// Seconds to let in-flight requests finish after SIGTERM; idle connections close at once.
     pub drain_timeout_seconds: u64,
     /// Seconds to go on serving after SIGTERM before the listeners close, reporting not ready
     /// and asking each HTTP/1.1 client to reconnect (`Connection: close`): behind a load
@@ -410,6 +423,11 @@ impl Default for Limits {
             queue_depth: 256,
             inference_threads: 0,
             read_timeout_seconds: 30,
+            header_read_timeout_seconds: 30,
+            idle_timeout_seconds: 300,
+            keepalive_interval_seconds: 60,
+            keepalive_timeout_seconds: 20,
+            max_concurrent_streams: 128,
             drain_timeout_seconds: 30,
             drain_delay_seconds: 0,
         }
@@ -581,13 +599,14 @@ models:
             .replace("inputs: [input]", "inputs: []")
             .replace(
                 "listen: 127.0.0.1:0",
-                "listen: 127.0.0.1:0\nlimits: {queueDepth: 0}",
+                "listen: 127.0.0.1:0\nlimits: {queueDepth: 0, idleTimeoutSeconds: 0}",
             );
         let problems = NodeAgentConfig::from_yaml(&text).unwrap().validate();
         let expected = [
             "apiVersion:",
             "node:",
             "limits.queueDepth:",
+            "limits.idleTimeoutSeconds:",
             "models[0].sha256:",
             "models[0].inputs:",
         ];

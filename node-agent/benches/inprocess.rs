@@ -227,7 +227,7 @@ fn measure_pool(
         loop {
             let inputs = vec![input.clone()];
             let start = Instant::now();
-            let result = pool.infer(0, inputs, outputs.clone()).await;
+            let result = pool.infer(0, inputs, outputs.clone(), None).await;
             let elapsed = start.elapsed();
             std::hint::black_box(result.expect("inference"));
             let now = Instant::now();

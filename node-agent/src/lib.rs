@@ -17,6 +17,7 @@ mod learn;
 pub mod metrics;
 pub mod model;
 pub mod node;
+mod ratelog;
 pub mod server;
 mod trace;
 pub mod wire;

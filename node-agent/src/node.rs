@@ -9,12 +9,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use crate::delivery::upstream::{self, Upstreams};
 use crate::delivery::{self, Backend, Delivery, Service, UpstreamCall};
 use crate::error::{Error, RequestError, Result, UpstreamError};
 use crate::metrics::Metrics;
 use crate::model::ort_library;
 use crate::model::{Inference, InferencePool, Model};
+use crate::ratelog::RateLimited;
 use crate::trace;
 use crate::wire::InferResponse;
 use crate::wire::context::RequestContext;
@@ -34,6 +37,8 @@ pub struct Node {
     metrics: Metrics,
     /// Set on SIGTERM: the node reports not ready while it lets its clients move away.
     draining: AtomicBool,
+    /// Where failures that repeat per request are logged, a line per kind and interval.
+    failures: RateLimited,
 }
 
 /// What a name in a request path is at this node.
@@ -89,6 +94,7 @@ impl Node {
             token,
             metrics,
             draining: AtomicBool::new(false),
+            failures: RateLimited::default(),
         }))
     }
 
@@ -191,21 +197,28 @@ impl Node {
         }
     }
 
-    /// Checks inputs against a model and runs it on the pool, recording the inference time.
+    /// Checks inputs against a model and runs it on the pool (unless `deadline` passes while
+    /// it waits), recording the inference time.
     pub(crate) async fn infer(
         &self,
         index: usize,
         inputs: Vec<Tensor>,
         outputs: Vec<String>,
+        deadline: Option<Instant>,
     ) -> Result<Inference, RequestError> {
         let model = &self.models[index];
         let name = model.name();
         model
             .ready_signature()?
             .check_inputs(name, &inputs, self.config.limits.max_batch_size)?;
-        let inference = self.pool.infer(index, inputs, outputs).await?;
+        let inference = self.pool.infer(index, inputs, outputs, deadline).await?;
         self.metrics.observe_inference(name, inference.elapsed);
         Ok(inference)
+    }
+
+    /// Where failures that repeat per request are logged.
+    pub(crate) fn failures(&self) -> &RateLimited {
+        &self.failures
     }
 
     /// The node's delivery: its services answered by their strategies, with this node's
@@ -216,6 +229,7 @@ impl Node {
             services: &self.services,
             backend: self,
             metrics: &self.metrics,
+            failures: &self.failures,
         }
     }
 }
@@ -227,9 +241,15 @@ impl Backend for Node {
         model: usize,
         output: &str,
         inputs: &[Tensor],
+        deadline: Instant,
     ) -> Result<Tensor, RequestError> {
         let inference = self
-            .infer(model, inputs.to_vec(), vec![output.to_owned()])
+            .infer(
+                model,
+                inputs.to_vec(),
+                vec![output.to_owned()],
+                Some(deadline),
+            )
             .await?;
         inference.outputs.into_iter().next().ok_or_else(|| {
             RequestError::Internal(format!("model #{model} returned no output {output:?}"))

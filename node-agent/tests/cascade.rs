@@ -328,17 +328,7 @@ async fn failing_upstreams_give_the_configured_error() {
 #[tokio::test]
 async fn deadlines_are_honoured_and_propagated() {
     let hang = FakeUpstream::start(Fake::Hang).await;
-    let edge = TestAgent::start(with_yaml(
-        tier_config("edge", "mnist-mlp"),
-        &format!(
-            "upstreams: [{{name: cloud, url: 'http://{}', timeoutMs: 60000}}]
-services:
-  - name: mnist
-    strategy: {{threshold: {{local: {{model: mnist-mlp}}, forward: {{upstream: cloud}}, tau: 1.0}}}}",
-            hang.addr
-        ),
-    ))
-    .await;
+    let edge = TestAgent::start(edge_forwarding_all(hang.addr, 60000)).await;
     let (images, _) = sample();
     let started = Instant::now();
     let reply = send(

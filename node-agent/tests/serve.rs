@@ -494,7 +494,7 @@ async fn a_full_inference_queue_refuses_at_once_with_503() {
         shape: vec![1024, PIXELS],
         data: TensorData::Fp32(vec![0.0; 1024 * PIXELS]),
     };
-    let calls = (0..4).map(|_| pool.infer(cnn, vec![batch.clone()], vec!["probs".into()]));
+    let calls = (0..4).map(|_| pool.infer(cnn, vec![batch.clone()], vec!["probs".into()], None));
     let results = futures_util::future::join_all(calls).await;
     let refused: Vec<_> = results.iter().filter_map(|r| r.as_ref().err()).collect();
     // At most one job runs and one waits (fewer when the worker had not yet taken the first).

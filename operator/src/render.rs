@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use idn_contract::config::{Limits, Protocol};
+use idn_contract::config::{Limits, NodeAgentConfig, Protocol};
 use idn_contract::names::{MANAGED_BY_LABEL, MANAGER, sha256_hex};
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
@@ -165,12 +165,6 @@ impl Addressing for ClusterAddressing<'_> {
 /// endpoint changes reach kube-proxies within a second or two.
 const DRAIN_DELAY_SECONDS: u64 = 5;
 
-/// The pod's grace period: the drain delay, the drain timeout, and a margin for the exit, so
-/// that the kubelet never kills an agent that is still draining.
-fn termination_grace_seconds(limits: &Limits) -> i64 {
-    i64::try_from(limits.drain_delay_seconds + limits.drain_timeout_seconds + 5).unwrap_or(i64::MAX)
-}
-
 /// `<network>-<node>`: the name of every object of a node.
 pub fn object_name(network: &str, node: &str) -> String {
     format!("{network}-{node}")
@@ -326,6 +320,20 @@ fn config_hash(config: &str, models: &[&InferenceModel]) -> String {
     hash
 }
 
+/// Seconds a pod gets beyond its agent's drain timeout before Kubernetes kills it: enough to
+/// save learned state and exit after the drain.
+const GRACE_AFTER_DRAIN_SECONDS: u64 = 10;
+
+/// The pod's termination grace period: longer than the agent's drain delay and drain together,
+/// so that SIGKILL never cuts a drain short (Kubernetes' default, 30 s, equals the default
+/// drain timeout).
+fn termination_grace_seconds(config: &NodeAgentConfig) -> i64 {
+    let limits = &config.limits;
+    let seconds =
+        limits.drain_delay_seconds + limits.drain_timeout_seconds + GRACE_AFTER_DRAIN_SECONDS;
+    i64::try_from(seconds).unwrap_or(i64::MAX)
+}
+
 fn deployment(
     network: &InferenceDeliveryNetwork,
     node: &NodePlan,
@@ -372,12 +380,10 @@ fn deployment(
                     security_context: Some(pod_security()),
                     automount_service_account_token: Some(false),
                     enable_service_links: Some(false),
-                    termination_grace_period_seconds: Some(termination_grace_seconds(
-                        &node.config.limits,
-                    )),
                     node_selector: node.spec.node_selector.clone(),
                     tolerations: node.spec.tolerations.clone(),
                     affinity: node.spec.affinity.clone(),
+                    termination_grace_period_seconds: Some(termination_grace_seconds(&node.config)),
                     ..PodSpec::default()
                 }),
             },

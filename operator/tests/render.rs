@@ -71,6 +71,21 @@ fn golden_objects_of_the_example_network() {
 }
 
 #[test]
+fn pods_are_given_longer_to_stop_than_their_agent_drains() {
+    let rendered = render(&example()).unwrap();
+    for (i, config_map) in rendered.config_maps.iter().enumerate() {
+        let agent = &config_map.data.as_ref().unwrap()["agent.yaml"];
+        let config = idn_contract::config::NodeAgentConfig::from_yaml(agent).unwrap();
+        let drain = i64::try_from(config.limits.drain_timeout_seconds).unwrap();
+        let grace = pod_spec(&rendered, i).termination_grace_period_seconds;
+        assert!(
+            grace.is_some_and(|grace| grace > drain),
+            "node {i}: terminationGracePeriodSeconds {grace:?}, drain {drain} s"
+        );
+    }
+}
+
+#[test]
 fn node_agents_export_their_spans_where_the_operator_is_told() {
     let settings = Settings {
         otlp: Some(OtlpExport {

@@ -253,10 +253,29 @@ fn validate_confidence(confidence: &Confidence, field: &str, problems: &mut Vec<
 
 impl Limits {
     fn validate(&self, problems: &mut Vec<String>) {
+        // Zero would refuse every request, or close every connection at once.
         for (field, value) in [
-            ("limits.maxBodyBytes", self.max_body_bytes),
-            ("limits.maxBatchSize", self.max_batch_size),
-            ("limits.queueDepth", self.queue_depth),
+            ("limits.maxBodyBytes", self.max_body_bytes as u64),
+            ("limits.maxBatchSize", self.max_batch_size as u64),
+            ("limits.queueDepth", self.queue_depth as u64),
+            ("limits.readTimeoutSeconds", self.read_timeout_seconds),
+            (
+                "limits.headerReadTimeoutSeconds",
+                self.header_read_timeout_seconds,
+            ),
+            ("limits.idleTimeoutSeconds", self.idle_timeout_seconds),
+            (
+                "limits.keepaliveIntervalSeconds",
+                self.keepalive_interval_seconds,
+            ),
+            (
+                "limits.keepaliveTimeoutSeconds",
+                self.keepalive_timeout_seconds,
+            ),
+            (
+                "limits.maxConcurrentStreams",
+                u64::from(self.max_concurrent_streams),
+            ),
         ] {
             if value == 0 {
                 problems.push(format!("{field}: must be at least 1"));

@@ -32,6 +32,18 @@ impl Answer {
             .collect()
     }
 
+    /// Marks what a forward target of this node answered here (`served`) as forwarded to it:
+    /// the hop to another model or service of `node` shows as `node` once more in the path.
+    /// Items answered further on are forwarded already.
+    pub(super) fn forwarded_within(&mut self, node: &str) {
+        for item in &mut self.items {
+            if item.decision == Decision::Served {
+                item.decision = Decision::Forwarded;
+                item.path.push(node.to_owned());
+            }
+        }
+    }
+
     /// Marks the items at `rows` as answered by a fallback (degraded).
     pub(super) fn fall_back(&mut self, rows: impl IntoIterator<Item = usize>) {
         for row in rows {

@@ -24,12 +24,15 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 pub(crate) use answer::Answer;
 use service::Strategy;
 pub(crate) use service::{Service, resolve};
 
 use crate::error::{RequestError, UpstreamError};
 use crate::metrics::Metrics;
+use crate::ratelog::RateLimited;
 use crate::wire::InferResponse;
 use crate::wire::context::RequestContext;
 use crate::wire::tensor::Tensor;
@@ -39,12 +42,13 @@ use idn_contract::config::FailurePolicy;
 /// were resolved to.
 pub(crate) trait Backend: Sync {
     /// Runs model `model` on `inputs` (checked against its signature first) and returns its
-    /// output `output`.
+    /// output `output`; not run when `deadline` passes before a worker is free.
     fn run_model(
         &self,
         model: usize,
         output: &str,
         inputs: &[Tensor],
+        deadline: Instant,
     ) -> impl Future<Output = Result<Tensor, RequestError>> + Send;
 
     /// Makes `call` for `inputs`; returns the response and how long the call took.
@@ -71,6 +75,7 @@ pub(crate) struct Delivery<'a, B> {
     pub services: &'a [Service],
     pub backend: &'a B,
     pub metrics: &'a Metrics,
+    pub failures: &'a RateLimited,
 }
 
 /// An answer on its way. Boxed because a service may send to another service of the node,
@@ -135,7 +140,10 @@ impl<B: Backend> Delivery<'_, B> {
                 if service.config.on_upstream_failure == FailurePolicy::Fallback
                     && !e.is_routing_error() =>
             {
-                tracing::warn!(service = %service.name(), error = %e, "upstream failed; answering locally");
+                // Counted per upstream and kind in the metrics; logged as a summary.
+                if let Some(left_out) = self.failures.admit("fallback") {
+                    tracing::warn!(service = %service.name(), error = %e, left_out, "upstream failed; answering locally");
+                }
                 Ok(failure)
             }
             _ => Err(failure),

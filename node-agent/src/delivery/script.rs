@@ -13,6 +13,7 @@ use http::StatusCode;
 use super::{Answer, Backend, Delivery, Service, UpstreamCall, resolve};
 use crate::error::{RequestError, UpstreamError};
 use crate::metrics::Metrics;
+use crate::ratelog::RateLimited;
 use crate::wire::context::RequestContext;
 use crate::wire::tensor::{Tensor, TensorData};
 use crate::wire::{InferResponse, Parameters};
@@ -108,6 +109,7 @@ pub(super) struct Script {
     /// Each target asked (model, or `upstream/service`) and the row ids it was asked about.
     calls: Mutex<Vec<(String, Vec<usize>)>>,
     metrics: Metrics,
+    failures: RateLimited,
 }
 
 impl Script {
@@ -131,6 +133,7 @@ models:
             replies: HashMap::new(),
             calls: Mutex::default(),
             metrics: Metrics::default(),
+            failures: RateLimited::default(),
         }
     }
 
@@ -218,6 +221,7 @@ models:
             services: &self.services,
             backend: self,
             metrics: &self.metrics,
+            failures: &self.failures,
         };
         delivery.deliver(service, inputs, context).await
     }
@@ -290,6 +294,7 @@ impl Backend for Script {
         model: usize,
         output: &str,
         inputs: &[Tensor],
+        _deadline: tokio::time::Instant,
     ) -> Result<Tensor, RequestError> {
         let name = &self.config.models[model].name;
         let (tensor, _) = self.play(name, name.clone(), output, inputs).await?;

@@ -25,7 +25,10 @@ impl<B: Backend> Delivery<'_, B> {
     ) -> Result<Answer, RequestError> {
         let answer = match &target.kind {
             TargetKind::Model { index, output } => {
-                let tensor = self.backend.run_model(*index, output, inputs).await?;
+                let tensor = self
+                    .backend
+                    .run_model(*index, output, inputs, context.deadline)
+                    .await?;
                 let (classes, probs) = probabilities(tensor, batch_size(inputs))
                     .map_err(|e| RequestError::Internal(format!("model {:?}: {e}", target.name)))?;
                 let path = self.path_here(context);

@@ -68,8 +68,9 @@ impl<B: Backend> Delivery<'_, B> {
                         answer.classes
                     )));
                 }
-                Ok(forwarded) => {
+                Ok(mut forwarded) => {
                     latency = Some(started.elapsed());
+                    forwarded.forwarded_within(self.node);
                     if let Some(verdicts) = &mut verdicts {
                         for (j, &row) in unsure.iter().enumerate() {
                             verdicts[row] = upstream_verdict(&forwarded, j);
@@ -205,6 +206,37 @@ services:
             err,
             RequestError::Mismatch("cloud answered 3 classes, small answered 2".into())
         );
+    }
+
+    #[tokio::test]
+    async fn items_forwarded_to_another_model_of_the_node_are_forwarded() {
+        let script = Script::new(
+            "services:
+  - name: mnist
+    strategy: {threshold: {local: {model: small}, forward: {model: big}, tau: 0.8}}",
+        )
+        .model("small", rows(&LOCAL))
+        .model("big", rows(&[[0.0, 1.0]; 5]));
+        let answer = script.deliver_from(&["access"], "mnist", 5).await.unwrap();
+        let decisions: Vec<Decision> = answer.items.iter().map(|i| i.decision).collect();
+        use Decision::{Forwarded, Served};
+        assert_eq!(decisions, [Served, Forwarded, Served, Forwarded, Served]);
+        let big = &answer.items[1];
+        assert_eq!((big.node.as_str(), big.model.as_str()), ("edge", "big"));
+        assert_eq!(
+            big.path,
+            ["access", "edge", "edge"],
+            "the hop within the node"
+        );
+        assert_eq!(big.hops(), 2);
+        assert_eq!(answer.items[0].path, ["access", "edge"]);
+        let metrics = script.metrics();
+        for line in [
+            "idn_decisions_total{node=\"edge\",service=\"mnist\",decision=\"forwarded\"} 2",
+            "idn_forward_ratio{node=\"edge\",service=\"mnist\"} 0.4",
+        ] {
+            assert!(metrics.contains(line), "{line} not in\n{metrics}");
+        }
     }
 
     #[tokio::test]

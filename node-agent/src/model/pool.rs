@@ -2,7 +2,9 @@
 //! ready model, fed by a bounded queue.
 //!
 //! Inference never runs on the async reactor. The queue bound is the overload policy: when it
-//! is full the request is refused at once (overloaded) instead of waiting in memory.
+//! is full the request is refused at once (overloaded) instead of waiting in memory. A job
+//! whose request expired while it waited (its caller went away, or its deadline passed) is
+//! dropped by the worker instead of run: under overload, workers run only what someone awaits.
 
 use std::sync::Arc;
 use std::thread;
@@ -26,6 +28,7 @@ struct Job {
     model: usize,
     inputs: Vec<Tensor>,
     outputs: Vec<String>,
+    deadline: Option<Instant>,
     reply: oneshot::Sender<Result<Inference, RequestError>>,
 }
 
@@ -52,18 +55,21 @@ impl InferencePool {
         InferencePool { queue, queue_depth }
     }
 
-    /// Runs a model on checked inputs; refused at once when the queue is full.
+    /// Runs a model on checked inputs; refused at once when the queue is full, and not run
+    /// when `deadline` passes before a worker takes it.
     pub async fn infer(
         &self,
         model: usize,
         inputs: Vec<Tensor>,
         outputs: Vec<String>,
+        deadline: Option<tokio::time::Instant>,
     ) -> Result<Inference, RequestError> {
         let (reply, answer) = oneshot::channel();
         let job = Job {
             model,
             inputs,
             outputs,
+            deadline: deadline.map(tokio::time::Instant::into_std),
             reply,
         };
         self.queue.try_send(job).map_err(|e| match e {
@@ -94,6 +100,19 @@ fn work(models: &[Model], jobs: &Receiver<Job>) {
         })
         .collect();
     for job in jobs {
+        if job.reply.is_closed() {
+            // Nobody waits for the answer any more.
+            continue;
+        }
+        if job
+            .deadline
+            .is_some_and(|deadline| Instant::now() >= deadline)
+        {
+            let _ = job.reply.send(Err(RequestError::DeadlineExceeded(
+                "the deadline passed while the request waited for an inference worker".into(),
+            )));
+            continue;
+        }
         let result = match sessions.get_mut(job.model).and_then(Option::as_mut) {
             Some(session) => {
                 let start = Instant::now();
@@ -111,5 +130,33 @@ fn work(models: &[Model], jobs: &Receiver<Job>) {
         };
         // The client may have gone away; its answer is then dropped.
         let _ = job.reply.send(result);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A pool of one worker over a model whose file is absent: a job that reaches the worker
+    /// is answered "no session", without ONNX Runtime.
+    fn pool() -> InferencePool {
+        let model = Model::load(crate::model::test_config("absent"));
+        InferencePool::start(&[model], 1, 4)
+    }
+
+    #[tokio::test]
+    async fn a_job_whose_deadline_passed_is_not_run() {
+        let pool = pool();
+        let passed = tokio::time::Instant::now();
+        let expired = pool.infer(0, Vec::new(), Vec::new(), Some(passed)).await;
+        assert!(
+            matches!(expired, Err(RequestError::DeadlineExceeded(_))),
+            "{expired:?}"
+        );
+        let later = passed + Duration::from_secs(60);
+        for deadline in [None, Some(later)] {
+            let run = pool.infer(0, Vec::new(), Vec::new(), deadline).await;
+            assert!(matches!(run, Err(RequestError::Internal(_))), "{run:?}");
+        }
     }
 }

@@ -213,15 +213,8 @@ mod tests {
 
     #[test]
     fn config_names_must_match_the_graph() {
-        let mut config = ModelConfig {
-            name: "m".into(),
-            version: "1".into(),
-            path: "m.onnx".into(),
-            sha256: None,
-            inputs: vec!["input".into()],
-            outputs: vec!["probs".into()],
-            labels: vec!["a".into(), "b".into()],
-        };
+        let mut config = crate::model::test_config("m");
+        config.labels = vec!["a".into(), "b".into()];
         assert_eq!(check_config(&config, &signature()), Ok(()));
         config.labels.push("c".into());
         assert!(

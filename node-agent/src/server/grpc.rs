@@ -3,16 +3,24 @@
 //! with the call's metadata as its headers (token, request context, `grpc-timeout`); and
 //! [`grpc_code`] is the one place an error kind becomes a gRPC status code.
 
+use std::convert::Infallible;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
+use bytes::Bytes;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::server::conn::http2;
+use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
-use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
+use tokio::time::Sleep;
+use tonic::codegen::{Service, StdError as BoxError};
 use tonic::{Code, Request, Response, Status};
 
+use super::connection::{Timeouts, Tracked};
 use super::infer::{admit, answer, observed};
 use super::metadata::{self, EXTENSIONS, Metadata};
 use crate::error::{RequestError, UpstreamError};
@@ -153,7 +161,9 @@ fn metadata_message(metadata: Metadata) -> proto::ModelMetadataResponse {
 /// Serves gRPC (HTTP/2) on `listener` until `shutdown` resolves, then lets in-flight calls
 /// finish (up to the configured drain timeout). On hyper directly rather than tonic's server,
 /// whose own `grpc-timeout` timer would answer CANCELLED where the caller's deadline passed:
-/// here the deadline is the request's, and passing it is DEADLINE_EXCEEDED.
+/// here the deadline is the request's, and passing it is DEADLINE_EXCEEDED. The connection
+/// limits are REST's ([`super::connection`]), with HTTP/2 pings to find peers that went away,
+/// a cap on a connection's open streams, and a call's message read within the read timeout.
 pub(super) async fn serve(
     node: Arc<Node>,
     listener: TcpListener,
@@ -161,17 +171,79 @@ pub(super) async fn serve(
 ) {
     let limits = &node.config().limits;
     let drain = Duration::from_secs(limits.drain_timeout_seconds);
+    let read_timeout = Duration::from_secs(limits.read_timeout_seconds);
     let service = GrpcInferenceServiceServer::new(Grpc {
         node: Arc::clone(&node),
     })
     .max_decoding_message_size(limits.max_body_bytes)
     .max_encoding_message_size(limits.max_body_bytes);
     let mut builder = http2::Builder::new(TokioExecutor::new());
-    builder.timer(TokioTimer::new());
-    super::accept(listener, shutdown, drain, move |io| {
-        builder.serve_connection(io, TowerToHyperService::new(service.clone()))
+    builder
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Duration::from_secs(limits.keepalive_interval_seconds))
+        .keep_alive_timeout(Duration::from_secs(limits.keepalive_timeout_seconds))
+        .max_concurrent_streams(limits.max_concurrent_streams);
+    let timeouts = Timeouts::new(limits);
+    super::accept(listener, shutdown, drain, timeouts, move |io, activity| {
+        let service = service.clone();
+        let calls = service_fn(move |request: http::Request<Incoming>| {
+            let in_flight = activity.start();
+            let request = request.map(|body| ReadDeadline::new(body, read_timeout));
+            let mut service = service.clone();
+            async move {
+                let response = service.call(request).await?;
+                Ok::<_, Infallible>(response.map(|b| Tracked::new(b, in_flight)))
+            }
+        });
+        builder.serve_connection(io, calls)
     })
     .await;
+}
+
+/// A call's body, which must arrive whole within the read timeout: a client that announces a
+/// message and sends part of it gets DEADLINE_EXCEEDED instead of holding a stream.
+struct ReadDeadline {
+    body: Incoming,
+    timeout: Duration,
+    expiry: Pin<Box<Sleep>>,
+}
+
+impl ReadDeadline {
+    fn new(body: Incoming, timeout: Duration) -> Self {
+        ReadDeadline {
+            body,
+            timeout,
+            expiry: Box::pin(tokio::time::sleep(timeout)),
+        }
+    }
+}
+
+impl Body for ReadDeadline {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if let Poll::Ready(frame) = Pin::new(&mut self.body).poll_frame(cx) {
+            return Poll::Ready(frame.map(|f| f.map_err(BoxError::from)));
+        }
+        ready!(self.expiry.as_mut().poll(cx));
+        let timeout = self.timeout;
+        // tonic answers a body error that is a Status with that status.
+        Poll::Ready(Some(Err(Box::new(status(&RequestError::BodyTimeout {
+            timeout,
+        })))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
 }
 
 #[cfg(test)]

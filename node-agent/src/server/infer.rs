@@ -68,10 +68,18 @@ pub(super) async fn observed<T>(
         Ok(_) => StatusCode::OK,
         Err(e) => {
             let status = http_status(e);
-            if status.is_server_error() {
-                tracing::warn!(model = %name, kind = e.kind(), error = %e, "inference failed");
-            } else {
-                tracing::debug!(model = %name, kind = e.kind(), error = %e, "inference request refused");
+            // Counted by status in the metrics; server errors are logged as a summary.
+            let summary = status
+                .is_server_error()
+                .then(|| node.failures().admit(e.kind()))
+                .flatten();
+            match summary {
+                Some(left_out) => {
+                    tracing::warn!(model = %name, kind = e.kind(), error = %e, left_out, "inference failed");
+                }
+                None => {
+                    tracing::debug!(model = %name, kind = e.kind(), error = %e, "inference request failed");
+                }
             }
             status
         }
@@ -205,7 +213,8 @@ async fn infer_model(
             })
             .collect::<Result<_, _>>()?
     };
-    let inference = node.infer(index, inputs, outputs).await?;
+    // A model request has no deadline of its own: its job is dropped if the caller goes away.
+    let inference = node.infer(index, inputs, outputs, None).await?;
     Ok(InferResponse {
         model_name: name.to_owned(),
         model_version: model.config().version.clone(),

@@ -3,6 +3,7 @@
 //! HTTP status, beside the OIP error body. gRPC ([`grpc`]) on its own port, answered by the
 //! same inference code, with its own one place for status codes ([`grpc_code`]).
 
+mod connection;
 mod grpc;
 mod infer;
 mod learning;
@@ -27,19 +28,19 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::{GracefulConnection, GracefulShutdown};
+use hyper_util::server::graceful::GracefulConnection;
 use idn_contract::config::NodeAgentConfig;
 use idn_telemetry::exposition;
 use serde_json::json;
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
 
 use crate::error::{Error, Result};
 use crate::node::Node;
+use crate::ratelog::RateLimited;
+use connection::{Activity, Timeouts, Tracked};
 use response::{Body, error_response, json_response};
 use route::Route;
-
-/// How long a client may take to send its request headers.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Serves one request: routes it and turns errors into OIP error responses.
 async fn handle(node: Arc<Node>, request: Request<Incoming>) -> Response<Body> {
@@ -176,15 +177,18 @@ async fn keep_saving(node: Arc<Node>) {
 }
 
 async fn serve_rest(node: Arc<Node>, listener: TcpListener, shutdown: impl Future<Output = ()>) {
+    let limits = &node.config().limits;
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT);
-    let drain = Duration::from_secs(node.config().limits.drain_timeout_seconds);
-    accept(listener, shutdown, drain, move |io| {
+        .header_read_timeout(Duration::from_secs(limits.header_read_timeout_seconds));
+    let drain = Duration::from_secs(limits.drain_timeout_seconds);
+    let timeouts = Timeouts::new(limits);
+    accept(listener, shutdown, drain, timeouts, move |io, activity| {
         let node = Arc::clone(&node);
         let service = service_fn(move |request| {
             let node = Arc::clone(&node);
+            let in_flight = activity.start();
             async move {
                 let draining = node.is_draining();
                 let mut response = handle(node, request).await;
@@ -194,7 +198,7 @@ async fn serve_rest(node: Arc<Node>, listener: TcpListener, shutdown: impl Futur
                         http::HeaderValue::from_static("close"),
                     );
                 }
-                Ok::<_, std::convert::Infallible>(response)
+                Ok::<_, std::convert::Infallible>(response.map(|b| Tracked::new(b, in_flight)))
             }
         });
         builder.serve_connection(io, service)
@@ -202,45 +206,62 @@ async fn serve_rest(node: Arc<Node>, listener: TcpListener, shutdown: impl Futur
     .await;
 }
 
-/// Accepts connections on `listener`, serving each with `serve`, until `shutdown` resolves;
-/// then stops accepting and lets open connections finish, up to `drain`.
+/// The pause after a failed accept, doubled on each further failure up to the maximum.
+const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(5);
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+/// Accepts connections on `listener`, serving each with `serve` (which counts its requests in
+/// the connection's [`Activity`]) under `timeouts`, until `shutdown` resolves; then stops
+/// accepting and lets open connections finish, up to `drain`.
 async fn accept<C>(
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
     drain: Duration,
-    serve: impl Fn(TokioIo<TcpStream>) -> C,
+    timeouts: Timeouts,
+    serve: impl Fn(TokioIo<TcpStream>, Arc<Activity>) -> C,
 ) where
     C: GracefulConnection + Send + 'static,
     C::Error: std::fmt::Display,
 {
-    let graceful = GracefulShutdown::new();
+    // Each connection holds a receiver: the sender tells them to close, and sees them gone.
+    let (closing, watcher) = watch::channel(());
     let mut shutdown = std::pin::pin!(shutdown);
+    let failures = RateLimited::default();
+    let mut backoff = ACCEPT_BACKOFF_MIN;
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
+                    // Out of descriptors, the next accept fails at once as well: retrying
+                    // without a pause spins a core and starves the connections being served.
+                    if let Some(left_out) = failures.admit("accept") {
+                        tracing::warn!(error = %e, left_out, retry_in = ?backoff, "accept failed");
+                    }
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
                     continue;
                 }
             },
             () = &mut shutdown => break,
         };
+        backoff = ACCEPT_BACKOFF_MIN;
         let _ = stream.set_nodelay(true);
-        let connection = graceful.watch(serve(TokioIo::new(stream)));
+        let activity = Arc::new(Activity::default());
+        let connection = serve(TokioIo::new(stream), Arc::clone(&activity));
+        let watcher = watcher.clone();
         tokio::spawn(async move {
-            if let Err(e) = connection.await {
+            if let Err(e) = connection::drive(connection, &activity, timeouts, watcher).await {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
         });
     }
     let addr = local_addr(&listener);
     drop(listener);
-    tracing::info!(%addr, connections = graceful.count(), "draining");
-    if tokio::time::timeout(drain, graceful.shutdown())
-        .await
-        .is_err()
-    {
+    drop(watcher);
+    tracing::info!(%addr, connections = closing.receiver_count(), "draining");
+    let _ = closing.send(());
+    if tokio::time::timeout(drain, closing.closed()).await.is_err() {
         tracing::warn!(%addr, "drain timeout reached; closing remaining connections");
     }
 }

@@ -235,6 +235,19 @@ pub async fn start_tier(node: &str, model: &str, yaml: &str) -> TestAgent {
     TestAgent::start(with_yaml(tier_config(node, model), yaml)).await
 }
 
+/// An edge (mnist-mlp) whose service `mnist` forwards every item to the REST upstream at `addr`.
+pub fn edge_forwarding_all(addr: impl std::fmt::Display, timeout_ms: u64) -> NodeAgentConfig {
+    with_yaml(
+        tier_config("edge", "mnist-mlp"),
+        &format!(
+            "upstreams: [{{name: cloud, url: 'http://{addr}', timeoutMs: {timeout_ms}}}]
+services:
+  - name: mnist
+    strategy: {{threshold: {{local: {{model: mnist-mlp}}, forward: {{upstream: cloud}}, tau: 1.0}}}}"
+        ),
+    )
+}
+
 /// Parses a YAML fragment of config (services, upstreams) into `config`.
 pub fn with_yaml(mut config: NodeAgentConfig, yaml: &str) -> NodeAgentConfig {
     let extra: NodeAgentConfig = NodeAgentConfig::from_yaml(&format!(
