@@ -435,6 +435,10 @@ def supervise(node_dir: Path) -> int:
     for src, dst in spec["mounts"]:
         os.makedirs(dst, exist_ok=True)
         run("mount", "--bind", src, dst)
+    # The kubelet wants its root shared (for mount propagation into pods); a root it finds
+    # private it bind-mounts onto itself while its sockets are being created there, which
+    # then fail to move into place across the two mounts (EXDEV): share it before it starts.
+    run("mount", "--make-rshared", "/var/lib/kubelet")
     logs = Path(spec["logs"])
     env = {**os.environ, "PATH": f"{spec['path']}:{os.environ.get('PATH', '/usr/sbin:/usr/bin:/sbin:/bin')}"}
     env.pop("KUBECONFIG", None)

@@ -18,6 +18,7 @@ import pathlib
 import secrets
 import subprocess
 import sys
+import urllib.request
 
 import pytest
 
@@ -28,7 +29,7 @@ sys.path.insert(0, str(REPO / "tests" / "e2e"))
 import cluster as harness  # noqa: E402
 import images  # noqa: E402
 import nodes as realnodes  # noqa: E402
-from kube import Kube  # noqa: E402
+from kube import Kube, wait_for  # noqa: E402
 
 # Real nodes of the cluster: enough for pods of one network to talk across nodes.
 REAL_NODES = 2
@@ -113,6 +114,18 @@ def kube(admin) -> Kube:
     kube.create_namespace()
     yield kube
     kube.run("delete", "namespace", kube.namespace, "--wait=false", check=False, namespaced=False)
+
+
+def serving(kube: Kube, url: str) -> None:
+    """Waits until `url` answers ready: a new Service reaches the kube-proxies a moment after its
+    network is Ready."""
+    def ready():
+        try:
+            with urllib.request.urlopen(f"{url}/v2/health/ready", timeout=2) as r:
+                return r.status == 200
+        except OSError:
+            return False
+    wait_for(f"{url} to answer", ready, kube, timeout=60)
 
 
 def replay(url: str, *args: str, timeout: float = 600) -> dict:

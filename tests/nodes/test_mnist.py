@@ -11,7 +11,7 @@ import urllib.request
 
 import pytest
 import dashboard
-from conftest import IDN, RELEASE, REPO, replay
+from conftest import IDN, RELEASE, REPO, replay, serving
 from kube import NETWORK, STRATEGY, condition, wait_for
 from services import Prometheus
 
@@ -28,8 +28,9 @@ def get_json(url: str, timeout: float = 5) -> dict:
 
 
 def service_url(kube, node: str) -> str:
-    ip = kube.get("service", f"mnist-{node}")["spec"]["clusterIP"]
-    return f"http://{ip}:8000"
+    url = f"http://{kube.get('service', f'mnist-{node}')['spec']['clusterIP']}:8000"
+    serving(kube, url)
+    return url
 
 
 def test_operator_runs_from_the_chart(operator, cluster):
