@@ -9,10 +9,16 @@
 //! - [`gain`]: the gain of a placement against the repository, its concave relaxation and a
 //!   supergradient, split into what a route reports back and what each node adds.
 //! - [`projection`]: a node's budget set and the Bregman projection onto it.
+//! - [`rounding`]: DepRound, the draw of the set a node loads.
+//! - [`infida`]: one period of one node: mirror ascent, projection, draw.
+//!
+//! What follows the paper and what was chosen is in this crate's README.
 
 pub mod gain;
+pub mod infida;
 pub mod network;
 pub mod projection;
+pub mod rounding;
 
 pub use projection::Knapsack;
 
