@@ -11,6 +11,7 @@
 //! - [`projection`]: a node's budget set and the Bregman projection onto it.
 //! - [`rounding`]: DepRound, the draw of the set a node loads.
 //! - [`infida`]: one period of one node: mirror ascent, projection, draw.
+//! - [`simulate`]: the policies on a tree of tiers over a synthetic trace, deterministic.
 //!
 //! What follows the paper and what was chosen is in this crate's README.
 
@@ -19,6 +20,7 @@ pub mod infida;
 pub mod network;
 pub mod projection;
 pub mod rounding;
+pub mod simulate;
 
 pub use projection::Knapsack;
 

@@ -70,6 +70,9 @@ pub struct Network {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Candidate {
     pub node: NodeId,
+    /// The node's position on the route: requests served here passed through positions
+    /// `0..=hop`.
+    pub hop: usize,
     /// The node's allocation slot, or `None` for a repository model (always held).
     pub slot: Option<usize>,
     pub model: ModelId,
@@ -191,6 +194,7 @@ impl Network {
                 }
                 candidates.push(Candidate {
                     node: v,
+                    hop: j,
                     slot,
                     model: m,
                     cost: self.cost(m, reach_ms),
