@@ -259,6 +259,11 @@ fn zipf_cdf(tasks: usize, exponent: f64) -> Vec<f64> {
         .collect()
 }
 
+/// The rank whose cumulative weight first reaches `u` (uniform in [0, 1)).
+fn zipf_rank(cdf: &[f64], u: f64) -> usize {
+    cdf.partition_point(|&p| p < u).min(cdf.len() - 1)
+}
+
 /// Runs every policy over the scenario's trace.
 pub fn run(scenario: &Scenario) -> Result<Report> {
     let tree = build(scenario)?;
@@ -297,9 +302,7 @@ pub fn run(scenario: &Scenario) -> Result<Report> {
     while sent < scenario.requests {
         let period = scenario.period_requests.min(scenario.requests - sent);
         for i in sent..sent + period {
-            let rank = cdf
-                .partition_point(|&p| p < trace.f64())
-                .min(tree.tasks - 1);
+            let rank = zipf_rank(&cdf, trace.f64());
             let shifted = scenario.shift_at.is_some_and(|at| i >= at);
             let task = if shifted { tree.tasks - 1 - rank } else { rank };
             counts[trace.usize(0..leaves) * tree.tasks + task] += 1;
@@ -389,6 +392,23 @@ mod tests {
 
     fn mean_after(report: &PolicyReport, from: usize, to: usize) -> f64 {
         report.gain[from..to].iter().sum::<f64>() / (to - from) as f64
+    }
+
+    #[test]
+    fn task_ranks_follow_the_zipf_law() {
+        let cdf = zipf_cdf(4, 1.0);
+        // Weights 1, 1/2, 1/3, 1/4 over 25/12.
+        let expected = [12.0 / 25.0, 6.0 / 25.0, 4.0 / 25.0, 3.0 / 25.0];
+        let mut rng = fastrand::Rng::with_seed(6);
+        let mut counts = [0u32; 4];
+        let draws = 100_000;
+        for _ in 0..draws {
+            counts[zipf_rank(&cdf, rng.f64())] += 1;
+        }
+        for (c, p) in counts.iter().zip(expected) {
+            let freq = f64::from(*c) / f64::from(draws);
+            assert!((freq - p).abs() < 5.0 * (p * (1.0 - p) / f64::from(draws)).sqrt());
+        }
     }
 
     #[test]
