@@ -18,7 +18,7 @@
 use crate::gain::{add_subgradient, marginal_cost, relaxed_gain};
 use crate::infida::NodeState;
 use crate::network::{Model, ModelId, Network, Node, NodeId, RequestType, Route, ServingOrder};
-use crate::{Knapsack, Result};
+use crate::{Error, Knapsack, Result};
 
 /// Weight of the past in the greedy's per-model scores.
 pub const GREEDY_DECAY: f64 = 0.8;
@@ -109,12 +109,9 @@ fn build(scenario: &Scenario) -> Result<Tree> {
         }
         tier_nodes = next;
     }
-    let tasks = scenario
-        .catalog
-        .iter()
-        .map(|m| m.task.0 + 1)
-        .max()
-        .unwrap_or(0);
+    let Some(tasks) = scenario.catalog.iter().map(|m| m.task.0 + 1).max() else {
+        return Err(Error::Invalid("scenario.catalog: no model".into()));
+    };
     let network = Network::new(scenario.catalog.clone(), nodes, scenario.alpha_ms)?;
     let mut orders = Vec::with_capacity(tier_nodes.len() * tasks);
     for &leaf in &tier_nodes {
@@ -292,7 +289,7 @@ pub fn run(scenario: &Scenario) -> Result<Report> {
             &empty,
         ),
     ];
-    let leaves = tree.orders.len() / tree.tasks.max(1);
+    let leaves = tree.orders.len() / tree.tasks;
     let cdf = zipf_cdf(tree.tasks, scenario.zipf_exponent);
     let mut trace = fastrand::Rng::with_seed(scenario.seed);
     let mut rounding = fastrand::Rng::with_seed(scenario.seed ^ 0x9e37_79b9_7f4a_7c15);
@@ -409,6 +406,17 @@ mod tests {
             let freq = f64::from(*c) / f64::from(draws);
             assert!((freq - p).abs() < 5.0 * (p * (1.0 - p) / f64::from(draws)).sqrt());
         }
+    }
+
+    #[test]
+    fn a_scenario_without_models_is_refused() {
+        let mut s = scenario([1, 1, 1], 10, None);
+        s.catalog.clear();
+        let err = run(&s).unwrap_err();
+        assert!(
+            err.to_string().contains("scenario.catalog: no model"),
+            "{err}"
+        );
     }
 
     #[test]
