@@ -41,7 +41,7 @@ impl NodeState {
     }
 
     /// The period's update from the observed supergradient `g`, and the set of slots to load
-    /// next, drawn from the new state.
+    /// next, drawn from the new state: [`Self::step`] then [`Self::draw`].
     pub fn period(
         &self,
         knapsack: &Knapsack,
@@ -49,6 +49,14 @@ impl NodeState {
         eta: f64,
         rng: &mut fastrand::Rng,
     ) -> (Self, Vec<usize>) {
+        let next = self.step(knapsack, g, eta);
+        let set = next.draw(knapsack, rng);
+        (next, set)
+    }
+
+    /// Mirror ascent along `g` and the projection back onto the budget set. A node whose loaded
+    /// set may change less often than it updates takes several steps between draws.
+    pub fn step(&self, knapsack: &Knapsack, g: &[f64], eta: f64) -> Self {
         let z: Vec<f64> = self
             .y
             .iter()
@@ -56,11 +64,14 @@ impl NodeState {
             .zip(&knapsack.sizes_mib)
             .map(|((y, g), s)| y * (eta * g / s).min(MAX_EXPONENT).exp())
             .collect();
-        let next = Self {
+        Self {
             y: knapsack.project(&z),
-        };
-        let set = dep_round(knapsack, &next.y, rng);
-        (next, set)
+        }
+    }
+
+    /// The set of slots to load, drawn with DepRound from this state.
+    pub fn draw(&self, knapsack: &Knapsack, rng: &mut fastrand::Rng) -> Vec<usize> {
+        dep_round(knapsack, &self.y, rng)
     }
 }
 
