@@ -1,10 +1,8 @@
-//! A deterministic simulation of placement policies on a tree of tiers: the core of
-//! `idn simulate`.
+//! A deterministic simulation of placement policies: the core of `idn simulate`.
 //!
-//! The root is the repository and holds every model of the catalog permanently; each tier below
-//! it gives every node of the tier above `fanout` children with one budget and one uplink
-//! latency. Requests enter at the leaves (uniformly) and travel toward the root; their task
-//! follows a Zipf law over tasks, whose ranks are reversed at `shift_at` requests. Requests are
+//! The network ([`topology`]) is a tree rooted at the repository, which holds every model of the
+//! catalog permanently; requests enter at the nodes without children and travel toward the
+//! root. Their tasks follow a trace ([`trace`]): Zipf popularity, a shift, bursts. Requests are
 //! grouped into periods of `period_requests`; each period every policy is scored on the
 //! placement it holds, then sees the period's requests and chooses the next placement, which it
 //! may load only every `redraw_periods` periods.
@@ -14,12 +12,18 @@
 
 mod hindsight;
 mod policy;
+mod topology;
+mod trace;
 
 pub use hindsight::{EXHAUSTIVE_LIMIT, Hindsight};
 pub use policy::{GREEDY_DECAY, PolicyKind};
+pub use topology::{GEANT_LINKS, Level, Topology};
+pub use trace::{Bursts, Workload};
 
 use crate::gain::relaxed_gain;
-use crate::network::{Model, ModelId, Network, Node, NodeId, RequestType, Route, ServingOrder};
+use crate::network::{
+    Model, ModelId, Network, Node, NodeId, RequestType, Route, ServingOrder, TaskId,
+};
 use crate::{Error, Knapsack, Result};
 use hindsight::{Problem, best_static};
 use policy::{Run, new_models};
@@ -38,17 +42,14 @@ pub struct Tier {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Scenario {
     pub catalog: Vec<Model>,
-    /// From the root's children down to the leaves.
-    pub tiers: Vec<Tier>,
+    pub topology: Topology,
     pub alpha_ms: f64,
     pub requests: u64,
     /// Requests per update period.
     pub period_requests: u64,
     /// The loaded sets may change every this many update periods (1: every period).
     pub redraw_periods: u64,
-    pub zipf_exponent: f64,
-    /// The request index at which task popularity ranks are reversed.
-    pub shift_at: Option<u64>,
+    pub workload: Workload,
     /// INFIDA's step size, in MiB per millisecond-request.
     pub eta: f64,
     /// The online policies to run.
@@ -98,106 +99,52 @@ impl Report {
     }
 }
 
-/// The request types of the tree (leaf × task, index `leaf * tasks + task`) and their orders.
-pub(crate) struct Tree {
+/// The request types (entry × task, index `entry * tasks + task`) and their serving orders.
+pub(crate) struct Types {
     pub orders: Vec<ServingOrder>,
     pub tasks: usize,
 }
 
-fn build(scenario: &Scenario) -> Result<(Network, Tree)> {
-    let everything: Vec<ModelId> = (0..scenario.catalog.len()).map(ModelId).collect();
-    let mut nodes = vec![Node {
-        budget_bytes: 0,
-        permanent: everything,
-    }];
-    // Per node, the route from it to the root.
-    let mut routes = vec![Route {
-        nodes: vec![NodeId(0)],
-        hop_latency_ms: vec![],
-    }];
-    let mut tier_nodes = vec![0];
-    for tier in &scenario.tiers {
-        let mut next = Vec::with_capacity(tier_nodes.len() * tier.fanout);
-        for &parent in &tier_nodes {
-            for _ in 0..tier.fanout {
-                let v = nodes.len();
-                nodes.push(Node {
-                    budget_bytes: tier.budget_bytes,
-                    permanent: vec![],
-                });
-                let up: &Route = &routes[parent];
-                let mut route = Route {
-                    nodes: vec![NodeId(v)],
-                    hop_latency_ms: vec![tier.uplink_latency_ms],
-                };
-                route.nodes.extend(&up.nodes);
-                route.hop_latency_ms.extend(&up.hop_latency_ms);
-                routes.push(route);
-                next.push(v);
-            }
-        }
-        tier_nodes = next;
-    }
+fn build(scenario: &Scenario) -> Result<(Network, Types)> {
+    let layout = scenario.topology.layout();
+    let mut nodes: Vec<Node> = layout
+        .budget_bytes
+        .iter()
+        .map(|&budget_bytes| Node {
+            budget_bytes,
+            permanent: vec![],
+        })
+        .collect();
+    nodes[0].permanent = (0..scenario.catalog.len()).map(ModelId).collect();
     let Some(tasks) = scenario.catalog.iter().map(|m| m.task.0 + 1).max() else {
         return Err(Error::Invalid("scenario.catalog: no model".into()));
     };
     let network = Network::new(scenario.catalog.clone(), nodes, scenario.alpha_ms)?;
-    let mut orders = Vec::with_capacity(tier_nodes.len() * tasks);
-    for &leaf in &tier_nodes {
+    let entries = layout.entries();
+    let mut orders = Vec::with_capacity(entries.len() * tasks);
+    for &entry in &entries {
+        let mut route = Route {
+            nodes: vec![NodeId(entry)],
+            hop_latency_ms: vec![],
+        };
+        let mut v = entry;
+        while let Some(parent) = layout.parent[v] {
+            route.hop_latency_ms.push(layout.uplink_latency_ms[v]);
+            route.nodes.push(NodeId(parent));
+            v = parent;
+        }
         for task in 0..tasks {
             orders.push(network.serving_order(&RequestType {
-                task: crate::network::TaskId(task),
-                route: routes[leaf].clone(),
+                task: TaskId(task),
+                route: route.clone(),
             })?);
         }
     }
-    Ok((network, Tree { orders, tasks }))
+    Ok((network, Types { orders, tasks }))
 }
 
 /// A period's requests: (request type, count) for every type that had any.
 type Demands = Vec<(usize, f64)>;
-
-/// Task popularity: cumulative Zipf weights, to draw from with one uniform number.
-fn zipf_cdf(tasks: usize, exponent: f64) -> Vec<f64> {
-    let weights: Vec<f64> = (1..=tasks).map(|r| (r as f64).powf(-exponent)).collect();
-    let total: f64 = weights.iter().sum();
-    let mut acc = 0.0;
-    weights
-        .iter()
-        .map(|w| {
-            acc += w / total;
-            acc
-        })
-        .collect()
-}
-
-/// The rank whose cumulative weight first reaches `u` (uniform in [0, 1)).
-fn zipf_rank(cdf: &[f64], u: f64) -> usize {
-    cdf.partition_point(|&p| p < u).min(cdf.len() - 1)
-}
-
-/// The whole trace: per period, the request types in arrival order.
-fn draw_trace(scenario: &Scenario, tree: &Tree) -> Vec<Vec<u32>> {
-    let leaves = tree.orders.len() / tree.tasks;
-    let cdf = zipf_cdf(tree.tasks, scenario.zipf_exponent);
-    let mut rng = fastrand::Rng::with_seed(scenario.seed);
-    let mut periods = vec![];
-    let mut sent = 0;
-    while sent < scenario.requests {
-        let period = scenario.period_requests.min(scenario.requests - sent);
-        let arrivals = (sent..sent + period)
-            .map(|i| {
-                let rank = zipf_rank(&cdf, rng.f64());
-                let shifted = scenario.shift_at.is_some_and(|at| i >= at);
-                let task = if shifted { tree.tasks - 1 - rank } else { rank };
-                (rng.usize(0..leaves) * tree.tasks + task) as u32
-            })
-            .collect();
-        periods.push(arrivals);
-        sent += period;
-    }
-    periods
-}
 
 /// The counts per type of one period's arrivals, in type order.
 fn demands(arrivals: &[u32], counts: &mut [u32]) -> Demands {
@@ -221,22 +168,28 @@ pub fn run(scenario: &Scenario) -> Result<Report> {
             scenario.period_requests, scenario.redraw_periods
         )));
     }
-    let (network, tree) = build(scenario)?;
+    let (network, types) = build(scenario)?;
     let knapsacks: Vec<Knapsack> = (0..network.node_count())
         .map(|v| network.knapsack(NodeId(v)))
         .collect();
-    let arrivals = draw_trace(scenario, &tree);
-    let mut counts = vec![0u32; tree.orders.len()];
+    let arrivals = trace::draw(
+        &scenario.workload,
+        types.orders.len() / types.tasks,
+        types.tasks,
+        (scenario.requests, scenario.period_requests),
+        scenario.seed,
+    );
+    let mut counts = vec![0u32; types.orders.len()];
     let trace: Vec<Demands> = arrivals.iter().map(|a| demands(a, &mut counts)).collect();
 
     let (hindsight, best) = best_static(
-        &Problem::new(&tree.orders, &knapsacks, &trace),
+        &Problem::new(&types.orders, &knapsacks, &trace),
         scenario.hindsight,
     );
     let gain_of = |x: &[Vec<f64>], demands: &Demands| -> f64 {
         demands
             .iter()
-            .map(|&(t, c)| relaxed_gain(&tree.orders[t], c, x))
+            .map(|&(t, c)| relaxed_gain(&types.orders[t], c, x))
             .sum()
     };
     let empty: Vec<Vec<f64>> = best.iter().map(|x| vec![0.0; x.len()]).collect();
@@ -249,7 +202,7 @@ pub fn run(scenario: &Scenario) -> Result<Report> {
         .iter()
         .map(|d| {
             d.iter()
-                .map(|&(t, c)| c * tree.orders[t].candidates.last().map_or(0.0, |r| r.cost))
+                .map(|&(t, c)| c * types.orders[t].candidates.last().map_or(0.0, |r| r.cost))
                 .sum()
         })
         .collect();
@@ -257,14 +210,14 @@ pub fn run(scenario: &Scenario) -> Result<Report> {
     let mut runs: Vec<Run> = scenario
         .policies
         .iter()
-        .map(|&kind| Run::new(kind, &tree, &knapsacks, scenario.seed))
+        .map(|&kind| Run::new(kind, &types, &knapsacks, scenario.seed))
         .collect();
     let mut first_request = 0;
     for (p, (arrivals, demands)) in arrivals.iter().zip(&trace).enumerate() {
         let redraw = (p as u64 + 1).is_multiple_of(scenario.redraw_periods);
         for run in &mut runs {
             run.period(
-                &tree,
+                &types,
                 &knapsacks,
                 (arrivals, demands),
                 first_request,
@@ -322,17 +275,20 @@ mod tests {
         };
         Scenario {
             catalog,
-            tiers: vec![
+            topology: Topology::Tree(vec![
                 tier(fanout[0], 4096, 60.0),
                 tier(fanout[1], 1024, 20.0),
                 tier(fanout[2], 256, 5.0),
-            ],
+            ]),
             alpha_ms: 200.0,
             requests,
             period_requests: 2_000,
             redraw_periods: 1,
-            zipf_exponent: 1.0,
-            shift_at,
+            workload: Workload {
+                zipf_exponent: 1.0,
+                shift_at,
+                bursts: None,
+            },
             eta: 1.0,
             policies: PolicyKind::ALL.to_vec(),
             hindsight: None,
@@ -342,23 +298,6 @@ mod tests {
 
     fn mean_after(report: &PolicyReport, from: usize, to: usize) -> f64 {
         report.gain[from..to].iter().sum::<f64>() / (to - from) as f64
-    }
-
-    #[test]
-    fn task_ranks_follow_the_zipf_law() {
-        let cdf = zipf_cdf(4, 1.0);
-        // Weights 1, 1/2, 1/3, 1/4 over 25/12.
-        let expected = [12.0 / 25.0, 6.0 / 25.0, 4.0 / 25.0, 3.0 / 25.0];
-        let mut rng = fastrand::Rng::with_seed(6);
-        let mut counts = [0u32; 4];
-        let draws = 100_000;
-        for _ in 0..draws {
-            counts[zipf_rank(&cdf, rng.f64())] += 1;
-        }
-        for (c, p) in counts.iter().zip(expected) {
-            let freq = f64::from(*c) / f64::from(draws);
-            assert!((freq - p).abs() < 5.0 * (p * (1.0 - p) / f64::from(draws)).sqrt());
-        }
     }
 
     #[test]
@@ -451,7 +390,10 @@ mod tests {
         let mut s = scenario([1, 1, 1], 20_000, None);
         // Two tasks, small budgets: few enough placements for the exhaustive search.
         s.catalog.truncate(6);
-        for (tier, budget) in s.tiers.iter_mut().zip([250, 200, 50]) {
+        let Topology::Tree(tiers) = &mut s.topology else {
+            unreachable!("the fixture is a tree of tiers");
+        };
+        for (tier, budget) in tiers.iter_mut().zip([250, 200, 50]) {
             tier.budget_bytes = budget * MIB;
         }
         let report = run(&s).unwrap();
@@ -466,6 +408,57 @@ mod tests {
             // stationary trace.
             let regret = *report.regret(p).last().unwrap();
             assert!(regret >= -0.05 * best, "{}: {regret}", p.name);
+        }
+    }
+
+    #[test]
+    fn every_topology_runs_with_a_bursty_trace_and_no_policy_beats_the_optimum_by_much() {
+        let mib = |m: u64| m * MIB;
+        let topologies = [
+            Topology::RandomTree {
+                nodes: 60,
+                levels: vec![
+                    Level {
+                        budget_bytes: mib(1024),
+                        uplink_latency_ms: 40.0,
+                    },
+                    Level {
+                        budget_bytes: mib(256),
+                        uplink_latency_ms: 5.0,
+                    },
+                ],
+                seed: 3,
+            },
+            Topology::Research {
+                pop_budget_bytes: mib(1024),
+                access: vec![Tier {
+                    fanout: 2,
+                    budget_bytes: mib(256),
+                    uplink_latency_ms: 5.0,
+                }],
+            },
+        ];
+        for topology in topologies {
+            let mut s = scenario([1, 1, 1], 40_000, None);
+            s.topology = topology;
+            s.workload.bursts = Some(Bursts {
+                mean_gap_requests: 5_000.0,
+                decay_requests: 2_000.0,
+                intensity: 1.0,
+            });
+            let report = run(&s).unwrap();
+            assert_eq!(report, run(&s).unwrap());
+            let best: f64 = report.static_optimum.gain.iter().sum();
+            assert!(best > 0.0);
+            for p in &report.policies {
+                let regret = *report.regret(p).last().unwrap();
+                assert!(
+                    regret >= -0.05 * best,
+                    "{:?} {}: {regret}",
+                    s.topology,
+                    p.name
+                );
+            }
         }
     }
 

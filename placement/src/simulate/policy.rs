@@ -14,7 +14,7 @@
 //!   does not apply to it.
 //! - INFIDA: every node one mirror-ascent step per period, a DepRound draw every redraw period.
 
-use super::{Demands, Tree};
+use super::{Demands, Types};
 use crate::Knapsack;
 use crate::gain::{add_subgradient, marginal_cost, relaxed_gain};
 use crate::infida::NodeState;
@@ -95,7 +95,7 @@ pub(super) struct Run {
 }
 
 impl Run {
-    pub fn new(kind: PolicyKind, tree: &Tree, knapsacks: &[Knapsack], seed: u64) -> Self {
+    pub fn new(kind: PolicyKind, types: &Types, knapsacks: &[Knapsack], seed: u64) -> Self {
         let empty: Vec<Vec<f64>> = knapsacks
             .iter()
             .map(|k| vec![0.0; k.sizes_mib.len()])
@@ -108,7 +108,7 @@ impl Run {
             PolicyKind::Lru => State::Lru(Lru {
                 held: vec![vec![]; knapsacks.len()],
                 evicted_time: empty.clone(),
-                served: tree
+                served: types
                     .orders
                     .iter()
                     .map(|o| vec![0.0; o.candidates.len()])
@@ -137,7 +137,7 @@ impl Run {
     /// the loaded set may change now. `first_request` numbers the period's first arrival.
     pub fn period(
         &mut self,
-        tree: &Tree,
+        types: &Types,
         knapsacks: &[Knapsack],
         (arrivals, demands): (&[u32], &Demands),
         first_request: u64,
@@ -154,7 +154,7 @@ impl Run {
                     period_len: arrivals.len() as u64,
                 };
                 gain += lru.serve(
-                    &tree.orders[t],
+                    &types.orders[t],
                     t,
                     &mut self.x,
                     knapsacks,
@@ -172,7 +172,7 @@ impl Run {
         self.gain.push(
             demands
                 .iter()
-                .map(|&(t, c)| relaxed_gain(&tree.orders[t], c, &self.x))
+                .map(|&(t, c)| relaxed_gain(&types.orders[t], c, &self.x))
                 .sum(),
         );
         let mut next: Vec<Vec<f64>> = self.x.iter().map(|x| vec![0.0; x.len()]).collect();
@@ -183,7 +183,7 @@ impl Run {
                     *s *= GREEDY_DECAY;
                 }
                 for &(t, count) in demands {
-                    add_reached_savings(&tree.orders[t], count, &self.x, scores);
+                    add_reached_savings(&types.orders[t], count, &self.x, scores);
                 }
                 if !redraw {
                     return;
@@ -196,7 +196,7 @@ impl Run {
                 let y: Vec<Vec<f64>> = states.iter().map(|s| s.allocation().to_vec()).collect();
                 let mut g: Vec<Vec<f64>> = y.iter().map(|y| vec![0.0; y.len()]).collect();
                 for &(t, count) in demands {
-                    let order = &tree.orders[t];
+                    let order = &types.orders[t];
                     add_subgradient(order, count, marginal_cost(order, count, &y), &mut g);
                 }
                 for (v, state) in states.iter_mut().enumerate() {
@@ -366,7 +366,7 @@ mod tests {
 
     /// The fixture's line (edge budget 2 MiB, regional 3 MiB; models of 1, 2, 3 MiB per task),
     /// ready for the LRU.
-    fn line() -> (Tree, Vec<Knapsack>) {
+    fn line() -> (Types, Vec<Knapsack>) {
         let (network, requests) = fixtures::line();
         let knapsacks = (0..network.node_count())
             .map(|v| network.knapsack(NodeId(v)))
@@ -375,13 +375,13 @@ mod tests {
             .iter()
             .map(|r| network.serving_order(r).unwrap())
             .collect();
-        (Tree { orders, tasks: 2 }, knapsacks)
+        (Types { orders, tasks: 2 }, knapsacks)
     }
 
     #[test]
     fn the_lru_loads_on_a_miss_then_serves_and_evicts_the_least_recently_used_by_size() {
-        let (tree, knapsacks) = line();
-        let mut run = Run::new(PolicyKind::Lru, &tree, &knapsacks, 1);
+        let (types, knapsacks) = line();
+        let mut run = Run::new(PolicyKind::Lru, &types, &knapsacks, 1);
         let held = |run: &Run| -> Vec<Vec<usize>> {
             run.x
                 .iter()
@@ -390,14 +390,14 @@ mod tests {
         };
         // Task 0 misses: the edge (nearest, with room) loads task 0's model that is cheapest
         // there (the medium one, slot 1: 5 + 100·0.15 = 20 < 2 + 30).
-        run.period(&tree, &knapsacks, (&[0], &vec![(0, 1.0)]), 0, 1.0, true);
+        run.period(&types, &knapsacks, (&[0], &vec![(0, 1.0)]), 0, 1.0, true);
         assert_eq!((run.gain[0], run.loads), (0.0, 1));
         assert_eq!(held(&run)[0], vec![1]);
         // Then task 0 is served at the edge (62 − 20 saved), and task 1 misses: the edge is full
         // (2 of 2 MiB), so the regional node loads task 1's model cheapest there, the large one
         // (slot 5: 5 + 12 + 100·0.05 = 22).
         run.period(
-            &tree,
+            &types,
             &knapsacks,
             (&[0, 1], &vec![(0, 1.0), (1, 1.0)]),
             1,
@@ -410,7 +410,7 @@ mod tests {
         // edge already holds its best model; the region's best for task 0 (its large model,
         // 3 MiB) needs the whole budget, so the task-1 model, the region's least recently used,
         // is evicted.
-        run.period(&tree, &knapsacks, (&[0; 9], &vec![(0, 9.0)]), 3, 1.0, true);
+        run.period(&types, &knapsacks, (&[0; 9], &vec![(0, 9.0)]), 3, 1.0, true);
         assert!((run.gain[2] - 8.0 * 42.0).abs() < 1e-9 && run.loads == 3);
         assert_eq!(held(&run), vec![vec![1], vec![2], vec![]]);
         for (v, k) in knapsacks.iter().enumerate() {
@@ -420,14 +420,14 @@ mod tests {
 
     #[test]
     fn infida_and_greedy_change_their_placement_only_when_they_may_redraw() {
-        let (tree, knapsacks) = line();
+        let (types, knapsacks) = line();
         for kind in [PolicyKind::Greedy, PolicyKind::Infida] {
-            let mut run = Run::new(kind, &tree, &knapsacks, 2);
+            let mut run = Run::new(kind, &types, &knapsacks, 2);
             let demands = vec![(0, 20.0), (1, 5.0)];
-            run.period(&tree, &knapsacks, (&[], &demands), 0, 1.0, false);
+            run.period(&types, &knapsacks, (&[], &demands), 0, 1.0, false);
             assert_eq!(run.loads, 0, "{kind:?}");
             assert!(run.x.iter().flatten().all(|x| *x == 0.0));
-            run.period(&tree, &knapsacks, (&[], &demands), 25, 1.0, true);
+            run.period(&types, &knapsacks, (&[], &demands), 25, 1.0, true);
             assert!(run.loads > 0, "{kind:?}");
         }
     }
