@@ -74,6 +74,7 @@ pub struct PolicyReport {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Report {
     pub nodes: usize,
+    pub requests: u64,
     /// What serving every request at the repository costs, per period.
     pub repository_cost: Vec<f64>,
     /// The best static placement in hindsight, held from the first period on.
@@ -229,6 +230,7 @@ pub fn run(scenario: &Scenario) -> Result<Report> {
     }
     Ok(Report {
         nodes: network.node_count(),
+        requests: scenario.requests,
         repository_cost,
         static_optimum,
         hindsight,
@@ -498,13 +500,15 @@ mod tests {
         let report = run(&s).unwrap();
         let elapsed = started.elapsed();
         assert_eq!(report.nodes, 1011);
-        for p in &report.policies {
+        let best: f64 = report.static_optimum.gain.iter().sum();
+        for p in [&report.static_optimum].into_iter().chain(&report.policies) {
             let total: f64 = p.gain.iter().sum();
             let cost: f64 = report.repository_cost.iter().sum();
             eprintln!(
-                "{:>16}: gain {:.1} % of the repository's cost, {} loads",
+                "{:>16}: gain {:.1} % of the repository's cost, {:.1} % of the static optimum's, {} loads",
                 p.name,
                 100.0 * total / cost,
+                100.0 * total / best,
                 p.loads
             );
         }
