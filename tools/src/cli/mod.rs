@@ -7,6 +7,7 @@ pub mod calibrate;
 pub mod crds;
 pub mod render;
 pub mod replay;
+mod simulate;
 pub mod up;
 
 use std::path::{Path, PathBuf};
@@ -36,6 +37,8 @@ pub enum Command {
     Render(render::Args),
     /// Send a labelled sample to a service (or compare strategies) and report accuracy and latency.
     Replay(Box<replay::Args>),
+    /// Simulate INFIDA's adaptive placement against its baselines on a synthetic network.
+    Simulate(Box<simulate::Args>),
     /// Run a whole network on this machine from its manifests.
     Up(up::Args),
 }
@@ -48,6 +51,7 @@ impl Cli {
             Command::Crds(args) => crds::run(&args),
             Command::Render(args) => render::run(&args),
             Command::Replay(args) => replay::run(&args),
+            Command::Simulate(args) => simulate::run(&args),
             Command::Up(args) => up::run(&args),
         }
     }
