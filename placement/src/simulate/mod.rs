@@ -60,6 +60,9 @@ pub struct Scenario {
     pub seed: u64,
 }
 
+/// Frank–Wolfe steps of the static optimum's upper bound.
+const UPPER_BOUND_ITERATIONS: usize = 30;
+
 /// What one policy did, period by period.
 #[derive(Clone, Debug, PartialEq)]
 pub struct PolicyReport {
@@ -81,6 +84,9 @@ pub struct Report {
     pub static_optimum: PolicyReport,
     /// How it was found.
     pub hindsight: Hindsight,
+    /// At least every static placement's total gain: the optimum's itself when the search was
+    /// exhaustive, a bound from the relaxation when it was the lazy greedy.
+    pub optimum_upper_bound: f64,
     pub policies: Vec<PolicyReport>,
 }
 
@@ -183,10 +189,8 @@ pub fn run(scenario: &Scenario) -> Result<Report> {
     let mut counts = vec![0u32; types.orders.len()];
     let trace: Vec<Demands> = arrivals.iter().map(|a| demands(a, &mut counts)).collect();
 
-    let (hindsight, best) = best_static(
-        &Problem::new(&types.orders, &knapsacks, &trace),
-        scenario.hindsight,
-    );
+    let problem = Problem::new(&types.orders, &knapsacks, &trace);
+    let (hindsight, best) = best_static(&problem, scenario.hindsight);
     let gain_of = |x: &[Vec<f64>], demands: &Demands| -> f64 {
         demands
             .iter()
@@ -198,6 +202,10 @@ pub fn run(scenario: &Scenario) -> Result<Report> {
         name: "static-optimum",
         gain: trace.iter().map(|d| gain_of(&best, d)).collect(),
         loads: new_models(&empty, &best),
+    };
+    let optimum_upper_bound = match hindsight {
+        Hindsight::Exhaustive => static_optimum.gain.iter().sum(),
+        Hindsight::LazyGreedy => problem.upper_bound(&best, UPPER_BOUND_ITERATIONS),
     };
     let repository_cost = trace
         .iter()
@@ -234,6 +242,7 @@ pub fn run(scenario: &Scenario) -> Result<Report> {
         repository_cost,
         static_optimum,
         hindsight,
+        optimum_upper_bound,
         policies: runs
             .into_iter()
             .map(|r| PolicyReport {
@@ -321,6 +330,8 @@ mod tests {
         assert_eq!(report.nodes, 1 + 2 + 6 + 24);
         assert_eq!(report.repository_cost.len(), 10);
         assert_eq!(report.hindsight, Hindsight::LazyGreedy);
+        let lower: f64 = report.static_optimum.gain.iter().sum();
+        assert!(report.optimum_upper_bound >= lower);
         let names: Vec<&str> = report.policies.iter().map(|p| p.name).collect();
         assert_eq!(names, ["repository-only", "greedy", "lru", "infida"]);
         assert!(report.policies[0].gain.iter().all(|g| *g == 0.0));
