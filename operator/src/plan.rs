@@ -514,31 +514,36 @@ fn forwarding_cycle(plans: &[NodePlan]) -> Option<Vec<String>> {
         let Some(plan) = plans.iter().find(|p| &p.spec.name == node_name) else {
             return Vec::new();
         };
-        let Some(service) = plan
+        let to_node = |link_name: &str| {
+            let link = plan.spec.links.iter().find(|l| l.name == link_name)?;
+            link.node.clone()
+        };
+        // The declared link of the service counts even when its strategy could not be bound
+        // (a model not placed, say): the cycle is a problem of its own, reported beside that.
+        let declared = plan
+            .spec
+            .services
+            .iter()
+            .filter(|s| &s.name == service_name)
+            .filter_map(|s| Some((to_node(s.link.as_deref()?)?, service_name.clone())));
+        let bound = plan
             .config
             .services
             .iter()
-            .find(|s| &s.name == service_name)
-        else {
-            return Vec::new();
-        };
-        service
-            .strategy
-            .targets()
-            .into_iter()
+            .filter(|s| &s.name == service_name)
+            .flat_map(|s| s.strategy.targets())
             .filter_map(|target| match target {
                 Target::Model(_) => None,
                 Target::Service(other) => Some((node_name.clone(), other.clone())),
                 Target::Upstream { upstream, service } => {
-                    let link = plan.spec.links.iter().find(|l| &l.name == upstream)?;
                     let other = service.as_ref().unwrap_or(service_name);
-                    Some((link.node.clone()?, other.clone()))
+                    Some((to_node(upstream)?, other.clone()))
                 }
-            })
-            .collect()
+            });
+        declared.chain(bound).collect()
     };
     let starts = plans.iter().flat_map(|plan| {
-        plan.config
+        plan.spec
             .services
             .iter()
             .map(|service| (plan.spec.name.clone(), service.name.clone()))
