@@ -14,6 +14,7 @@ use crate::error::{Error, RequestError, Result, UpstreamError};
 use crate::metrics::Metrics;
 use crate::model::ort_library;
 use crate::model::{Inference, InferencePool, Model};
+use crate::server::tls::server_config;
 use crate::trace;
 use crate::wire::InferResponse;
 use crate::wire::context::RequestContext;
@@ -30,6 +31,8 @@ pub struct Node {
     upstreams: Upstreams,
     /// Token callers must present, when `auth` is configured.
     token: Option<String>,
+    /// The certificate the ports are served with, when `tls` is configured.
+    tls: Option<Arc<rustls::ServerConfig>>,
     metrics: Metrics,
 }
 
@@ -42,8 +45,8 @@ pub(crate) enum Served<'n> {
 
 impl Node {
     /// Resolves the services, loads every model (a model that fails is kept as unavailable),
-    /// reads token files and starts the pool. Fails when ONNX Runtime or a token file cannot
-    /// be loaded, or when a strategy names a model, service or upstream the node lacks.
+    /// reads token files and the TLS certificate, and starts the pool. Fails when ONNX Runtime,
+    /// a token file or the certificate cannot be loaded, or when a strategy names a model, service or upstream the node lacks.
     pub fn start(config: NodeAgentConfig) -> Result<Arc<Node>> {
         ort_library::environment()?;
         let services = delivery::resolve(&config).map_err(|problems| Error::Unresolved {
@@ -55,6 +58,7 @@ impl Node {
             .as_ref()
             .map(|auth| upstream::read_token(&auth.token_file))
             .transpose()?;
+        let tls = config.tls.as_ref().map(server_config).transpose()?;
         let upstreams = Upstreams::new(&config.upstreams, config.limits.max_body_bytes)?;
         let models: Vec<Model> = config.models.iter().cloned().map(Model::load).collect();
         let metrics = Metrics::default();
@@ -84,6 +88,7 @@ impl Node {
             pool,
             upstreams,
             token,
+            tls,
             metrics,
         }))
     }
@@ -91,6 +96,11 @@ impl Node {
     /// The config the node runs: its name, tier, limits, models and services.
     pub fn config(&self) -> &NodeAgentConfig {
         &self.config
+    }
+
+    /// The certificate the node serves its ports with, when it serves TLS.
+    pub(crate) fn tls(&self) -> Option<&rustls::ServerConfig> {
+        self.tls.as_deref()
     }
 
     /// Each model that is not ready, with the reason.

@@ -194,6 +194,7 @@ fn plan_node<'a>(
             .flatten(),
         services,
         auth: None,
+        tls: None,
     };
     // The agent's own checks catch anything the bindings above let through.
     if problems.is_empty() {

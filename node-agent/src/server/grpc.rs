@@ -15,6 +15,7 @@ use tonic::{Code, Request, Response, Status};
 
 use super::infer::{admit, answer, observed};
 use super::metadata::{self, EXTENSIONS, Metadata};
+use super::tls;
 use crate::error::{RequestError, UpstreamError};
 use crate::model::TensorSpec;
 use crate::node::Node;
@@ -168,7 +169,8 @@ pub(super) async fn serve(
     .max_encoding_message_size(limits.max_body_bytes);
     let mut builder = http2::Builder::new(TokioExecutor::new());
     builder.timer(TokioTimer::new());
-    super::accept(listener, shutdown, drain, move |io| {
+    let tls = node.tls().map(|config| tls::acceptor(config, b"h2"));
+    super::accept(listener, tls, shutdown, drain, move |io| {
         builder.serve_connection(io, TowerToHyperService::new(service.clone()))
     })
     .await;

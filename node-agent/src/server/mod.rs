@@ -9,6 +9,7 @@ mod learning;
 mod metadata;
 mod response;
 mod route;
+pub(crate) mod tls;
 
 pub use grpc::grpc_code;
 pub use response::http_status;
@@ -31,12 +32,14 @@ use hyper_util::server::graceful::{GracefulConnection, GracefulShutdown};
 use idn_contract::config::NodeAgentConfig;
 use idn_telemetry::exposition;
 use serde_json::json;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
 
 use crate::error::{Error, Result};
 use crate::node::Node;
 use response::{Body, error_response, json_response};
 use route::Route;
+use tls::Stream;
 
 /// How long a client may take to send its request headers.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
@@ -123,7 +126,8 @@ pub async fn bind(config: &NodeAgentConfig) -> Result<Listeners> {
     })
 }
 
-/// Serves REST, and gRPC when bound, until `shutdown` resolves; then stops accepting and lets
+/// Serves REST, and gRPC when bound (each over TLS when the node has a certificate), until
+/// `shutdown` resolves; then stops accepting and lets
 /// in-flight requests finish (up to the configured drain timeout). Learned state is saved
 /// while serving and once more after the drain.
 pub async fn serve(node: Arc<Node>, listeners: Listeners, shutdown: impl Future<Output = ()>) {
@@ -164,7 +168,8 @@ async fn serve_rest(node: Arc<Node>, listener: TcpListener, shutdown: impl Futur
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT);
     let drain = Duration::from_secs(node.config().limits.drain_timeout_seconds);
-    accept(listener, shutdown, drain, move |io| {
+    let tls = node.tls().map(|config| tls::acceptor(config, b"http/1.1"));
+    accept(listener, tls, shutdown, drain, move |io| {
         let node = Arc::clone(&node);
         let service = service_fn(move |request| {
             let node = Arc::clone(&node);
@@ -175,17 +180,20 @@ async fn serve_rest(node: Arc<Node>, listener: TcpListener, shutdown: impl Futur
     .await;
 }
 
-/// Accepts connections on `listener`, serving each with `serve`, until `shutdown` resolves;
-/// then stops accepting and lets open connections finish, up to `drain`.
+/// Accepts connections on `listener` (completing each one's TLS handshake, with `tls`),
+/// serving each with `serve`, until `shutdown` resolves; then stops accepting and lets open
+/// connections finish, up to `drain`.
 async fn accept<C>(
     listener: TcpListener,
+    tls: Option<TlsAcceptor>,
     shutdown: impl Future<Output = ()>,
     drain: Duration,
-    serve: impl Fn(TokioIo<TcpStream>) -> C,
+    serve: impl Fn(TokioIo<Stream>) -> C + Send + Sync + 'static,
 ) where
     C: GracefulConnection + Send + 'static,
     C::Error: std::fmt::Display,
 {
+    let serve = Arc::new(serve);
     let graceful = GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
@@ -200,9 +208,17 @@ async fn accept<C>(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let connection = graceful.watch(serve(TokioIo::new(stream)));
+        let (serve, tls, watcher) = (Arc::clone(&serve), tls.clone(), graceful.watcher());
+        // The handshake runs in the connection's task: a slow client holds no one else up.
         tokio::spawn(async move {
-            if let Err(e) = connection.await {
+            let stream = match &tls {
+                Some(acceptor) => match tls::handshake(acceptor, stream).await {
+                    Some(stream) => stream,
+                    None => return,
+                },
+                None => Stream::Plain(stream),
+            };
+            if let Err(e) = watcher.watch(serve(TokioIo::new(stream))).await {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
         });
