@@ -5,7 +5,7 @@
 //! is no longer desired, and writes the status. An invalid spec writes an `InvalidSpec`
 //! condition and a Warning event, then retries with backoff; it never crashes the process.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -269,35 +269,34 @@ where
     Ok(api.list(&params).await?.items)
 }
 
-/// Token secrets named by the network's remote links that do not exist.
+/// The Secret keys the network's pods would mount (certificates, required tokens, links'
+/// tokens and CAs) that do not exist, each reported at the field that asks for it.
 async fn missing_secrets(
     client: &Client,
     namespace: &str,
     network: &InferenceDeliveryNetwork,
 ) -> Result<Vec<String>, Error> {
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    // Each Secret is read once, however many keys of it are needed.
+    let mut secrets: BTreeMap<&str, Option<Secret>> = BTreeMap::new();
     let mut missing = Vec::new();
-    for (i, node) in network.spec.nodes.iter().enumerate() {
-        for (j, link) in node.links.iter().enumerate() {
-            let Some(endpoint) = &link.endpoint else {
-                continue;
-            };
-            for (field, selector) in [
-                ("tokenSecret", &endpoint.token_secret),
-                ("caSecret", &endpoint.ca_secret),
-            ] {
-                let Some(selector) = selector else { continue };
-                let present = secrets
-                    .get_opt(&selector.name)
-                    .await?
-                    .is_some_and(|s| s.data.is_some_and(|d| d.contains_key(&selector.key)));
-                if !present {
-                    missing.push(format!(
-                        "spec.nodes[{i}].links[{j}].endpoint.{field}: Secret {:?} with key {:?} not found",
-                        selector.name, selector.key
-                    ));
-                }
+    for (field, wanted) in network.spec.secret_keys() {
+        let secret = match secrets.get(wanted.name) {
+            Some(secret) => secret,
+            None => {
+                let secret = api.get_opt(wanted.name).await?;
+                secrets.entry(wanted.name).or_insert(secret)
             }
+        };
+        let present = secret
+            .as_ref()
+            .and_then(|s| s.data.as_ref())
+            .is_some_and(|d| d.contains_key(wanted.key));
+        if !present {
+            missing.push(format!(
+                "{field}: Secret {:?} with key {:?} not found",
+                wanted.name, wanted.key
+            ));
         }
     }
     Ok(missing)

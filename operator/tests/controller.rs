@@ -330,23 +330,13 @@ async fn an_invalid_spec_gets_a_condition_and_an_event_and_no_objects() {
     assert!(event["note"].as_str().unwrap().contains("no-such-strategy"));
 }
 
-#[tokio::test]
-async fn a_missing_link_secret_is_an_invalid_spec() {
-    let mut manifests = example();
-    let link = &mut manifests.networks[0].spec.nodes[2].links;
-    link.push(serde_json::from_value(json!({
-        "name": "other-cluster",
-        "endpoint": {"url": "http://idn.other.example:8000", "tokenSecret": {"name": "other-token", "key": "token"}}
-    })).unwrap());
+/// Reconciles the example network as `manifests` has it, with `secrets` answering the
+/// controller's reads of Secrets; the InvalidSpec message it ends with.
+async fn invalid_spec(manifests: &Manifests, secrets: Vec<Step>) -> String {
     let network = manifests.networks[0].clone();
     let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
-    let mut steps = reads(&manifests);
-    steps.push(Step {
-        status: 404,
-        ..step(Method::GET, "/api/v1/namespaces/default/secrets/other-token", |_| {
-            json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404, "metadata": {}})
-        })
-    });
+    let mut steps = reads(manifests);
+    steps.extend(secrets);
     steps.push(status_patch(&network));
     steps.push(event());
     let server = tokio::spawn(serve(handle, steps));
@@ -355,8 +345,56 @@ async fn a_missing_link_secret_is_an_invalid_spec() {
     let Err(Error::InvalidSpec(message)) = result else {
         panic!("expected an invalid spec, got {result:?}")
     };
-    assert!(message.contains("spec.nodes[2].links[0].endpoint.tokenSecret: Secret \"other-token\" with key \"token\" not found"), "{message}");
     server.await.unwrap();
+    message
+}
+
+/// A read of Secret `name`, which does not exist.
+fn secret_not_found(name: &str) -> Step {
+    Step {
+        status: 404,
+        ..step(
+            Method::GET,
+            &format!("/api/v1/namespaces/default/secrets/{name}"),
+            |_| json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404, "metadata": {}}),
+        )
+    }
+}
+
+#[tokio::test]
+async fn a_missing_link_secret_is_an_invalid_spec() {
+    let mut manifests = example();
+    let link = &mut manifests.networks[0].spec.nodes[2].links;
+    link.push(serde_json::from_value(json!({
+        "name": "other-cluster",
+        "endpoint": {"url": "http://idn.other.example:8000", "tokenSecret": {"name": "other-token", "key": "token"}}
+    })).unwrap());
+    let message = invalid_spec(&manifests, vec![secret_not_found("other-token")]).await;
+    assert!(message.contains("spec.nodes[2].links[0].endpoint.tokenSecret: Secret \"other-token\" with key \"token\" not found"), "{message}");
+}
+
+#[tokio::test]
+async fn a_missing_certificate_or_token_secret_is_an_invalid_spec() {
+    let mut manifests = example();
+    let mut cloud = serde_json::to_value(&manifests.networks[0].spec.nodes[2]).unwrap();
+    cloud["tls"] = json!({"secretName": "cloud-tls"});
+    cloud["auth"] = json!({"tokenSecret": {"name": "cloud-token", "key": "token"}});
+    manifests.networks[0].spec.nodes[2] = serde_json::from_value(cloud).unwrap();
+    // Each Secret is read once: the token for the edge's link and the cloud's auth, the TLS
+    // Secret for the edge's CA and the cloud's certificate (which has no CA).
+    let tls = step(
+        Method::GET,
+        "/api/v1/namespaces/default/secrets/cloud-tls",
+        |_| json!({"kind": "Secret", "apiVersion": "v1", "type": "kubernetes.io/tls", "metadata": {"name": "cloud-tls", "namespace": "default"}, "data": {"tls.crt": "Y2VydA==", "tls.key": "a2V5"}}),
+    );
+    let message = invalid_spec(&manifests, vec![secret_not_found("cloud-token"), tls]).await;
+    for expected in [
+        "spec.nodes[1].links[0].node: Secret \"cloud-tls\" with key \"ca.crt\" not found",
+        "spec.nodes[2].auth.tokenSecret: Secret \"cloud-token\" with key \"token\" not found",
+    ] {
+        assert!(message.contains(expected), "{expected} not in {message}");
+    }
+    assert!(!message.contains("tls.crt"), "{message}");
 }
 
 #[tokio::test]
