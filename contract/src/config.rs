@@ -74,6 +74,9 @@ pub struct NodeAgentConfig {
     /// Bearer token required on inference calls to this node.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth: Option<AuthConfig>,
+    /// Serve both ports (REST and gRPC) over TLS with this certificate; none: plain HTTP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsConfig>,
     /// File where the node keeps what its services learned (`threshold.adapt`,
     /// `ensemble.learn`): read at start, written while serving and on shutdown, so learned
     /// state survives a restart with a changed config. Relative to the config file.
@@ -88,6 +91,20 @@ pub struct NodeAgentConfig {
 pub struct AuthConfig {
     /// File holding the bearer token callers must present (`Authorization: Bearer ...`).
     pub token_file: PathBuf,
+}
+
+/// The certificate the node serves its ports with. Read once at start: a renewed certificate
+/// takes a restart (the operator's pods restart when their Secret is replaced, not renewed in
+/// place).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM file of the certificate chain, the node's certificate first (`tls.crt` of a
+    /// `kubernetes.io/tls` Secret). Relative to the config file.
+    pub cert_file: PathBuf,
+    /// PEM file of the certificate's private key (PKCS#8, PKCS#1 or SEC1; `tls.key`). Relative
+    /// to the config file.
+    pub key_file: PathBuf,
 }
 
 /// A link from this node to another node: where it is and how to call it.
@@ -494,8 +511,8 @@ fn default_version() -> String {
 }
 
 impl NodeAgentConfig {
-    /// Reads, parses and validates a config file; relative model paths are resolved against
-    /// the file's directory.
+    /// Reads, parses and validates a config file; relative paths of models, the learned-state
+    /// file and the TLS files are resolved against the file's directory.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_owned(),
@@ -518,9 +535,13 @@ impl NodeAgentConfig {
                 model.path = base.join(&model.path);
             }
         }
-        if let Some(file) = &mut config.learned_state_file
-            && file.is_relative()
-        {
+        let files = config.learned_state_file.iter_mut().chain(
+            config
+                .tls
+                .iter_mut()
+                .flat_map(|tls| [&mut tls.cert_file, &mut tls.key_file]),
+        );
+        for file in files.filter(|f| f.is_relative()) {
             *file = base.join(&*file);
         }
         Ok(config)
@@ -798,13 +819,33 @@ services:
     }
 
     #[test]
-    fn load_resolves_model_paths_against_the_config_directory() {
+    fn load_resolves_relative_paths_against_the_config_directory() {
         let dir = std::env::temp_dir().join(format!("idn-config-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("agent.yaml");
-        std::fs::write(&file, VALID).unwrap();
+        let text = format!("{VALID}tls: {{certFile: tls/tls.crt, keyFile: /etc/tls/tls.key}}\n");
+        std::fs::write(&file, text).unwrap();
         let config = NodeAgentConfig::load(&file).unwrap();
         assert_eq!(config.models[0].path, dir.join("mnist-mlp.onnx"));
+        let tls = config.tls.unwrap();
+        assert_eq!(tls.cert_file, dir.join("tls/tls.crt"));
+        assert_eq!(tls.key_file, Path::new("/etc/tls/tls.key"));
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn tls_names_both_files() {
+        let err =
+            NodeAgentConfig::from_yaml(&format!("{VALID}tls: {{certFile: tls.crt}}")).unwrap_err();
+        assert!(err.contains("missing field `keyFile`"), "{err}");
+        let err = NodeAgentConfig::from_yaml(&format!(
+            "{VALID}tls: {{certFile: a, keyFile: b, caFile: c}}"
+        ))
+        .unwrap_err();
+        assert!(err.contains("unknown field `caFile`"), "{err}");
+        let config =
+            NodeAgentConfig::from_yaml(&format!("{VALID}tls: {{certFile: '', keyFile: b}}"))
+                .unwrap();
+        assert_eq!(config.validate(), ["tls.certFile: must name a file"]);
     }
 }

@@ -22,6 +22,9 @@ pub enum Error {
     },
     #[error("cannot use CA file {path}: {message}")]
     CaFile { path: PathBuf, message: String },
+    /// The node's TLS certificate or key cannot be used.
+    #[error("cannot serve TLS with {path}: {message}")]
+    Tls { path: PathBuf, message: String },
     #[error("{0}")]
     OrtLibrary(String),
     #[error("ONNX Runtime: {0}")]
@@ -144,6 +147,7 @@ impl UpstreamError {
             UpstreamError::Timeout { .. } => "timeout",
             UpstreamError::Unreachable { .. } => "unreachable",
             _ if self.is_overload() => "overloaded",
+            _ if self.is_refusal() => "unauthorized",
             UpstreamError::Status { .. } | UpstreamError::GrpcStatus { .. } => "status",
             UpstreamError::Invalid { .. } => "invalid",
         }
@@ -156,6 +160,23 @@ impl UpstreamError {
             UpstreamError::Status { status, .. } => *status == StatusCode::LOOP_DETECTED,
             // How an idn node answers a routing error over gRPC (`server::grpc_code`).
             UpstreamError::GrpcStatus { code, .. } => *code == tonic::Code::FailedPrecondition,
+            _ => false,
+        }
+    }
+
+    /// The upstream refused this node's credentials (no token, a wrong one): a misconfigured
+    /// link, which no retry mends.
+    fn is_refusal(&self) -> bool {
+        match self {
+            UpstreamError::Status { status, .. } => {
+                *status == StatusCode::UNAUTHORIZED || *status == StatusCode::FORBIDDEN
+            }
+            UpstreamError::GrpcStatus { code, .. } => {
+                matches!(
+                    code,
+                    tonic::Code::Unauthenticated | tonic::Code::PermissionDenied
+                )
+            }
             _ => false,
         }
     }
@@ -175,5 +196,34 @@ impl UpstreamError {
             }
             _ => false,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refused_credential_is_its_own_kind() {
+        let status = |status| UpstreamError::Status {
+            upstream: "cloud".into(),
+            status,
+            message: "no".into(),
+        };
+        let grpc = |code| UpstreamError::GrpcStatus {
+            upstream: "cloud".into(),
+            code,
+            message: "no".into(),
+        };
+        for error in [
+            status(StatusCode::UNAUTHORIZED),
+            status(StatusCode::FORBIDDEN),
+            grpc(tonic::Code::Unauthenticated),
+            grpc(tonic::Code::PermissionDenied),
+        ] {
+            assert_eq!(error.kind(), "unauthorized", "{error:?}");
+        }
+        assert_eq!(status(StatusCode::NOT_FOUND).kind(), "status");
+        assert_eq!(grpc(tonic::Code::NotFound).kind(), "status");
     }
 }

@@ -18,6 +18,7 @@ use crate::metrics::Metrics;
 use crate::model::ort_library;
 use crate::model::{Inference, InferencePool, Model};
 use crate::ratelog::RateLimited;
+use crate::server::tls::server_config;
 use crate::trace;
 use crate::wire::InferResponse;
 use crate::wire::context::RequestContext;
@@ -34,6 +35,8 @@ pub struct Node {
     upstreams: Upstreams,
     /// Token callers must present, when `auth` is configured.
     token: Option<String>,
+    /// The certificate the ports are served with, when `tls` is configured.
+    tls: Option<Arc<rustls::ServerConfig>>,
     metrics: Metrics,
     /// Set on SIGTERM: the node reports not ready while it lets its clients move away.
     draining: AtomicBool,
@@ -50,8 +53,9 @@ pub(crate) enum Served<'n> {
 
 impl Node {
     /// Resolves the services, loads every model (a model that fails is kept as unavailable),
-    /// reads token files and starts the pool. Fails when ONNX Runtime or a token file cannot
-    /// be loaded, or when a strategy names a model, service or upstream the node lacks.
+    /// reads token files and the TLS certificate, and starts the pool. Fails when ONNX Runtime,
+    /// a token file or the certificate cannot be loaded, or when a strategy names a model,
+    /// service or upstream the node lacks.
     pub fn start(config: NodeAgentConfig) -> Result<Arc<Node>> {
         ort_library::environment()?;
         let services = delivery::resolve(&config).map_err(|problems| Error::Unresolved {
@@ -63,6 +67,7 @@ impl Node {
             .as_ref()
             .map(|auth| upstream::read_token(&auth.token_file))
             .transpose()?;
+        let tls = config.tls.as_ref().map(server_config).transpose()?;
         let upstreams = Upstreams::new(&config.upstreams, config.limits.max_body_bytes)?;
         let models: Vec<Model> = config.models.iter().cloned().map(Model::load).collect();
         let metrics = Metrics::default();
@@ -92,6 +97,7 @@ impl Node {
             pool,
             upstreams,
             token,
+            tls,
             metrics,
             draining: AtomicBool::new(false),
             failures: RateLimited::default(),
@@ -101,6 +107,11 @@ impl Node {
     /// The config the node runs: its name, tier, limits, models and services.
     pub fn config(&self) -> &NodeAgentConfig {
         &self.config
+    }
+
+    /// The certificate the node serves its ports with, when it serves TLS.
+    pub(crate) fn tls(&self) -> Option<&rustls::ServerConfig> {
+        self.tls.as_deref()
     }
 
     /// Each model that is not ready, with the reason.

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use futures_util::{Stream, StreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret, SecretKeySelector, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams};
@@ -386,48 +386,28 @@ const SETTLED_RESYNC: Duration = Duration::from_secs(300);
 /// Time to the next reconcile of a network still rolling out.
 const ROLLOUT_RESYNC: Duration = Duration::from_secs(15);
 
-/// The secrets a network's remote links name, each with the field that names it.
-fn secret_refs(network: &InferenceDeliveryNetwork) -> Vec<(String, &SecretKeySelector)> {
-    let mut refs = Vec::new();
-    for (i, node) in network.spec.nodes.iter().enumerate() {
-        for (j, link) in node.links.iter().enumerate() {
-            let Some(endpoint) = &link.endpoint else {
-                continue;
-            };
-            for (field, selector) in [
-                ("tokenSecret", &endpoint.token_secret),
-                ("caSecret", &endpoint.ca_secret),
-            ] {
-                if let Some(selector) = selector {
-                    let field = format!("spec.nodes[{i}].links[{j}].endpoint.{field}");
-                    refs.push((field, selector));
-                }
-            }
-        }
-    }
-    refs
-}
-
-/// The secrets (or keys) named by the network's remote links that do not exist.
+/// The Secret keys the network's pods would mount (certificates, required tokens, links'
+/// tokens and CAs) that the Secrets cache does not hold, each reported at the field that asks
+/// for it.
 fn missing_secrets(
     secrets: &Store<Secret>,
     namespace: &str,
     network: &InferenceDeliveryNetwork,
 ) -> Vec<String> {
-    secret_refs(network)
+    network
+        .spec
+        .secret_keys()
         .into_iter()
-        .filter(|(_, selector)| {
-            let key = ObjectRef::new(&selector.name).within(namespace);
-            !secrets.get(&key).is_some_and(|s| {
-                s.data
-                    .as_ref()
-                    .is_some_and(|d| d.contains_key(&selector.key))
-            })
+        .filter(|(_, wanted)| {
+            let key = ObjectRef::new(wanted.name).within(namespace);
+            !secrets
+                .get(&key)
+                .is_some_and(|s| s.data.as_ref().is_some_and(|d| d.contains_key(wanted.key)))
         })
-        .map(|(field, selector)| {
+        .map(|(field, wanted)| {
             format!(
                 "{field}: Secret {:?} with key {:?} not found",
-                selector.name, selector.key
+                wanted.name, wanted.key
             )
         })
         .collect()
@@ -872,7 +852,8 @@ fn logged<T: Send + 'static>(
 }
 
 /// The networks a change to `object` concerns: those of its namespace, and of those only the
-/// ones whose links name `secret` when the object is a Secret.
+/// ones whose pods would mount `secret` (a certificate, a required token, a link's token or
+/// CA) when the object is a Secret.
 fn concerned<K: Resource>(
     networks: &Store<InferenceDeliveryNetwork>,
     object: &K,
@@ -882,7 +863,9 @@ fn concerned<K: Resource>(
         .state()
         .into_iter()
         .filter(|n| n.namespace() == object.namespace())
-        .filter(|n| secret.is_none_or(|name| secret_refs(n).iter().any(|(_, s)| s.name == name)))
+        .filter(|n| {
+            secret.is_none_or(|name| n.spec.secret_keys().iter().any(|(_, s)| s.name == name))
+        })
         .map(|n| ObjectRef::from_obj(&*n))
         .collect()
 }

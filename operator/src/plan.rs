@@ -44,14 +44,18 @@ pub struct Declared<'a> {
 
 /// Where things are, for the environment the plan is for.
 pub trait Addressing {
-    /// Base URL of another node's OIP API in `protocol`.
-    fn node_url(&self, node: &str, protocol: Protocol) -> String;
+    /// Base URL of a node's OIP API in `protocol`, `https://` when the node serves TLS.
+    fn node_url(&self, node: &str, protocol: Protocol, tls: bool) -> String;
     /// Path of a model file as the node-agent sees it.
     fn model_path(&self, model: &InferenceModel) -> PathBuf;
     /// Path of a link's bearer token file as the node-agent sees it.
     fn token_file(&self, link: &str) -> PathBuf;
     /// Path of a link's CA bundle as the node-agent sees it.
     fn ca_file(&self, link: &str) -> PathBuf;
+    /// Paths of a node's own certificate and key as its node-agent sees them.
+    fn tls(&self, node: &str) -> agent::TlsConfig;
+    /// Path of the token a node requires, as its node-agent sees it.
+    fn auth_token_file(&self, node: &str) -> PathBuf;
     /// Listen address of a node.
     fn listen(&self, node: &str) -> std::net::SocketAddr;
     /// gRPC listen address of a node.
@@ -210,7 +214,10 @@ fn plan_node<'a>(
             .then(|| addressing.learned_state_file(&node.name))
             .flatten(),
         services,
-        auth: None,
+        auth: node.auth.as_ref().map(|_| agent::AuthConfig {
+            token_file: addressing.auth_token_file(&node.name),
+        }),
+        tls: node.tls.as_ref().map(|_| addressing.tls(&node.name)),
     };
     // The agent's own checks catch anything the bindings above let through.
     if problems.is_empty() {
@@ -228,7 +235,8 @@ fn plan_node<'a>(
     }
 }
 
-/// The node's links as upstreams of its agent: to another node of the network by its address,
+/// The node's links as upstreams of its agent: to another node of the network by its address
+/// (over https when it serves TLS, trusting its Secret's CA, and with the token it requires),
 /// or to a remote endpoint.
 fn upstreams(
     declared: &Declared,
@@ -250,21 +258,22 @@ fn upstreams(
                     ));
                     return None;
                 }
-                (Some(other), _) if !nodes.iter().any(|n| &n.name == other) => {
-                    problems.push(format!("{field}.links[{i}].node: unknown node {other:?}"));
-                    return None;
-                }
-                (Some(other), _) => addressing.node_url(other, protocol),
+                (Some(other), _) => match nodes.iter().find(|n| &n.name == other) {
+                    Some(other) => addressing.node_url(&other.name, protocol, other.tls.is_some()),
+                    None => {
+                        problems.push(format!("{field}.links[{i}].node: unknown node {other:?}"));
+                        return None;
+                    }
+                },
                 (None, Some(endpoint)) => endpoint.url.clone(),
                 (None, None) => {
                     problems.push(format!("{field}.links[{i}]: give node or endpoint"));
                     return None;
                 }
             };
-            let endpoint = link.endpoint.as_ref();
-            let has_token = endpoint.is_some_and(|e| e.token_secret.is_some());
-            let has_ca = endpoint.is_some_and(|e| e.ca_secret.is_some());
-            if (has_token || has_ca) && link.name.len() > MAX_SECRET_LINK_NAME {
+            let secrets = link.secrets(nodes);
+            let has_secrets = secrets.token.is_some() || secrets.ca.is_some();
+            if has_secrets && link.name.len() > MAX_SECRET_LINK_NAME {
                 problems.push(format!(
                     "{field}.links[{i}].name: a link with secrets has a name of at most {MAX_SECRET_LINK_NAME} characters (its volume is named link-<name>, at most 63)"
                 ));
@@ -273,8 +282,8 @@ fn upstreams(
                 name: link.name.clone(),
                 url,
                 timeout_ms: link.timeout_ms.unwrap_or(1000),
-                token_file: has_token.then(|| addressing.token_file(&link.name)),
-                ca_file: has_ca.then(|| addressing.ca_file(&link.name)),
+                token_file: secrets.token.map(|_| addressing.token_file(&link.name)),
+                ca_file: secrets.ca.map(|_| addressing.ca_file(&link.name)),
                 // Nodes of the network are idn node-agents, which speak the binary extension;
                 // a remote endpoint may be any OIP server, so it gets JSON. (gRPC tensors are
                 // raw bytes either way.)

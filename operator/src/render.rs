@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use idn_contract::config::{Limits, NodeAgentConfig, Protocol};
+use idn_contract::config::{Limits, NodeAgentConfig, Protocol, TlsConfig};
 use idn_contract::names::{MANAGED_BY_LABEL, MANAGER, sha256_hex};
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
@@ -23,7 +23,10 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::{Resource, ResourceExt};
 
 use crate::plan::{self, AGENT_GRPC_PORT, AGENT_PORT, Addressing, Declared, NodePlan};
-use crate::resources::{InferenceDeliveryNetwork, InferenceModel, LinkSpec, NodeStatus};
+use crate::resources::{
+    InferenceDeliveryNetwork, InferenceModel, LinkSpec, NodeSpec, NodeStatus, SecretKey,
+    TLS_CERT_KEY, TLS_KEY_KEY,
+};
 use crate::scaling;
 
 /// Label naming the network an object belongs to (the orphan sweep selects on it).
@@ -38,6 +41,10 @@ pub const CONFIG_KEY: &str = "agent.yaml";
 const CONFIG_DIR: &str = "/etc/idn";
 const MODELS_DIR: &str = "/models";
 const LINKS_DIR: &str = "/var/run/idn/links";
+/// Where a node's own certificate and key are mounted (its TLS Secret).
+const TLS_DIR: &str = "/var/run/idn/tls";
+/// Where the token a node requires is mounted.
+const AUTH_DIR: &str = "/var/run/idn/auth";
 /// Where learned state is kept: an emptyDir, so it survives a container restart (not the
 /// pod's replacement: a new pod starts afresh, or is seeded over HTTP).
 const LEARNED_DIR: &str = "/var/lib/idn";
@@ -111,13 +118,14 @@ pub struct ClusterAddressing<'a> {
 }
 
 impl Addressing for ClusterAddressing<'_> {
-    fn node_url(&self, node: &str, protocol: Protocol) -> String {
+    fn node_url(&self, node: &str, protocol: Protocol, tls: bool) -> String {
         let port = match protocol {
             Protocol::Rest => AGENT_PORT,
             Protocol::Grpc => AGENT_GRPC_PORT,
         };
+        let scheme = if tls { "https" } else { "http" };
         format!(
-            "http://{}.{}.svc:{port}",
+            "{scheme}://{}.{}.svc:{port}",
             object_name(self.network, node),
             self.namespace
         )
@@ -138,6 +146,15 @@ impl Addressing for ClusterAddressing<'_> {
     }
     fn token_file(&self, link: &str) -> PathBuf {
         PathBuf::from(format!("{LINKS_DIR}/{link}/token"))
+    }
+    fn tls(&self, _node: &str) -> TlsConfig {
+        TlsConfig {
+            cert_file: PathBuf::from(format!("{TLS_DIR}/{TLS_CERT_KEY}")),
+            key_file: PathBuf::from(format!("{TLS_DIR}/{TLS_KEY_KEY}")),
+        }
+    }
+    fn auth_token_file(&self, _node: &str) -> PathBuf {
+        PathBuf::from(format!("{AUTH_DIR}/token"))
     }
     fn listen(&self, _node: &str) -> std::net::SocketAddr {
         std::net::SocketAddr::from(([0, 0, 0, 0], AGENT_PORT))
@@ -245,13 +262,14 @@ pub fn render(declared: &Declared, settings: &Settings) -> Result<Rendered, Vec<
                 selector(&name, node),
             ));
         rendered.services.push(service(meta, &name, node));
+        let tls = node.spec.tls.is_some();
         rendered.nodes.push(NodeStatus {
             name: node.spec.name.clone(),
             tier: node.spec.tier,
             replicas: node.spec.min_replicas(),
             ready_replicas: 0,
-            endpoint: addressing.node_url(&node.spec.name, Protocol::Rest),
-            grpc_endpoint: addressing.node_url(&node.spec.name, Protocol::Grpc),
+            endpoint: addressing.node_url(&node.spec.name, Protocol::Rest, tls),
+            grpc_endpoint: addressing.node_url(&node.spec.name, Protocol::Grpc, tls),
             services: node.config.service_names(),
             models: node.config.model_names(),
         });
@@ -343,7 +361,7 @@ fn deployment(
     addressing: &ClusterAddressing,
 ) -> Deployment {
     let name = network.name_any();
-    let (volumes, mounts, init) = volumes(node, settings, addressing);
+    let (volumes, mounts, init) = volumes(node, &network.spec.nodes, settings, addressing);
     let agent = agent_container(network, node, settings, mounts);
     let mut template_meta = ObjectMeta {
         labels: Some(labels(&name, node)),
@@ -400,10 +418,13 @@ fn agent_container(
     settings: &Settings,
     mounts: Vec<VolumeMount>,
 ) -> Container {
+    // The kubelet does not verify the certificate of an HTTPS probe.
+    let scheme = node.spec.tls.as_ref().map(|_| "HTTPS".to_owned());
     let probe = |path: &str, period: i32| Probe {
         http_get: Some(HTTPGetAction {
             path: Some(path.to_owned()),
             port: IntOrString::String("http".to_owned()),
+            scheme: scheme.clone(),
             ..HTTPGetAction::default()
         }),
         period_seconds: Some(period),
@@ -493,9 +514,11 @@ fn container_security() -> SecurityContext {
 }
 
 /// Volumes and mounts of a node's pod: the config, the models (downloaded into an emptyDir by
-/// an init container, or mounted from a claim or an image) and the links' token secrets.
+/// an init container, or mounted from a claim or an image), the node's own certificate and
+/// token, and its links' tokens and CAs (`nodes`: the network's, which links may point to).
 fn volumes(
     node: &NodePlan,
+    nodes: &[NodeSpec],
     settings: &Settings,
     addressing: &ClusterAddressing,
 ) -> (Vec<Volume>, Vec<VolumeMount>, Option<Container>) {
@@ -523,7 +546,8 @@ fn volumes(
         );
         fetch_container(&downloads, settings)
     });
-    pod.add_link_secrets(node);
+    pod.add_node_secrets(node.spec);
+    pod.add_link_secrets(node.spec, nodes);
     if node.config.learned_state_file.is_some() {
         pod.add_writable(
             Volume {
@@ -599,46 +623,71 @@ impl PodVolumes {
         downloads
     }
 
+    /// The node's certificate and key, and the token it requires.
+    fn add_node_secrets(&mut self, node: &NodeSpec) {
+        if let Some(tls) = &node.tls {
+            let keys = [TLS_CERT_KEY, TLS_KEY_KEY].map(|key| SecretKey {
+                name: &tls.secret_name,
+                key,
+            });
+            self.add(projected("tls", &keys.map(|k| (k, k.key))), TLS_DIR);
+        }
+        if let Some(auth) = &node.auth {
+            let token = SecretKey::from(&auth.token_secret);
+            self.add(projected("auth", &[(token, "token")]), AUTH_DIR);
+        }
+    }
+
     /// A link's token and CA may live in different secrets: one projected volume holds both.
-    fn add_link_secrets(&mut self, node: &NodePlan) {
-        for link in &node.spec.links {
-            let Some(endpoint) = &link.endpoint else {
-                continue;
-            };
-            let sources: Vec<VolumeProjection> = [
-                (&endpoint.token_secret, "token"),
-                (&endpoint.ca_secret, "ca.crt"),
-            ]
-            .into_iter()
-            .filter_map(|(secret, path)| {
-                let secret = secret.as_ref()?;
-                Some(VolumeProjection {
-                    secret: Some(SecretProjection {
-                        name: secret.name.clone(),
-                        items: Some(vec![KeyToPath {
-                            key: secret.key.clone(),
-                            path: path.to_owned(),
-                            ..KeyToPath::default()
-                        }]),
-                        ..SecretProjection::default()
-                    }),
-                    ..VolumeProjection::default()
-                })
-            })
-            .collect();
-            if sources.is_empty() {
+    fn add_link_secrets(&mut self, node: &NodeSpec, nodes: &[NodeSpec]) {
+        for link in &node.links {
+            let secrets = link.secrets(nodes);
+            let files: Vec<(SecretKey, &str)> = [(secrets.token, "token"), (secrets.ca, "ca.crt")]
+                .into_iter()
+                .filter_map(|(key, path)| Some((key?, path)))
+                .collect();
+            if files.is_empty() {
                 continue;
             }
-            let volume = Volume {
-                name: format!("link-{}", link.name),
-                projected: Some(ProjectedVolumeSource {
-                    sources: Some(sources),
-                    ..ProjectedVolumeSource::default()
-                }),
-                ..Volume::default()
-            };
+            let volume = projected(&format!("link-{}", link.name), &files);
             self.add(volume, &format!("{LINKS_DIR}/{}", link.name));
         }
+    }
+}
+
+/// A volume named `name` holding each Secret key of `files` at its path (one source per
+/// Secret).
+fn projected(name: &str, files: &[(SecretKey, &str)]) -> Volume {
+    let mut sources: Vec<SecretProjection> = Vec::new();
+    for (secret, path) in files {
+        let item = KeyToPath {
+            key: secret.key.to_owned(),
+            path: (*path).to_owned(),
+            ..KeyToPath::default()
+        };
+        match sources.iter_mut().find(|s| s.name == secret.name) {
+            Some(source) => source.items.get_or_insert_default().push(item),
+            None => sources.push(SecretProjection {
+                name: secret.name.to_owned(),
+                items: Some(vec![item]),
+                ..SecretProjection::default()
+            }),
+        }
+    }
+    let sources = sources
+        .into_iter()
+        .map(|secret| VolumeProjection {
+            secret: Some(secret),
+            ..VolumeProjection::default()
+        })
+        .collect();
+    Volume {
+        name: name.to_owned(),
+        projected: Some(ProjectedVolumeSource {
+            sources: Some(sources),
+            ..ProjectedVolumeSource::default()
+        }),
+        ..Volume::default()
     }
 }
 

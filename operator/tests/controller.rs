@@ -567,6 +567,82 @@ async fn a_missing_link_secret_is_an_invalid_spec() {
     assert!(result.is_ok(), "{result:?}");
 }
 
+/// The example network with its cloud node serving TLS with Secret `cloud-tls` and requiring
+/// the token in Secret `cloud-token`: the edge, which links to the cloud, needs both too.
+fn guarded_cloud() -> Manifests {
+    let mut manifests = example();
+    let mut cloud = serde_json::to_value(&manifests.networks[0].spec.nodes[2]).unwrap();
+    cloud["tls"] = json!({"secretName": "cloud-tls"});
+    cloud["auth"] = json!({"tokenSecret": {"name": "cloud-token", "key": "token"}});
+    manifests.networks[0].spec.nodes[2] = serde_json::from_value(cloud).unwrap();
+    manifests
+}
+
+/// A `kubernetes.io/tls` Secret as the cache keeps it, with `keys`.
+fn tls_secret(name: &str, keys: &[&str]) -> Value {
+    let data: serde_json::Map<String, Value> =
+        keys.iter().map(|k| ((*k).to_owned(), json!(""))).collect();
+    json!({
+        "apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
+        "metadata": {"name": name, "namespace": "default"},
+        "data": data
+    })
+}
+
+#[tokio::test]
+async fn a_missing_certificate_or_token_secret_is_an_invalid_spec() {
+    let manifests = guarded_cloud();
+    let network = manifests.networks[0].clone();
+    // The TLS Secret has the certificate and key but no CA for the edge's link; the token
+    // Secret is missing. Both are read from the cache: the server answers no GET.
+    let mut cluster = Cluster::new(&manifests);
+    cluster
+        .secrets
+        .push(tls_secret("cloud-tls", &["tls.crt", "tls.key"]));
+    let steps = vec![status_patch(&network), event()];
+    let (result, _) = scenario(network, cluster, steps).await;
+    let Err(Error::InvalidSpec(message)) = result else {
+        panic!("expected an invalid spec, got {result:?}")
+    };
+    for expected in [
+        "spec.nodes[1].links[0].node: Secret \"cloud-tls\" with key \"ca.crt\" not found",
+        "spec.nodes[2].auth.tokenSecret: Secret \"cloud-token\" with key \"token\" not found",
+    ] {
+        assert!(message.contains(expected), "{expected} not in {message}");
+    }
+    assert!(!message.contains("tls.crt"), "{message}");
+    assert!(!message.contains("tls.key"), "{message}");
+}
+
+#[tokio::test]
+async fn a_guarded_node_is_applied_once_its_secrets_are_cached() {
+    let manifests = guarded_cloud();
+    let network = manifests.networks[0].clone();
+    let mut cluster = Cluster::new(&manifests);
+    cluster
+        .secrets
+        .push(tls_secret("cloud-tls", &["tls.crt", "tls.key", "ca.crt"]));
+    cluster.secrets.push(json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "cloud-token", "namespace": "default"},
+        "data": {"token": ""}
+    }));
+    let mut steps = applies(&["access", "edge", "cloud"], &["cloud"]);
+    steps.push(status_patch(&network));
+    let (result, seen) = scenario(network, cluster, steps).await;
+    assert!(result.is_ok(), "{result:?}");
+    // The edge calls the cloud over https, and the cloud's status says so.
+    let edge_config = seen
+        .iter()
+        .find(|(path, _)| path.ends_with("/configmaps/mnist-edge"))
+        .map(|(_, body)| body["data"]["agent.yaml"].as_str().unwrap().to_owned())
+        .unwrap();
+    assert!(
+        edge_config.contains("https://mnist-cloud.default.svc"),
+        "{edge_config}"
+    );
+}
+
 #[tokio::test]
 async fn an_updated_network_reports_ready_nodes_and_keeps_transition_times() {
     let mut manifests = example();

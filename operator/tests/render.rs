@@ -468,6 +468,108 @@ fn a_remote_link_mounts_its_token_and_ca() {
     );
 }
 
+/// The example network with its cloud node serving TLS and requiring a token.
+fn with_a_guarded_cloud() -> Manifests {
+    let mut manifests = example();
+    let cloud = &mut manifests.networks[0].spec.nodes[2];
+    cloud.tls = Some(serde_json::from_value(json!({"secretName": "cloud-tls"})).unwrap());
+    cloud.auth = Some(
+        serde_json::from_value(json!({"tokenSecret": {"name": "cloud-token", "key": "token"}}))
+            .unwrap(),
+    );
+    manifests
+}
+
+#[test]
+fn a_node_requiring_a_token_over_tls_mounts_them_and_its_callers_send_them() {
+    let rendered = render(&with_a_guarded_cloud()).unwrap();
+    let config = |i: usize| -> idn_contract::config::NodeAgentConfig {
+        serde_norway::from_str(&rendered.config_maps[i].data.as_ref().unwrap()["agent.yaml"])
+            .unwrap()
+    };
+    let cloud = config(2);
+    let tls = cloud.tls.expect("the cloud serves TLS");
+    assert_eq!(tls.cert_file, Path::new("/var/run/idn/tls/tls.crt"));
+    assert_eq!(tls.key_file, Path::new("/var/run/idn/tls/tls.key"));
+    assert_eq!(
+        cloud.auth.expect("the cloud requires a token").token_file,
+        Path::new("/var/run/idn/auth/token")
+    );
+    insta::assert_yaml_snapshot!("mnist-cloud-tls-deployment", rendered.deployments[2]);
+    assert_eq!(
+        rendered.nodes[2].endpoint,
+        "https://mnist-cloud.default.svc:8000"
+    );
+
+    // The edge links to the cloud: over https, trusting the cloud Secret's CA, with its token.
+    let link = &config(1).upstreams[0];
+    assert_eq!(link.url, "https://mnist-cloud.default.svc:8000");
+    assert_eq!(
+        link.token_file.as_deref(),
+        Some(Path::new("/var/run/idn/links/cloud/token"))
+    );
+    assert_eq!(
+        link.ca_file.as_deref(),
+        Some(Path::new("/var/run/idn/links/cloud/ca.crt"))
+    );
+    insta::assert_yaml_snapshot!(
+        "mnist-edge-linking-to-tls-deployment",
+        rendered.deployments[1]
+    );
+
+    // The access node links to the edge, which asks for neither.
+    let access = config(0);
+    assert!(access.upstreams[0].url.starts_with("http://"));
+    assert_eq!(access.upstreams[0].token_file, None);
+    assert!(access.tls.is_none() && access.auth.is_none());
+    let probe = |i: usize| {
+        let container = &pod_spec(&rendered, i).containers[0];
+        let probe = container.readiness_probe.as_ref().unwrap();
+        probe.http_get.as_ref().unwrap().scheme.clone()
+    };
+    assert_eq!(probe(2), Some("HTTPS".to_owned()));
+    assert_eq!(probe(0), None);
+}
+
+#[test]
+fn a_grpc_link_to_a_tls_node_uses_https_on_its_grpc_port() {
+    let mut manifests = with_a_guarded_cloud();
+    manifests.networks[0].spec.nodes[1].links[0].protocol =
+        Some(idn_contract::config::Protocol::Grpc);
+    let rendered = render(&manifests).unwrap();
+    let config: idn_contract::config::NodeAgentConfig =
+        serde_norway::from_str(&rendered.config_maps[1].data.as_ref().unwrap()["agent.yaml"])
+            .unwrap();
+    assert_eq!(
+        config.upstreams[0].url,
+        "https://mnist-cloud.default.svc:8001"
+    );
+    assert_eq!(
+        rendered.nodes[2].grpc_endpoint,
+        "https://mnist-cloud.default.svc:8001"
+    );
+}
+
+#[test]
+fn every_secret_key_the_pods_mount_is_named_with_its_field() {
+    let manifests = with_a_guarded_cloud();
+    let keys: Vec<(String, String, String)> = manifests.networks[0]
+        .spec
+        .secret_keys()
+        .into_iter()
+        .map(|(field, key)| (field, key.name.to_owned(), key.key.to_owned()))
+        .collect();
+    let expected = [
+        ("spec.nodes[1].links[0].node", "cloud-token", "token"),
+        ("spec.nodes[1].links[0].node", "cloud-tls", "ca.crt"),
+        ("spec.nodes[2].tls.secretName", "cloud-tls", "tls.crt"),
+        ("spec.nodes[2].tls.secretName", "cloud-tls", "tls.key"),
+        ("spec.nodes[2].auth.tokenSecret", "cloud-token", "token"),
+    ]
+    .map(|(f, n, k)| (f.to_owned(), n.to_owned(), k.to_owned()));
+    assert_eq!(keys, expected);
+}
+
 #[test]
 fn a_grpc_link_reaches_the_nodes_grpc_port() {
     let mut manifests = example();

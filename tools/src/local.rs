@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context as _, anyhow, bail};
-use idn_contract::config::{NodeAgentConfig, Protocol};
+use idn_contract::config::{NodeAgentConfig, Protocol, TlsConfig};
 use idn_contract::names::sha256_hex;
 use idn_node_agent::node::Node;
 use idn_node_agent::server;
@@ -83,13 +83,14 @@ struct LocalAddressing<'a> {
 }
 
 impl Addressing for LocalAddressing<'_> {
-    fn node_url(&self, node: &str, protocol: Protocol) -> String {
+    fn node_url(&self, node: &str, protocol: Protocol, tls: bool) -> String {
         let (rest, grpc) = self.ports[node];
         let port = match protocol {
             Protocol::Rest => rest,
             Protocol::Grpc => grpc,
         };
-        format!("http://127.0.0.1:{port}")
+        let scheme = if tls { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{port}")
     }
     fn model_path(&self, model: &InferenceModel) -> PathBuf {
         self.models[&model.name_any()].clone()
@@ -99,6 +100,15 @@ impl Addressing for LocalAddressing<'_> {
     }
     fn token_file(&self, link: &str) -> PathBuf {
         PathBuf::from(format!("{link}.token"))
+    }
+    fn tls(&self, node: &str) -> TlsConfig {
+        TlsConfig {
+            cert_file: PathBuf::from(format!("{node}.tls.crt")),
+            key_file: PathBuf::from(format!("{node}.tls.key")),
+        }
+    }
+    fn auth_token_file(&self, node: &str) -> PathBuf {
+        PathBuf::from(format!("{node}.auth.token"))
     }
     fn listen(&self, node: &str) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], self.ports[node].0))

@@ -41,6 +41,13 @@ impl NodeAgentConfig {
         }
         self.validate_upstreams(&mut problems);
         self.validate_services(&mut problems);
+        if let Some(tls) = &self.tls {
+            for (field, file) in [("certFile", &tls.cert_file), ("keyFile", &tls.key_file)] {
+                if file.as_os_str().is_empty() {
+                    problems.push(format!("tls.{field}: must name a file"));
+                }
+            }
+        }
         problems
     }
 

@@ -23,6 +23,7 @@ use tonic::{Code, Request, Response, Status};
 use super::connection::{Timeouts, Tracked};
 use super::infer::{admit, answer, observed};
 use super::metadata::{self, EXTENSIONS, Metadata};
+use super::tls;
 use crate::error::{RequestError, UpstreamError};
 use crate::model::TensorSpec;
 use crate::node::Node;
@@ -184,19 +185,27 @@ pub(super) async fn serve(
         .keep_alive_timeout(Duration::from_secs(limits.keepalive_timeout_seconds))
         .max_concurrent_streams(limits.max_concurrent_streams);
     let timeouts = Timeouts::new(limits);
-    super::accept(listener, shutdown, drain, timeouts, move |io, activity| {
-        let service = service.clone();
-        let calls = service_fn(move |request: http::Request<Incoming>| {
-            let in_flight = activity.start();
-            let request = request.map(|body| ReadDeadline::new(body, read_timeout));
-            let mut service = service.clone();
-            async move {
-                let response = service.call(request).await?;
-                Ok::<_, Infallible>(response.map(|b| Tracked::new(b, in_flight)))
-            }
-        });
-        builder.serve_connection(io, calls)
-    })
+    let tls = node.tls().map(|config| tls::acceptor(config, b"h2"));
+    super::accept(
+        listener,
+        tls,
+        shutdown,
+        drain,
+        timeouts,
+        move |io, activity| {
+            let service = service.clone();
+            let calls = service_fn(move |request: http::Request<Incoming>| {
+                let in_flight = activity.start();
+                let request = request.map(|body| ReadDeadline::new(body, read_timeout));
+                let mut service = service.clone();
+                async move {
+                    let response = service.call(request).await?;
+                    Ok::<_, Infallible>(response.map(|b| Tracked::new(b, in_flight)))
+                }
+            });
+            builder.serve_connection(io, calls)
+        },
+    )
     .await;
 }
 

@@ -10,6 +10,7 @@ mod learning;
 mod metadata;
 mod response;
 mod route;
+pub(crate) mod tls;
 
 pub use grpc::grpc_code;
 pub use response::http_status;
@@ -32,8 +33,9 @@ use hyper_util::server::graceful::GracefulConnection;
 use idn_contract::config::NodeAgentConfig;
 use idn_telemetry::exposition;
 use serde_json::json;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
 
 use crate::error::{Error, Result};
 use crate::node::Node;
@@ -41,6 +43,7 @@ use crate::ratelog::RateLimited;
 use connection::{Activity, Timeouts, Tracked};
 use response::{Body, error_response, json_response};
 use route::Route;
+use tls::Stream;
 
 /// Serves one request: routes it and turns errors into OIP error responses.
 async fn handle(node: Arc<Node>, request: Request<Incoming>) -> Response<Body> {
@@ -124,11 +127,12 @@ pub async fn bind(config: &NodeAgentConfig) -> Result<Listeners> {
     })
 }
 
-/// Serves REST, and gRPC when bound, until `shutdown` resolves; then goes on serving for the
-/// drain delay (not ready, every HTTP/1.1 answer with `Connection: close`, so that clients move
-/// to other replicas without a request meeting a closed listener or a closing connection),
-/// then stops accepting and lets in-flight requests finish (up to the drain timeout). Learned
-/// state is saved while serving and once more after the drain.
+/// Serves REST, and gRPC when bound (each over TLS when the node has a certificate), until
+/// `shutdown` resolves; then goes on serving for the drain delay (not ready, every HTTP/1.1
+/// answer with `Connection: close`, so that clients move to other replicas without a request
+/// meeting a closed listener or a closing connection), then stops accepting and lets
+/// in-flight requests finish (up to the drain timeout). Learned state is saved while serving
+/// and once more after the drain.
 pub async fn serve(node: Arc<Node>, listeners: Listeners, shutdown: impl Future<Output = ()>) {
     let shutdown = {
         let node = Arc::clone(&node);
@@ -184,25 +188,33 @@ async fn serve_rest(node: Arc<Node>, listener: TcpListener, shutdown: impl Futur
         .header_read_timeout(Duration::from_secs(limits.header_read_timeout_seconds));
     let drain = Duration::from_secs(limits.drain_timeout_seconds);
     let timeouts = Timeouts::new(limits);
-    accept(listener, shutdown, drain, timeouts, move |io, activity| {
-        let node = Arc::clone(&node);
-        let service = service_fn(move |request| {
+    let tls = node.tls().map(|config| tls::acceptor(config, b"http/1.1"));
+    accept(
+        listener,
+        tls,
+        shutdown,
+        drain,
+        timeouts,
+        move |io, activity| {
             let node = Arc::clone(&node);
-            let in_flight = activity.start();
-            async move {
-                let draining = node.is_draining();
-                let mut response = handle(node, request).await;
-                if draining {
-                    response.headers_mut().insert(
-                        http::header::CONNECTION,
-                        http::HeaderValue::from_static("close"),
-                    );
+            let service = service_fn(move |request| {
+                let node = Arc::clone(&node);
+                let in_flight = activity.start();
+                async move {
+                    let draining = node.is_draining();
+                    let mut response = handle(node, request).await;
+                    if draining {
+                        response.headers_mut().insert(
+                            http::header::CONNECTION,
+                            http::HeaderValue::from_static("close"),
+                        );
+                    }
+                    Ok::<_, std::convert::Infallible>(response.map(|b| Tracked::new(b, in_flight)))
                 }
-                Ok::<_, std::convert::Infallible>(response.map(|b| Tracked::new(b, in_flight)))
-            }
-        });
-        builder.serve_connection(io, service)
-    })
+            });
+            builder.serve_connection(io, service)
+        },
+    )
     .await;
 }
 
@@ -210,19 +222,22 @@ async fn serve_rest(node: Arc<Node>, listener: TcpListener, shutdown: impl Futur
 const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(5);
 const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 
-/// Accepts connections on `listener`, serving each with `serve` (which counts its requests in
-/// the connection's [`Activity`]) under `timeouts`, until `shutdown` resolves; then stops
-/// accepting and lets open connections finish, up to `drain`.
+/// Accepts connections on `listener` (completing each one's TLS handshake, with `tls`),
+/// serving each with `serve` (which counts its requests in the connection's [`Activity`])
+/// under `timeouts`, until `shutdown` resolves; then stops accepting and lets open
+/// connections finish, up to `drain`.
 async fn accept<C>(
     listener: TcpListener,
+    tls: Option<TlsAcceptor>,
     shutdown: impl Future<Output = ()>,
     drain: Duration,
     timeouts: Timeouts,
-    serve: impl Fn(TokioIo<TcpStream>, Arc<Activity>) -> C,
+    serve: impl Fn(TokioIo<Stream>, Arc<Activity>) -> C + Send + Sync + 'static,
 ) where
     C: GracefulConnection + Send + 'static,
     C::Error: std::fmt::Display,
 {
+    let serve = Arc::new(serve);
     // Each connection holds a receiver: the sender tells them to close, and sees them gone.
     let (closing, watcher) = watch::channel(());
     let mut shutdown = std::pin::pin!(shutdown);
@@ -247,10 +262,18 @@ async fn accept<C>(
         };
         backoff = ACCEPT_BACKOFF_MIN;
         let _ = stream.set_nodelay(true);
-        let activity = Arc::new(Activity::default());
-        let connection = serve(TokioIo::new(stream), Arc::clone(&activity));
-        let watcher = watcher.clone();
+        let (serve, tls, watcher) = (Arc::clone(&serve), tls.clone(), watcher.clone());
+        // The handshake runs in the connection's task: a slow client holds no one else up.
         tokio::spawn(async move {
+            let stream = match &tls {
+                Some(acceptor) => match tls::handshake(acceptor, stream).await {
+                    Some(stream) => stream,
+                    None => return,
+                },
+                None => Stream::Plain(stream),
+            };
+            let activity = Arc::new(Activity::default());
+            let connection = serve(TokioIo::new(stream), Arc::clone(&activity));
             if let Err(e) = connection::drive(connection, &activity, timeouts, watcher).await {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }

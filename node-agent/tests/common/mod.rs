@@ -13,6 +13,7 @@ use hyper_util::rt::TokioIo;
 use idn_contract::config::NodeAgentConfig;
 use idn_node_agent::node::Node;
 use idn_node_agent::server;
+use rustls::pki_types::pem::PemObject;
 use serde_json::Value;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -164,9 +165,53 @@ pub async fn send(
     body: Bytes,
 ) -> Reply {
     let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+    exchange(stream, addr, method, path, headers, body)
+        .await
+        .unwrap()
+}
+
+/// Sends one request over https on a fresh connection, trusting only the CA of `ca_pem`.
+pub async fn send_tls(
+    addr: SocketAddr,
+    ca_pem: &str,
+    method: Method,
+    path: &str,
+    headers: &[(&str, String)],
+    body: Bytes,
+) -> Reply {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::from(addr.ip());
+    let stream = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, stream)
         .await
         .unwrap();
+    exchange(stream, addr, method, path, headers, body)
+        .await
+        .unwrap()
+}
+
+/// One request and its response over `stream`; the error when the exchange fails.
+pub async fn exchange(
+    stream: impl tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+    addr: SocketAddr,
+    method: Method,
+    path: &str,
+    headers: &[(&str, String)],
+    body: Bytes,
+) -> Result<Reply, hyper::Error> {
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
     tokio::spawn(connection);
     let mut request = Request::builder()
         .method(method)
@@ -177,16 +222,15 @@ pub async fn send(
     }
     let response = sender
         .send_request(request.body(Full::new(body)).unwrap())
-        .await
-        .unwrap();
+        .await?;
     let status = response.status();
     let headers = response.headers().clone();
-    let body = response.into_body().collect().await.unwrap().to_bytes();
-    Reply {
+    let body = response.into_body().collect().await?.to_bytes();
+    Ok(Reply {
         status,
         headers,
         body,
-    }
+    })
 }
 
 /// An OIP JSON request for a batch of images.
@@ -349,19 +393,51 @@ impl FakeUpstream {
     }
 }
 
+/// A certificate for 127.0.0.1 signed by a fresh CA.
+pub struct TestCert {
+    pub ca_pem: String,
+    pub cert: rustls::pki_types::CertificateDer<'static>,
+    pub cert_pem: String,
+    key: rcgen::KeyPair,
+}
+
+impl TestCert {
+    pub fn new() -> Self {
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca = ca_params.self_signed(&ca_key).unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let issuer = rcgen::Issuer::new(ca_params, ca_key);
+        let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()])
+            .unwrap()
+            .signed_by(&key, &issuer)
+            .unwrap();
+        TestCert {
+            ca_pem: ca.pem(),
+            cert_pem: cert.pem(),
+            cert: cert.der().clone(),
+            key,
+        }
+    }
+
+    pub fn key_pem(&self) -> String {
+        self.key.serialize_pem()
+    }
+
+    /// Writes `tls.crt`, `tls.key` and `ca.crt` into `dir`, as a mounted Secret holds them.
+    pub fn write(&self, dir: &Path) {
+        std::fs::create_dir_all(dir).unwrap();
+        std::fs::write(dir.join("tls.crt"), &self.cert_pem).unwrap();
+        std::fs::write(dir.join("tls.key"), self.key_pem()).unwrap();
+        std::fs::write(dir.join("ca.crt"), &self.ca_pem).unwrap();
+    }
+}
+
 /// A TLS acceptor with a certificate for 127.0.0.1 signed by a fresh CA, offering `alpn`;
 /// and the CA's PEM.
 fn tls_acceptor(alpn: &[&[u8]]) -> (tokio_rustls::TlsAcceptor, String) {
-    let ca_key = rcgen::KeyPair::generate().unwrap();
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    let ca = ca_params.self_signed(&ca_key).unwrap();
-    let key = rcgen::KeyPair::generate().unwrap();
-    let issuer = rcgen::Issuer::new(ca_params, ca_key);
-    let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()])
-        .unwrap()
-        .signed_by(&key, &issuer)
-        .unwrap();
+    let cert = TestCert::new();
     let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
@@ -369,12 +445,15 @@ fn tls_acceptor(alpn: &[&[u8]]) -> (tokio_rustls::TlsAcceptor, String) {
     .unwrap()
     .with_no_client_auth()
     .with_single_cert(
-        vec![cert.der().clone()],
-        rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+        vec![cert.cert.clone()],
+        rustls::pki_types::PrivateKeyDer::Pkcs8(cert.key.serialize_der().into()),
     )
     .unwrap();
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-    (tokio_rustls::TlsAcceptor::from(Arc::new(config)), ca.pem())
+    (
+        tokio_rustls::TlsAcceptor::from(Arc::new(config)),
+        cert.ca_pem,
+    )
 }
 
 /// Terminates TLS (HTTP/2 by ALPN) in front of `target`, as an ingress or a mesh would in

@@ -106,6 +106,68 @@ pub struct NodeSpec {
     #[serde(default)]
     #[schemars(length(max = 32), extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
     pub services: Vec<NodeServiceSpec>,
+    /// Serve the node's REST and gRPC ports over TLS; its probes then use HTTPS, and links
+    /// from the other nodes of this network use `https://` and trust the Secret's `ca.crt`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<NodeTls>,
+    /// Require a bearer token on the node's inference calls (health, metadata and metrics
+    /// stay open). The other nodes of this network that link to it send that token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<NodeAuth>,
+}
+
+/// Key of a `kubernetes.io/tls` Secret holding the certificate chain.
+pub const TLS_CERT_KEY: &str = "tls.crt";
+/// Key of a `kubernetes.io/tls` Secret holding the private key.
+pub const TLS_KEY_KEY: &str = "tls.key";
+/// Key of a TLS Secret holding the CA that signs its certificate (as cert-manager writes it).
+pub const TLS_CA_KEY: &str = "ca.crt";
+
+/// The certificate a node serves with.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeTls {
+    /// A `kubernetes.io/tls` Secret in the network's namespace: `tls.crt` (the chain, the
+    /// node's certificate first) and `tls.key`. The certificate must name the node's Service,
+    /// `<network>-<node>.<namespace>.svc`, for links from this network, and the name other
+    /// clusters call it by. When another node of the network links to this one, the Secret
+    /// also needs `ca.crt`, the CA those nodes trust (cert-manager writes it; for a
+    /// self-signed certificate, the certificate itself). Read at start: a renewed certificate
+    /// takes effect when the pods restart.
+    #[schemars(length(min = 1, max = 253))]
+    pub secret_name: String,
+}
+
+/// The bearer token a node requires.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeAuth {
+    /// Secret key (network's namespace) holding the token callers must present as
+    /// `Authorization: Bearer <token>`; surrounding whitespace is ignored.
+    pub token_secret: SecretKeySelector,
+}
+
+/// A key of a Secret in the network's namespace that a node's pod mounts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SecretKey<'a> {
+    pub name: &'a str,
+    pub key: &'a str,
+}
+
+impl<'a> From<&'a SecretKeySelector> for SecretKey<'a> {
+    fn from(selector: &'a SecretKeySelector) -> Self {
+        SecretKey {
+            name: &selector.name,
+            key: &selector.key,
+        }
+    }
+}
+
+/// Where a link's bearer token and CA bundle come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LinkSecrets<'a> {
+    pub token: Option<SecretKey<'a>>,
+    pub ca: Option<SecretKey<'a>>,
 }
 
 /// Bounds and target of a node's HorizontalPodAutoscaler.
@@ -191,6 +253,70 @@ pub struct LinkSpec {
     /// from the service's (another order, or other classes); matched by name.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub labels: Vec<String>,
+}
+
+impl LinkSpec {
+    /// The secrets the link calls with: an endpoint's own; for a link to a node of the
+    /// network (`nodes`), the token that node requires and the CA of its TLS Secret.
+    pub fn secrets<'a>(&'a self, nodes: &'a [NodeSpec]) -> LinkSecrets<'a> {
+        if let Some(endpoint) = &self.endpoint {
+            return LinkSecrets {
+                token: endpoint.token_secret.as_ref().map(SecretKey::from),
+                ca: endpoint.ca_secret.as_ref().map(SecretKey::from),
+            };
+        }
+        let Some(other) = nodes.iter().find(|n| Some(&n.name) == self.node.as_ref()) else {
+            return LinkSecrets::default();
+        };
+        LinkSecrets {
+            token: other
+                .auth
+                .as_ref()
+                .map(|a| SecretKey::from(&a.token_secret)),
+            ca: other.tls.as_ref().map(|tls| SecretKey {
+                name: &tls.secret_name,
+                key: TLS_CA_KEY,
+            }),
+        }
+    }
+}
+
+impl InferenceDeliveryNetworkSpec {
+    /// Every Secret key the network's pods mount, with the field of the spec that asks for
+    /// it.
+    pub fn secret_keys(&self) -> Vec<(String, SecretKey<'_>)> {
+        let mut keys = Vec::new();
+        for (i, node) in self.nodes.iter().enumerate() {
+            if let Some(tls) = &node.tls {
+                for key in [TLS_CERT_KEY, TLS_KEY_KEY] {
+                    let name = &tls.secret_name;
+                    keys.push((
+                        format!("spec.nodes[{i}].tls.secretName"),
+                        SecretKey { name, key },
+                    ));
+                }
+            }
+            if let Some(auth) = &node.auth {
+                let field = format!("spec.nodes[{i}].auth.tokenSecret");
+                keys.push((field, SecretKey::from(&auth.token_secret)));
+            }
+            for (j, link) in node.links.iter().enumerate() {
+                let secrets = link.secrets(&self.nodes);
+                let at = format!("spec.nodes[{i}].links[{j}]");
+                let (token_field, ca_field) = match link.endpoint {
+                    Some(_) => (
+                        format!("{at}.endpoint.tokenSecret"),
+                        format!("{at}.endpoint.caSecret"),
+                    ),
+                    // The other node's secrets, which this link needs too.
+                    None => (format!("{at}.node"), format!("{at}.node")),
+                };
+                keys.extend(secrets.token.map(|key| (token_field, key)));
+                keys.extend(secrets.ca.map(|key| (ca_field, key)));
+            }
+        }
+        keys
+    }
 }
 
 /// A remote OIP v2 endpoint and the secrets holding its bearer token and CA.
