@@ -695,12 +695,17 @@ async fn write_status(
         (ConditionType::Ready, EventType::Normal),
         (ConditionType::Degraded, EventType::Warning),
     ] {
-        // News: a condition that became true, or is true for another reason than before.
+        // News: a condition that became true, or is true for another reason than before; a
+        // warning also when its message changes (another problem of the same kind: the one a
+        // first reconcile saw against caches still filling is not the one the user must fix).
         let Some(now) = conditions::find_true(&status.conditions, type_) else {
             continue;
         };
         let before = conditions::find_true(&previous.conditions, type_);
-        if before.is_none_or(|b| b.reason != now.reason) {
+        let news = before.is_none_or(|b| {
+            b.reason != now.reason || (event_type == EventType::Warning && b.message != now.message)
+        });
+        if news {
             publish(
                 ctx,
                 network,
